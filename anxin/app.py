@@ -1,0 +1,35 @@
+"""The web role: operators' API, the registry, the console, Twilio webhooks, health."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from alert_service.console_views import mount_console
+from alert_service.views import router as alert_router
+from anxin.clock import Clock, SystemClock
+from anxin.db import SessionMaker
+from anxin.metrics import metrics_router
+from anxin.registry_views import router as registry_router
+from anxin.settings import Settings
+from anxin.web import AppContext
+from dispatcher.views import router as twilio_router
+
+
+def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Anxin 安心",
+        description="Emergency response for elders at home: alerts, the 15-minute rule, dispatch.",
+        version="0.1.0",
+    )
+    app.state.ctx = AppContext(settings=settings, sessions=sessions, clock=clock or SystemClock())
+    app.include_router(alert_router)
+    app.include_router(twilio_router)
+    app.include_router(registry_router)
+    app.include_router(metrics_router)
+    mount_console(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,343 @@
+"""The one module that imports paho. An asyncio face on paho's network thread.
+
+paho runs its own thread (loop_start) and hands every callback to the event loop, so nothing
+here blocks the loop. The hand-over is batched: the paho thread appends to a mailbox and wakes
+the loop (call_soon_threadsafe) once per burst, not once per message or PUBACK: a wake-up costs
+more than the rest of a message's handling. Manual ack: a received QoS 1 message is
+acknowledged to the broker only when the caller says so (after its row is committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from anxin.logging import get_logger
+
+log = get_logger("anxin.mqtt")
+_client_seq = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    # MQTT 5 unless the URL says `?protocol=3.1.1` (the in-process broker speaks 3.1.1 only).
+    mqtt5: bool = True
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(
+                f"unsupported MQTT URL scheme {parts.scheme!r} (use mqtt:// or mqtts://)"
+            )
+        tls = parts.scheme in ("mqtts", "ssl")
+        query = parse_qs(parts.query)
+        version = (query.get("protocol") or ["5"])[0]
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            mqtt5=version not in ("3", "3.1.1", "311", "4"),
+        )
+
+    def with_credentials(self, username: str, password: str) -> BrokerAddress:
+        return BrokerAddress(self.host, self.port, username, password, self.tls, self.mqtt5)
+
+
+@dataclass(frozen=True)
+class MqttMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+
+
+@dataclass
+class _Subscription:
+    topic: str
+    qos: int
+    queue: asyncio.Queue[MqttMessage] = field(default_factory=asyncio.Queue)
+
+
+class MqttClient:
+    """One MQTT connection. Reconnects by itself; resubscribes on every reconnect."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str | None = None,
+        *,
+        persistent_session: bool = False,
+        session_expiry_s: int = 24 * 3600,
+        manual_ack: bool = False,
+        receive_maximum: int | None = None,
+        max_inflight: int = 1000,
+        will: tuple[str, bytes, int, bool] | None = None,
+        birth: list[tuple[str, bytes, int, bool]] | None = None,
+        keepalive: int = 30,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id or f"anxin-{next(_client_seq)}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = asyncio.Event()
+        self._subs: list[_Subscription] = []
+        self._route: dict[str, _Subscription] = {}
+        self._pending_pubs: dict[int, asyncio.Future[None]] = {}
+        self._receive_maximum = receive_maximum
+        # Published on every (re)connect, e.g. a retained `online` status: a broker restart may
+        # have published the last will meanwhile.
+        self._birth = list(birth or [])
+        self._inbox: deque[tuple[Any, tuple[Any, ...]]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._inbox_scheduled = False
+        self._subacks_pending: set[int] = set()
+        self._subscribed = asyncio.Event()
+        protocol = MQTTProtocolVersion.MQTTv5 if address.mqtt5 else MQTTProtocolVersion.MQTTv311
+        kwargs: dict[str, Any] = {}
+        if not address.mqtt5:
+            kwargs["clean_session"] = not persistent_session
+        self._persistent = persistent_session
+        self._session_expiry_s = session_expiry_s
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=protocol,
+            manual_ack=manual_ack,
+            **kwargs,
+        )
+        # What this client publishes unacknowledged at once (0: no limit). With a limit, paho
+        # walks every in-flight message on each PUBACK, which costs a busy publisher (the
+        # gateway's device acks) more than all else; Mosquitto takes an unlimited client.
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if address.username:
+            self._client.username_pw_set(address.username, address.password)
+        if address.tls:
+            self._client.tls_set_context(ssl.create_default_context())
+        if will is not None:
+            self._client.will_set(will[0], will[1], will[2], will[3])
+        self._keepalive = keepalive
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self.connect_count = 0
+        # Event-loop time of the latest successful connect (None before the first).
+        self.connected_at: float | None = None
+
+    # -- paho thread → event loop -------------------------------------------------------------
+    def _call(self, fn: Any, *args: Any) -> None:
+        """Run fn(*args) on the event loop, in order. Calls are queued in a mailbox and the loop
+        is woken once per burst: under load the loop drains hundreds per wake-up."""
+        with self._inbox_lock:
+            self._inbox.append((fn, args))
+            if self._inbox_scheduled:
+                return
+            self._inbox_scheduled = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._drain_inbox)
+        else:  # no loop yet, or it is gone: nobody to deliver to
+            with self._inbox_lock:
+                self._inbox.clear()
+                self._inbox_scheduled = False
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            calls = list(self._inbox)
+            self._inbox.clear()
+            self._inbox_scheduled = False
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception:
+                # One failing callback must not drop the rest of the burst.
+                log.exception("mqtt_callback_failed", client_id=self.client_id)
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if rc.is_failure:
+            reason = str(rc)
+            self._call(
+                lambda: log.warning("mqtt_connect_refused", client_id=self.client_id, reason=reason)
+            )
+            return
+        # Resubscribe every time: a broker restart without persistence forgets subscriptions.
+        mids = [mid for sub in self._subs if (mid := client.subscribe(sub.topic, sub.qos)[1])]
+        for birth_topic, payload, qos, retain in self._birth:
+            client.publish(birth_topic, payload, qos, retain)
+        self._call(self._set_connected, True, mids)
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self._call(self._set_connected, False)
+
+    def _set_connected(self, up: bool, suback_mids: list[int] | None = None) -> None:
+        if up:
+            self.connect_count += 1
+            if self._loop is not None:
+                self.connected_at = self._loop.time()
+            self._subacks_pending = set(suback_mids or [])
+            if self._subacks_pending:
+                self._subscribed.clear()
+            else:
+                self._subscribed.set()
+            self._connected.set()
+        else:
+            self._connected.clear()
+            self._subscribed.clear()
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        self._call(self._suback, mid)
+
+    def _suback(self, mid: int) -> None:
+        self._subacks_pending.discard(mid)
+        if not self._subacks_pending and self._connected.is_set():
+            self._subscribed.set()
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        message = MqttMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
+        self._call(self._dispatch, message)
+
+    def _dispatch(self, message: MqttMessage) -> None:
+        sub = self._route.get(message.topic)
+        if sub is None:
+            # paho's matcher builds a trie per call: remember the answer per topic instead
+            # (a device has a handful of topics; the bound keeps a flood of names in check).
+            sub = next(
+                (
+                    s
+                    for s in self._subs
+                    if paho.topic_matches_sub(_strip_share(s.topic), message.topic)
+                ),
+                None,
+            )
+            if sub is not None:
+                if len(self._route) > 200_000:
+                    self._route.clear()
+                self._route[message.topic] = sub
+        if sub is not None:
+            sub.queue.put_nowait(message)
+            return
+        # No matching subscription here (e.g. a retained message for an old one): ack and drop.
+        self.ack(message)
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        self._call(self._resolve_publish, mid)
+
+    def _resolve_publish(self, mid: int) -> None:
+        fut = self._pending_pubs.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- public API ---------------------------------------------------------------------------
+    async def connect(self, timeout: float = 10.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        props: Properties | None = None
+        kwargs: dict[str, Any] = {}
+        if self.address.mqtt5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if self._persistent:
+                props.SessionExpiryInterval = self._session_expiry_s
+            if self._receive_maximum:
+                props.ReceiveMaximum = self._receive_maximum
+            kwargs["clean_start"] = not self._persistent
+        await asyncio.to_thread(
+            self._client.connect,
+            self.address.host,
+            self.address.port,
+            self._keepalive,
+            properties=props,
+            **kwargs,
+        )
+        self._client.loop_start()
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def wait_subscribed(self, timeout: float | None = None) -> None:
+        """Until the broker has granted every subscription of the current connection."""
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    def subscribe(self, topic: str, qos: int = 1) -> asyncio.Queue[MqttMessage]:
+        """Subscribe (now and after every reconnect); messages arrive on the returned queue."""
+        sub = _Subscription(topic, qos)
+        self._subs.append(sub)
+        self._route.clear()
+        if self.is_connected:
+            mid = self._client.subscribe(topic, qos)[1]
+            if mid is not None:
+                self._subacks_pending.add(mid)
+                self._subscribed.clear()
+        return sub.queue
+
+    def ack(self, message: MqttMessage) -> None:
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    async def publish(
+        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish; for QoS ≥ 1 wait until the broker has acknowledged it."""
+        info = self._client.publish(topic, payload, qos, retain)
+        if qos == 0:
+            return
+        if info.is_published():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_pubs[info.mid] = fut
+        if info.is_published():  # raced with the paho thread
+            self._pending_pubs.pop(info.mid, None)
+            return
+        await fut
+
+    def publish_nowait(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        """Queue a publish without waiting for the broker (paho resends QoS 1 on reconnect)."""
+        self._client.publish(topic, payload, qos, False)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.disconnect)
+        await asyncio.to_thread(self._client.loop_stop)
+        self._connected.clear()
+        for fut in self._pending_pubs.values():
+            if not fut.done():
+                fut.cancel()
+
+    def abort(self) -> None:
+        """Drop the connection without a DISCONNECT so the broker sends the last will (tests, faults)."""
+        sock = self._client.socket()
+        self._client.loop_stop()
+        if sock is not None:
+            sock.close()
+
+
+def _strip_share(topic: str) -> str:
+    # `$share/group/a/b` matches messages on `a/b`.
+    if topic.startswith("$share/"):
+        return topic.split("/", 2)[2]
+    return topic

@@ -1,0 +1,983 @@
+"""The registry API (CONTRACT.md §4): regions, centres, elders, devices, responders; dead letters,
+device health and the map's points. Every list and every write is scoped to the operator's
+region and below; every read of an elder's record and every change is in the audit log.
+
+Validation is in the input models (types, ranges, E.164 phones) and in `_check_*` (references
+that must exist inside the operator's scope, unique codes and numbers).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from alert_service.models import OPEN_STATUSES, Alert
+from anxin import auth
+from anxin.models import (
+    Device,
+    DeviceKind,
+    Elder,
+    OperatorRole,
+    Region,
+    RegionLevel,
+    Responder,
+    ResponderKind,
+    ServiceCentre,
+    pk,
+)
+from anxin.schemas import DEVICE_ID_RE
+from anxin.web import CurrentOperator, Operator, Session, audit, context
+from dispatcher.models import DispatchAttempt
+from dispatcher.routing import TravelMode
+from gateway.models import DeadLetter
+
+router = APIRouter(prefix="/api", tags=["registry"])
+
+PHONE_PATTERN = r"^\+[1-9][0-9]{7,14}$"  # E.164, as the SMS provider needs it
+CODE_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+LOW_BATTERY = 20
+TROUBLE_KINDS = ("offline", "low_battery", "tamper", "power_lost")
+Name = Annotated[str, Field(min_length=1, max_length=32)]
+Phone = Annotated[str, Field(pattern=PHONE_PATTERN, max_length=20)]
+Lat = Annotated[float, Field(ge=-90, le=90)]
+Lon = Annotated[float, Field(ge=-180, le=180)]
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+class _In(BaseModel):
+    """Input models strip surrounding spaces (pasted from spreadsheets) before validating."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _stripped(cls, value: Any) -> Any:
+        return _strip(value)
+
+
+# --- scope and permissions ------------------------------------------------------------------
+
+
+def _forbidden(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, message)
+
+
+def _require_editor(operator: Operator) -> None:
+    if not operator.can_act:
+        raise _forbidden("只读账号 / viewers cannot change the registry")
+
+
+def _require_region_admin(operator: Operator) -> None:
+    """Regions and centres shape the whole network: only admins and county operators."""
+    if operator.user.role not in (OperatorRole.admin, OperatorRole.county_operator):
+        raise _forbidden("仅县级管理员可修改 / only county operators and admins may change this")
+
+
+def _not_found(what: str) -> HTTPException:
+    # Outside the operator's region looks exactly like not there.
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"没有这个{what} / no such {what}")
+
+
+def _invalid(field: str, message: str) -> HTTPException:
+    """A 422 in FastAPI's own shape, so the console shows it next to the field."""
+    return HTTPException(
+        422,
+        [{"loc": ["body", field], "msg": message, "type": "value_error"}],
+    )
+
+
+def _now(request: Request) -> datetime:
+    return context(request).clock.now()
+
+
+async def _region_in_scope(
+    session: AsyncSession, operator: Operator, region_id: int | None, field: str, *levels: str
+) -> Region:
+    region = await session.get(Region, region_id) if region_id is not None else None
+    if region is None or region.id not in operator.region_ids:
+        raise _invalid(field, "不在您的辖区内 / not in your region")
+    if levels and region.level not in levels:
+        raise _invalid(field, f"应为{'/'.join(levels)} / must be a {' or '.join(levels)}")
+    return region
+
+
+async def _taken(
+    session: AsyncSession, model: Any, field: str, value: Any, own_id: Any = None
+) -> bool:
+    """Whether another row of `model` already has this unique value."""
+    query = select(func.count()).select_from(model).where(getattr(model, field) == value)
+    if own_id is not None:
+        query = query.where(model.id != own_id)
+    return bool(await session.scalar(query))
+
+
+# --- regions ----------------------------------------------------------------------------------
+
+
+class RegionIn(_In):
+    code: str = Field(pattern=CODE_PATTERN)
+    name: Name
+    level: Literal["township", "village"]
+    parent_id: int
+    lat: Lat | None = None
+    lon: Lon | None = None
+    response_minutes: int = Field(default=15, ge=1, le=120)
+
+
+class RegionOut(BaseModel):
+    id: int
+    code: str
+    name: str
+    level: str
+    parent_id: int | None
+    lat: float | None
+    lon: float | None
+    response_minutes: int
+    elders: int = 0
+
+
+PARENT_LEVEL: dict[str, str] = {
+    RegionLevel.township: RegionLevel.county,
+    RegionLevel.village: RegionLevel.township,
+}
+
+
+def _region_out(region: Region, elders: int = 0) -> RegionOut:
+    return RegionOut(
+        id=pk(region),
+        code=region.code,
+        name=region.name,
+        level=region.level,
+        parent_id=region.parent_id,
+        lat=region.lat,
+        lon=region.lon,
+        response_minutes=region.response_minutes,
+        elders=elders,
+    )
+
+
+@router.get("/regions", response_model=list[RegionOut])
+async def list_regions(session: Session, operator: CurrentOperator) -> list[RegionOut]:
+    counted = await session.execute(
+        select(col(Elder.village_id), func.count())
+        .where(col(Elder.village_id).in_(operator.region_ids))
+        .group_by(col(Elder.village_id))
+    )
+    counts = {village_id: int(n) for village_id, n in counted}
+    regions = (
+        await session.execute(
+            select(Region).where(col(Region.id).in_(operator.region_ids)).order_by(col(Region.code))
+        )
+    ).scalars()
+    return [_region_out(r, counts.get(pk(r), 0)) for r in regions]
+
+
+async def _check_region(
+    session: AsyncSession, operator: Operator, body: RegionIn, own_id: int | None
+) -> None:
+    await _region_in_scope(session, operator, body.parent_id, "parent_id", PARENT_LEVEL[body.level])
+    if await _taken(session, Region, "code", body.code, own_id):
+        raise _invalid("code", "编码已存在 / this code is taken")
+
+
+@router.post("/regions", response_model=RegionOut, status_code=201)
+async def create_region(
+    body: RegionIn, session: Session, operator: CurrentOperator, request: Request
+) -> RegionOut:
+    _require_region_admin(operator)
+    await _check_region(session, operator, body, None)
+    region = Region(**body.model_dump(), circuity=1.4, ladder={})
+    session.add(region)
+    await session.flush()
+    audit(session, operator, _now(request), "create_region", "region", region.id)
+    return _region_out(region)
+
+
+@router.put("/regions/{region_id}", response_model=RegionOut)
+async def update_region(
+    region_id: int, body: RegionIn, session: Session, operator: CurrentOperator, request: Request
+) -> RegionOut:
+    _require_region_admin(operator)
+    region = await session.get(Region, region_id)
+    if region is None or region_id not in operator.region_ids or region.level == "county":
+        raise _not_found("地区 region")
+    if body.level != region.level:
+        raise _invalid("level", "不能修改级别 / the level cannot change")
+    await _check_region(session, operator, body, region_id)
+    if body.parent_id == region_id:
+        raise _invalid("parent_id", "不能是自己 / cannot be its own parent")
+    for key, value in body.model_dump().items():
+        setattr(region, key, value)
+    audit(session, operator, _now(request), "update_region", "region", region_id)
+    return _region_out(region)
+
+
+# --- centres ----------------------------------------------------------------------------------
+
+
+class CentreIn(_In):
+    region_id: int
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    duty_phone: Phone
+    lat: Lat
+    lon: Lon
+    has_vehicle: bool = True
+
+
+class CentreOut(CentreIn):
+    id: int
+    level: str
+    region: str
+
+
+def _centre_out(centre: ServiceCentre, region_name: str) -> CentreOut:
+    return CentreOut(
+        id=pk(centre),
+        level=centre.level,
+        region=region_name,
+        region_id=centre.region_id,
+        name=centre.name,
+        duty_phone=centre.duty_phone,
+        lat=centre.lat,
+        lon=centre.lon,
+        has_vehicle=centre.has_vehicle,
+    )
+
+
+@router.get("/centres", response_model=list[CentreOut])
+async def list_centres(session: Session, operator: CurrentOperator) -> list[CentreOut]:
+    rows = await session.execute(
+        select(ServiceCentre, col(Region.name))
+        .join(Region, col(Region.id) == col(ServiceCentre.region_id))
+        .where(col(ServiceCentre.region_id).in_(operator.region_ids))
+        .order_by(col(ServiceCentre.id))
+    )
+    return [_centre_out(c, name) for c, name in rows]
+
+
+async def _centre_responder(session: AsyncSession, centre: ServiceCentre) -> None:
+    """The dispatcher reaches a centre through a responder with its duty phone: keep it in step."""
+    kind = (
+        ResponderKind.county_centre if centre.level == "county" else ResponderKind.township_centre
+    )
+    responder = (
+        (await session.execute(select(Responder).where(col(Responder.centre_id) == centre.id)))
+        .scalars()
+        .first()
+    )
+    if responder is None:
+        session.add(
+            Responder(
+                kind=kind,
+                centre_id=centre.id,
+                name=centre.name[:32],
+                phone=centre.duty_phone,
+                lat=centre.lat,
+                lon=centre.lon,
+                travel_mode="car",
+                setup_minutes=5,
+            )
+        )
+        return
+    responder.name = centre.name[:32]
+    responder.phone = centre.duty_phone
+    responder.lat, responder.lon = centre.lat, centre.lon
+
+
+async def _check_centre(
+    session: AsyncSession, operator: Operator, body: CentreIn, own_id: int | None
+) -> Region:
+    region = await _region_in_scope(
+        session, operator, body.region_id, "region_id", "township", "county"
+    )
+    own_responder = (
+        await session.scalar(select(col(Responder.id)).where(col(Responder.centre_id) == own_id))
+        if own_id is not None
+        else None
+    )
+    if await _taken(session, Responder, "phone", body.duty_phone, own_responder):
+        raise _invalid("duty_phone", "号码已被使用 / this number is already registered")
+    return region
+
+
+@router.post("/centres", response_model=CentreOut, status_code=201)
+async def create_centre(
+    body: CentreIn, session: Session, operator: CurrentOperator, request: Request
+) -> CentreOut:
+    _require_region_admin(operator)
+    region = await _check_centre(session, operator, body, None)
+    centre = ServiceCentre(**body.model_dump(), level=region.level)
+    session.add(centre)
+    await session.flush()
+    await _centre_responder(session, centre)
+    audit(session, operator, _now(request), "create_centre", "centre", centre.id)
+    return _centre_out(centre, region.name)
+
+
+@router.put("/centres/{centre_id}", response_model=CentreOut)
+async def update_centre(
+    centre_id: int, body: CentreIn, session: Session, operator: CurrentOperator, request: Request
+) -> CentreOut:
+    _require_region_admin(operator)
+    centre = await session.get(ServiceCentre, centre_id)
+    if centre is None or centre.region_id not in operator.region_ids:
+        raise _not_found("服务中心 centre")
+    region = await _check_centre(session, operator, body, centre_id)
+    for key, value in body.model_dump().items():
+        setattr(centre, key, value)
+    centre.level = region.level
+    await _centre_responder(session, centre)
+    audit(session, operator, _now(request), "update_centre", "centre", centre_id)
+    return _centre_out(centre, region.name)
+
+
+# --- elders -----------------------------------------------------------------------------------
+
+
+class ElderIn(_In):
+    code: str = Field(pattern=CODE_PATTERN)
+    name: Name
+    village_id: int
+    address: str = Field(default="", max_length=128)
+    lat: Lat
+    lon: Lon
+    living_alone: bool = False
+    empty_nest: bool = False
+    left_behind: bool = False
+    disabled: bool = False
+    advanced_age: bool = False
+    wanders: bool = False
+    guardian_phones: list[Phone] = Field(default_factory=list, max_length=5)
+    consent: bool = True
+    night_start: str = Field(default="22:00", pattern=HHMM_PATTERN)
+    night_end: str = Field(default="06:00", pattern=HHMM_PATTERN)
+
+
+class DeviceBrief(BaseModel):
+    id: str
+    kind: str
+    online: bool
+    enabled: bool
+    battery: int | None
+    last_seen_at: datetime | None
+
+
+class ElderOut(ElderIn):
+    id: int
+    village: str
+    devices: list[DeviceBrief] = Field(default_factory=list)
+    open_alerts: int = 0
+
+
+def _elder_out(elder: Elder, village: str, devices: list[Device], open_alerts: int = 0) -> ElderOut:
+    return ElderOut(
+        id=pk(elder),
+        village=village,
+        code=elder.code,
+        name=elder.name,
+        village_id=elder.village_id,
+        address=elder.address,
+        lat=elder.lat,
+        lon=elder.lon,
+        living_alone=elder.living_alone,
+        empty_nest=elder.empty_nest,
+        left_behind=elder.left_behind,
+        disabled=elder.disabled,
+        advanced_age=elder.advanced_age,
+        wanders=elder.wanders,
+        guardian_phones=list(elder.guardian_phones or []),
+        consent=elder.consent,
+        night_start=elder.night_start,
+        night_end=elder.night_end,
+        devices=[
+            DeviceBrief(
+                id=d.id,
+                kind=d.kind,
+                online=d.online,
+                enabled=d.enabled,
+                battery=d.battery,
+                last_seen_at=d.last_seen_at,
+            )
+            for d in devices
+        ],
+        open_alerts=open_alerts,
+    )
+
+
+async def _devices_of(session: AsyncSession, elder_ids: list[int]) -> dict[int, list[Device]]:
+    devices = (
+        await session.execute(
+            select(Device).where(col(Device.elder_id).in_(elder_ids)).order_by(col(Device.id))
+        )
+    ).scalars()
+    by_elder: dict[int, list[Device]] = {}
+    for device in devices:
+        by_elder.setdefault(device.elder_id, []).append(device)
+    return by_elder
+
+
+@router.get("/elders", response_model=list[ElderOut])
+async def list_elders(
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+    q: Annotated[str, Query(max_length=32)] = "",
+    village_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ElderOut]:
+    query = (
+        select(Elder, col(Region.name))
+        .join(Region, col(Region.id) == col(Elder.village_id))
+        .where(col(Elder.village_id).in_(operator.region_ids))
+    )
+    if village_id is not None:
+        query = query.where(col(Elder.village_id) == village_id)
+    if q:
+        like = f"%{q}%"
+        query = query.where(
+            or_(col(Elder.name).ilike(like), col(Elder.code).ilike(like), col(Region.name) == q)
+        )
+    rows = list(await session.execute(query.order_by(col(Elder.code)).limit(limit).offset(offset)))
+    ids = [pk(e) for e, _ in rows]
+    devices = await _devices_of(session, ids)
+    counted = await session.execute(
+        select(col(Alert.elder_id), func.count())
+        .where(col(Alert.elder_id).in_(ids), col(Alert.status).in_(OPEN_STATUSES))
+        .group_by(col(Alert.elder_id))
+    )
+    open_counts = {elder_id: int(n) for elder_id, n in counted}
+    # Elders' records are personal data (PIPL): a list read is on the record too.
+    audit(session, operator, _now(request), "list_elders", "elder", "", count=len(rows), q=q)
+    return [
+        _elder_out(e, village, devices.get(pk(e), []), open_counts.get(pk(e), 0))
+        for e, village in rows
+    ]
+
+
+async def _scoped_elder(session: AsyncSession, operator: Operator, elder_id: int) -> Elder:
+    elder = await session.get(Elder, elder_id)
+    if elder is None or elder.village_id not in operator.region_ids:
+        raise _not_found("老人 elder")
+    return elder
+
+
+@router.get("/elders/{elder_id}", response_model=ElderOut)
+async def get_elder(
+    elder_id: int, session: Session, operator: CurrentOperator, request: Request
+) -> ElderOut:
+    elder = await _scoped_elder(session, operator, elder_id)
+    village = await session.get(Region, elder.village_id)
+    devices = await _devices_of(session, [elder_id])
+    audit(session, operator, _now(request), "read_elder", "elder", elder_id)
+    return _elder_out(elder, village.name if village else "", devices.get(elder_id, []))
+
+
+async def _check_elder(
+    session: AsyncSession, operator: Operator, body: ElderIn, own_id: int | None
+) -> Region:
+    village = await _region_in_scope(session, operator, body.village_id, "village_id", "village")
+    if await _taken(session, Elder, "code", body.code, own_id):
+        raise _invalid("code", "编号已存在 / this code is taken")
+    return village
+
+
+@router.post("/elders", response_model=ElderOut, status_code=201)
+async def create_elder(
+    body: ElderIn, session: Session, operator: CurrentOperator, request: Request
+) -> ElderOut:
+    _require_editor(operator)
+    village = await _check_elder(session, operator, body, None)
+    elder = Elder(**body.model_dump(), thresholds={})
+    session.add(elder)
+    await session.flush()
+    audit(session, operator, _now(request), "create_elder", "elder", elder.id)
+    return _elder_out(elder, village.name, [])
+
+
+@router.put("/elders/{elder_id}", response_model=ElderOut)
+async def update_elder(
+    elder_id: int, body: ElderIn, session: Session, operator: CurrentOperator, request: Request
+) -> ElderOut:
+    _require_editor(operator)
+    elder = await _scoped_elder(session, operator, elder_id)
+    village = await _check_elder(session, operator, body, elder_id)
+    changed = [k for k, v in body.model_dump().items() if getattr(elder, k) != v]
+    for key, value in body.model_dump().items():
+        setattr(elder, key, value)
+    # Field names only: the audit log must not become a second copy of personal data.
+    audit(session, operator, _now(request), "update_elder", "elder", elder_id, changed=changed)
+    devices = await _devices_of(session, [elder_id])
+    return _elder_out(elder, village.name, devices.get(elder_id, []))
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+class DeviceIn(_In):
+    kind: DeviceKind
+    elder_id: int
+    heartbeat_interval_s: int = Field(default=60, ge=10, le=3600)
+    enabled: bool = True
+
+
+class DeviceCreate(DeviceIn):
+    id: str = Field(pattern=DEVICE_ID_RE.pattern)
+    # None: the platform makes one up and shows it once, for the installer to put in the device.
+    password: str | None = Field(default=None, min_length=8, max_length=64)
+
+
+class DeviceOut(BaseModel):
+    id: str
+    kind: str
+    elder_id: int
+    elder: str
+    village: str
+    enabled: bool
+    online: bool
+    battery: int | None
+    rssi: int | None
+    last_seen_at: datetime | None
+    heartbeat_interval_s: int
+    trouble: list[str]
+    password: str | None = None  # only in the answer that created it
+
+
+@router.get("/devices", response_model=list[DeviceOut])
+async def list_devices(
+    session: Session,
+    operator: CurrentOperator,
+    elder_id: int | None = None,
+    trouble_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 1000,
+) -> list[DeviceOut]:
+    query = (
+        select(Device, col(Elder.name), col(Region.name))
+        .join(Elder, col(Elder.id) == col(Device.elder_id))
+        .join(Region, col(Region.id) == col(Elder.village_id))
+        .where(col(Elder.village_id).in_(operator.region_ids))
+    )
+    if elder_id is not None:
+        query = query.where(col(Device.elder_id) == elder_id)
+    rows = list(await session.execute(query.order_by(col(Device.id)).limit(limit)))
+    trouble = await _trouble(session, [d.id for d, _, _ in rows])
+    out = [_device_out(d, elder, village, trouble.get(d.id, [])) for d, elder, village in rows]
+    if trouble_only:
+        out = [d for d in out if d.trouble]
+    return out
+
+
+def _device_out(device: Device, elder: str, village: str, trouble: list[str]) -> DeviceOut:
+    return DeviceOut(
+        id=device.id,
+        kind=device.kind,
+        elder_id=device.elder_id,
+        elder=elder,
+        village=village,
+        enabled=device.enabled,
+        online=device.online,
+        battery=device.battery,
+        rssi=device.rssi,
+        last_seen_at=device.last_seen_at,
+        heartbeat_interval_s=device.heartbeat_interval_s,
+        trouble=trouble,
+    )
+
+
+async def _trouble(session: AsyncSession, device_ids: list[str]) -> dict[str, list[str]]:
+    """Open device-trouble alerts (offline, low battery, tamper, power lost) per device."""
+    rows = await session.execute(
+        select(col(Alert.device_id), col(Alert.kind)).where(
+            col(Alert.device_id).in_(device_ids),
+            col(Alert.kind).in_(TROUBLE_KINDS),
+            col(Alert.status).in_(OPEN_STATUSES),
+        )
+    )
+    out: dict[str, list[str]] = {}
+    for device_id, kind in rows:
+        if device_id is not None:
+            out.setdefault(device_id, []).append(kind)
+    return out
+
+
+@router.post("/devices", response_model=DeviceOut, status_code=201)
+async def create_device(
+    body: DeviceCreate, session: Session, operator: CurrentOperator, request: Request
+) -> DeviceOut:
+    _require_editor(operator)
+    elder = await _elder_for_device(session, operator, body.elder_id)
+    if await session.get(Device, body.id) is not None:
+        raise _invalid("id", "设备号已存在 / this device id is taken")
+    password = body.password or secrets.token_urlsafe(12)
+    device = Device(
+        id=body.id,
+        kind=body.kind,
+        elder_id=body.elder_id,
+        heartbeat_interval_s=body.heartbeat_interval_s,
+        enabled=body.enabled,
+        password_hash=auth.hash_device_password(password, salt=secrets.token_hex(8)),
+    )
+    session.add(device)
+    await session.flush()
+    audit(session, operator, _now(request), "create_device", "device", device.id)
+    village = await session.get(Region, elder.village_id)
+    out = _device_out(device, elder.name, village.name if village else "", [])
+    out.password = password
+    return out
+
+
+async def _elder_for_device(session: AsyncSession, operator: Operator, elder_id: int) -> Elder:
+    elder = await session.get(Elder, elder_id)
+    if elder is None or elder.village_id not in operator.region_ids:
+        raise _invalid("elder_id", "不在您的辖区内 / not in your region")
+    return elder
+
+
+@router.put("/devices/{device_id}", response_model=DeviceOut)
+async def update_device(
+    device_id: str, body: DeviceIn, session: Session, operator: CurrentOperator, request: Request
+) -> DeviceOut:
+    _require_editor(operator)
+    device = await session.get(Device, device_id)
+    owner = await session.get(Elder, device.elder_id) if device else None
+    if device is None or owner is None or owner.village_id not in operator.region_ids:
+        raise _not_found("设备 device")
+    elder = await _elder_for_device(session, operator, body.elder_id)
+    for key, value in body.model_dump().items():
+        setattr(device, key, value)
+    audit(session, operator, _now(request), "update_device", "device", device_id)
+    village = await session.get(Region, elder.village_id)
+    trouble = await _trouble(session, [device_id])
+    return _device_out(
+        device, elder.name, village.name if village else "", trouble.get(device_id, [])
+    )
+
+
+class TownshipHealth(BaseModel):
+    township_id: int
+    township: str
+    devices: int
+    online: int
+    offline: int
+    low_battery: int
+    disabled: int
+
+
+@router.get("/device-health", response_model=list[TownshipHealth])
+async def device_health(session: Session, operator: CurrentOperator) -> list[TownshipHealth]:
+    """Devices online, offline and low on battery per township (the figures page shows it too)."""
+    village = Region.__table__.alias("village")  # type: ignore[attr-defined]
+    township = Region.__table__.alias("township")  # type: ignore[attr-defined]
+    enabled = col(Device.enabled)
+    rows = await session.execute(
+        select(
+            township.c.id,
+            township.c.name,
+            func.count(),
+            func.count().filter(enabled & col(Device.online)),
+            func.count().filter(enabled & ~col(Device.online)),
+            func.count().filter(enabled & (col(Device.battery) < LOW_BATTERY)),
+            func.count().filter(~enabled),
+        )
+        .select_from(Device)
+        .join(Elder, col(Elder.id) == col(Device.elder_id))
+        .join(village, village.c.id == col(Elder.village_id))
+        .join(township, township.c.id == village.c.parent_id)
+        .where(col(Elder.village_id).in_(operator.region_ids))
+        .group_by(township.c.id, township.c.name, township.c.code)
+        .order_by(township.c.code)
+    )
+    return [
+        TownshipHealth(
+            township_id=tid,
+            township=name,
+            devices=total,
+            online=online,
+            offline=offline,
+            low_battery=low,
+            disabled=disabled,
+        )
+        for tid, name, total, online, offline, low, disabled in rows
+    ]
+
+
+# --- responders -------------------------------------------------------------------------------
+
+
+class ResponderIn(_In):
+    kind: ResponderKind = ResponderKind.aide
+    name: Name
+    phone: Phone
+    village_id: int | None = None
+    centre_id: int | None = None
+    lat: Lat
+    lon: Lon
+    travel_mode: TravelMode = TravelMode.ebike
+    setup_minutes: float = Field(default=2.0, ge=0, le=60)
+    on_duty: bool = True
+    lang: Literal["zh", "en"] = "zh"
+
+
+class ResponderOut(ResponderIn):
+    id: int
+    place: str
+    dispatches_today: int = 0
+    accepted_today: int = 0
+
+
+def _responder_out(
+    responder: Responder, place: str, dispatched: int = 0, accepted: int = 0
+) -> ResponderOut:
+    return ResponderOut(
+        id=pk(responder),
+        place=place,
+        dispatches_today=dispatched,
+        accepted_today=accepted,
+        kind=ResponderKind(responder.kind),
+        name=responder.name,
+        phone=responder.phone,
+        village_id=responder.village_id,
+        centre_id=responder.centre_id,
+        lat=responder.lat,
+        lon=responder.lon,
+        travel_mode=TravelMode(responder.travel_mode),
+        setup_minutes=responder.setup_minutes,
+        on_duty=responder.on_duty,
+        lang="en" if responder.lang == "en" else "zh",
+    )
+
+
+def _responders_in_scope(operator: Operator) -> Any:
+    centre_ids = select(col(ServiceCentre.id)).where(
+        col(ServiceCentre.region_id).in_(operator.region_ids)
+    )
+    return or_(
+        col(Responder.village_id).in_(operator.region_ids),
+        col(Responder.centre_id).in_(centre_ids),
+    )
+
+
+def local_midnight(now: datetime, timezone: str) -> datetime:
+    """The start of today in the deployment's time zone ("today's dispatches")."""
+    local = now.astimezone(ZoneInfo(timezone))
+    return datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
+
+
+@router.get("/responders", response_model=list[ResponderOut])
+async def list_responders(
+    session: Session, operator: CurrentOperator, request: Request
+) -> list[ResponderOut]:
+    ctx = context(request)
+    since = local_midnight(ctx.clock.now(), ctx.settings.timezone)
+    rows = list(
+        await session.execute(
+            select(Responder, col(Region.name), col(ServiceCentre.name))
+            .outerjoin(Region, col(Region.id) == col(Responder.village_id))
+            .outerjoin(ServiceCentre, col(ServiceCentre.id) == col(Responder.centre_id))
+            .where(_responders_in_scope(operator))
+            .order_by(col(Responder.kind), col(Responder.id))
+        )
+    )
+    counts = await session.execute(
+        select(
+            col(DispatchAttempt.responder_id),
+            func.count(),
+            func.count().filter(col(DispatchAttempt.answer) == "accepted"),
+        )
+        .where(
+            col(DispatchAttempt.asked_at) >= since,
+            col(DispatchAttempt.responder_id).in_([pk(r) for r, _, _ in rows]),
+        )
+        .group_by(col(DispatchAttempt.responder_id))
+    )
+    today = {rid: (n, accepted) for rid, n, accepted in counts}
+    return [
+        _responder_out(r, village or centre or "", *today.get(pk(r), (0, 0)))
+        for r, village, centre in rows
+    ]
+
+
+async def _check_responder(
+    session: AsyncSession, operator: Operator, body: ResponderIn, own_id: int | None
+) -> str:
+    if await _taken(session, Responder, "phone", body.phone, own_id):
+        raise _invalid("phone", "号码已被使用 / this number is already registered")
+    if body.kind == ResponderKind.aide:
+        village = await _region_in_scope(
+            session, operator, body.village_id, "village_id", "village"
+        )
+        body.centre_id = None
+        return village.name
+    centre = await session.get(ServiceCentre, body.centre_id) if body.centre_id else None
+    if centre is None or centre.region_id not in operator.region_ids:
+        raise _invalid("centre_id", "不在您的辖区内 / not in your region")
+    body.village_id = None
+    return centre.name
+
+
+@router.post("/responders", response_model=ResponderOut, status_code=201)
+async def create_responder(
+    body: ResponderIn, session: Session, operator: CurrentOperator, request: Request
+) -> ResponderOut:
+    _require_editor(operator)
+    place = await _check_responder(session, operator, body, None)
+    responder = Responder(**body.model_dump())
+    session.add(responder)
+    await session.flush()
+    audit(session, operator, _now(request), "create_responder", "responder", responder.id)
+    return _responder_out(responder, place)
+
+
+@router.put("/responders/{responder_id}", response_model=ResponderOut)
+async def update_responder(
+    responder_id: int,
+    body: ResponderIn,
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+) -> ResponderOut:
+    _require_editor(operator)
+    responder = (
+        (
+            await session.execute(
+                select(Responder).where(
+                    col(Responder.id) == responder_id, _responders_in_scope(operator)
+                )
+            )
+        )
+        .scalars()
+        .first()
+    )
+    if responder is None:
+        raise _not_found("助老员 responder")
+    place = await _check_responder(session, operator, body, responder_id)
+    for key, value in body.model_dump().items():
+        setattr(responder, key, value)
+    audit(session, operator, _now(request), "update_responder", "responder", responder_id)
+    return _responder_out(responder, place)
+
+
+# --- dead letters -----------------------------------------------------------------------------
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    received_at: datetime
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: str
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterOut])
+async def list_dead_letters(
+    session: Session,
+    operator: CurrentOperator,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[DeadLetterOut]:
+    """Rejected device messages. A message from an unknown device belongs to no region: only
+    operators of a top-level region (the county) see those."""
+    scoped_devices = (
+        select(col(Device.id))
+        .join(Elder, col(Elder.id) == col(Device.elder_id))
+        .where(col(Elder.village_id).in_(operator.region_ids))
+    )
+    home = await session.get(Region, operator.user.region_id)
+    visible: Any = col(DeadLetter.device_id).in_(scoped_devices)
+    if home is not None and home.parent_id is None:
+        known = select(col(Device.id))
+        visible = or_(
+            visible, col(DeadLetter.device_id).is_(None), col(DeadLetter.device_id).not_in(known)
+        )
+    rows = (
+        await session.execute(
+            select(DeadLetter)
+            .where(visible)
+            .order_by(col(DeadLetter.received_at).desc())
+            .limit(limit)
+        )
+    ).scalars()
+    return [
+        DeadLetterOut(
+            id=d.id or 0,
+            received_at=d.received_at,
+            topic=d.topic,
+            device_id=d.device_id,
+            reason=d.reason,
+            detail=d.detail,
+            payload=d.payload,
+        )
+        for d in rows
+    ]
+
+
+# --- the map ----------------------------------------------------------------------------------
+
+
+class MapPoint(BaseModel):
+    id: int
+    name: str
+    lat: float
+    lon: float
+    kind: str = ""
+    on_duty: bool = True
+
+
+class MapOut(BaseModel):
+    villages: list[MapPoint]
+    elders: list[MapPoint]
+    responders: list[MapPoint]
+    centres: list[MapPoint]
+
+
+@router.get("/map", response_model=MapOut)
+async def map_points(session: Session, operator: CurrentOperator, request: Request) -> MapOut:
+    """Where elders, aides and centres are, for the console's offline map."""
+    villages = (
+        await session.execute(
+            select(Region).where(
+                col(Region.id).in_(operator.region_ids),
+                col(Region.level) == "village",
+                col(Region.lat).is_not(None),
+            )
+        )
+    ).scalars()
+    elders = (
+        await session.execute(select(Elder).where(col(Elder.village_id).in_(operator.region_ids)))
+    ).scalars()
+    responders = (
+        await session.execute(select(Responder).where(_responders_in_scope(operator)))
+    ).scalars()
+    centres = (
+        await session.execute(
+            select(ServiceCentre).where(col(ServiceCentre.region_id).in_(operator.region_ids))
+        )
+    ).scalars()
+    out = MapOut(
+        villages=[
+            MapPoint(id=pk(v), name=v.name, lat=v.lat or 0, lon=v.lon or 0) for v in villages
+        ],
+        elders=[MapPoint(id=pk(e), name=e.name, lat=e.lat, lon=e.lon) for e in elders],
+        responders=[
+            MapPoint(id=pk(r), name=r.name, lat=r.lat, lon=r.lon, kind=r.kind, on_duty=r.on_duty)
+            for r in responders
+            if r.kind == ResponderKind.aide
+        ],
+        centres=[
+            MapPoint(id=pk(c), name=c.name, lat=c.lat, lon=c.lon, kind=c.level) for c in centres
+        ],
+    )
+    # Where elders live is personal data: reading the map is on the record.
+    audit(session, operator, _now(request), "read_map", "elder", "", count=len(out.elders))
+    return out

@@ -1,0 +1,186 @@
+"""Starting things: embedded services when none are configured, migrations, and the roles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from alert_service.watcher import run_watcher
+from anxin.app import create_app
+from anxin.broker import EmbeddedBroker
+from anxin.clock import Clock, SystemClock
+from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, resolve_database_url
+from anxin.logging import get_logger
+from anxin.metrics import run_role_metrics
+from anxin.mqtt import BrokerAddress
+from anxin.settings import Settings
+from dispatcher.providers import SmsProvider, make_provider
+from dispatcher.worker import run_outbox
+from gateway.worker import Gateway
+
+log = get_logger("anxin.runtime")
+ROLES = ("gateway", "alerts", "dispatcher", "web")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database_url: str
+    mqtt_url: str
+    engine: AsyncEngine
+    sessions: SessionMaker
+    broker: EmbeddedBroker | None = None
+    clock: Clock = field(default_factory=SystemClock)
+
+    @property
+    def mqtt(self) -> BrokerAddress:
+        return BrokerAddress.parse(self.mqtt_url)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker is not None
+
+
+@contextlib.asynccontextmanager
+async def services(
+    settings: Settings, *, need_broker: bool = True, clock: Clock | None = None
+) -> AsyncIterator[Services]:
+    """Postgres (configured or embedded, migrated to head) and the broker (configured or in-process)."""
+    database_url = await resolve_database_url(settings)
+    await migrate(database_url)
+    broker: EmbeddedBroker | None = None
+    if settings.mqtt_url is not None:
+        mqtt_url = settings.mqtt_url.get_secret_value()
+    elif need_broker:
+        broker = EmbeddedBroker()
+        await broker.start()
+        mqtt_url = broker.url
+    else:
+        mqtt_url = ""
+    engine = make_engine(database_url)
+    try:
+        yield Services(
+            settings,
+            database_url,
+            mqtt_url,
+            engine,
+            make_sessionmaker(engine),
+            broker,
+            clock or SystemClock(),
+        )
+    finally:
+        await engine.dispose()
+        if broker is not None:
+            await broker.stop()
+
+
+async def serve_web(svc: Services, stop: asyncio.Event, port: int | None = None) -> None:
+    app = create_app(svc.settings, svc.sessions, svc.clock)
+    config = uvicorn.Config(
+        app,
+        host=svc.settings.http_host,
+        port=port or svc.settings.http_port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await task
+
+
+def role_tasks(
+    svc: Services,
+    roles: tuple[str, ...],
+    stop: asyncio.Event,
+    *,
+    provider: SmsProvider | None = None,
+    gateway_id: str = "anxin-gateway",
+    web_port: int | None = None,
+    shared_subscription: bool | None = None,
+) -> list[Awaitable[Any]]:
+    """The coroutines that run the asked-for roles until `stop` is set."""
+    s = svc.settings
+    work: list[Awaitable[Any]] = []
+    if "gateway" in roles:
+        gateway = Gateway(
+            svc.sessions,
+            svc.clock,
+            svc.mqtt,
+            timezone=s.timezone,
+            client_id=gateway_id,
+            # amqtt has no shared subscriptions; Mosquitto and EMQX do.
+            share_group=s.mqtt_shared_group,
+            shared_subscription=(
+                bool(s.mqtt_shared_group) and not svc.embedded_broker
+                if shared_subscription is None
+                else shared_subscription
+            ),
+            batch_size=s.gateway_batch_size,
+            batch_ms=s.gateway_batch_ms,
+        )
+        work.append(gateway.run(stop))
+    if "alerts" in roles:
+        work.append(
+            run_watcher(
+                svc.sessions,
+                svc.clock,
+                s.timezone,
+                poll_seconds=s.watcher_poll_ms / 1000,
+                stop=stop,
+            )
+        )
+    if "dispatcher" in roles:
+        work.append(
+            run_outbox(
+                svc.sessions,
+                provider or make_provider(s),
+                svc.clock,
+                status_callback=s.callback_base + "/twilio/status" if s.twilio_configured else None,
+                poll_seconds=s.outbox_poll_ms / 1000,
+                max_attempts=s.outbox_max_attempts,
+                stop=stop,
+            )
+        )
+    if "web" in roles:
+        work.append(serve_web(svc, stop, web_port))
+    # /metrics for the roles without HTTP (ANXIN_METRICS_PORT) and the database figures.
+    work.append(run_role_metrics(svc.sessions, svc.clock, roles, stop))
+    return work
+
+
+async def run_until_stopped(
+    work: list[Awaitable[Any]],
+    stop: asyncio.Event,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+    grace_seconds: float = 5.0,
+) -> None:
+    """Run until `stop` is set or a task fails; then let tasks wind down, then cancel them."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    if on_ready is not None:
+        tasks.append(asyncio.ensure_future(on_ready()))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        running = set(tasks)
+        while running and not stopped.done():
+            done, _ = await asyncio.wait(running | {stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopped}:
+                running.discard(task)
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace_seconds)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, stopped, return_exceptions=True)

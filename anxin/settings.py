@@ -1,0 +1,54 @@
+"""Typed settings (CONTRACT.md §3). Read once at the edge and passed in, never read deep inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANXIN_", extra="ignore")
+
+    # None → embedded Postgres in data_dir.
+    database_url: SecretStr | None = None
+    # None → in-process MQTT broker (amqtt, MQTT 3.1.1) on a free port.
+    mqtt_url: SecretStr | None = None
+    data_dir: Path = Path("./var")
+    # Gateway replicas split the load through `$share/<group>/…` (Mosquitto, EMQX); empty turns
+    # shared subscriptions off (brokers without them, such as the in-process one).
+    mqtt_shared_group: str = "anxin-gw"
+
+    # Unset credentials → SMS stay in the built-in outbox (shown in the console, not sent).
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+
+    public_url: str = "http://127.0.0.1:8000"
+    timezone: str = "Asia/Shanghai"
+
+    # Web console / API.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    secret_key: SecretStr = SecretStr("anxin-dev-secret-change-me")
+    token_minutes: int = 12 * 60
+    language: str = "zh"
+
+    # Workers.
+    gateway_batch_size: int = 500
+    gateway_batch_ms: int = 20
+    watcher_poll_ms: int = 200
+    outbox_poll_ms: int = 200
+    outbox_max_attempts: int = 8
+    log_json: bool = False
+    log_level: str = "info"
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from)
+
+    @property
+    def callback_base(self) -> str:
+        return self.public_url.rstrip("/")
