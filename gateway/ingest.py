@@ -1,0 +1,154 @@
+"""Pure parsing of device messages (CONTRACT.md §1). No I/O; never raises on any input."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from anxin.schemas import (
+    DEVICE_ID_RE,
+    MAX_EVENT_BYTES,
+    TOPIC_ROOT,
+    EventType,
+    Heartbeat,
+    RejectReason,
+)
+
+_ROOT_PARTS = TOPIC_ROOT.split("/")
+# Valid UTF-8 input can only yield NUL or a lone surrogate through a JSON escape: only a payload
+# with one of these needs the (slow) walk that cleans every string.
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# Device clocks before 2001 or far in the future are not trusted as times.
+_MIN_TS_MS = 978_307_200_000
+_MAX_TS_MS = 4_102_444_800_000
+
+
+@dataclass(frozen=True)
+class TopicParts:
+    device_id: str
+    leaf: str  # event | heartbeat | status | ...
+
+
+def parse_topic(topic: str) -> TopicParts | None:
+    parts = topic.split("/")
+    if len(parts) != len(_ROOT_PARTS) + 2 or parts[: len(_ROOT_PARTS)] != _ROOT_PARTS:
+        return None
+    device_id, leaf = parts[-2], parts[-1]
+    if not DEVICE_ID_RE.match(device_id):
+        return None
+    return TopicParts(device_id, leaf)
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    event_id: str
+    type: EventType
+    device_ts: datetime | None
+    data: dict[str, Any]
+    raw: dict[str, Any]
+    # Optional fields that were present but unusable: kept for the record, never fatal.
+    damaged: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+    event_id: str | None = None
+
+
+def _ts(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not _MIN_TS_MS <= value <= _MAX_TS_MS:
+        return None
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _storable(value: Any) -> Any:
+    """The value with every string made storable in Postgres: JSON allows NUL (\\u0000) and
+    lone surrogates, which Postgres text and jsonb refuse. One such byte must not poison a batch."""
+    if isinstance(value, str):
+        if "\x00" in value or not value.isascii():
+            value = value.replace("\x00", "\ufffd")
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def parse_event(payload: bytes) -> ParsedEvent | Rejection:
+    """Validate an event payload. Only identity (event_id) and type must be sound:
+    damaged optional fields are dropped and noted ("when in doubt, alert")."""
+    if len(payload) > MAX_EVENT_BYTES:
+        return Rejection(RejectReason.too_large, f"{len(payload)} bytes > {MAX_EVENT_BYTES}")
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return Rejection(RejectReason.invalid_json, type(exc).__name__)
+    if not isinstance(body, dict):
+        return Rejection(RejectReason.invalid_payload, "payload is not a JSON object")
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 64:
+        return Rejection(RejectReason.invalid_payload, "event_id must be a string of 1-64 chars")
+    if _storable(event_id) != event_id:
+        return Rejection(RejectReason.invalid_payload, "event_id holds NUL or a lone surrogate")
+    damaged: list[str] = []
+    try:
+        if _UNSTORABLE_ESCAPE.search(payload):
+            body = _storable(body)
+    except RecursionError:
+        # Nested too deeply to clean: keep identity, type and time; the rest is damaged.
+        body = {
+            k: _storable(body[k])
+            for k in ("event_id", "type", "ts")
+            if k in body and not isinstance(body[k], dict | list)
+        }
+        damaged.append("nesting")
+    type_ = body.get("type")
+    if not isinstance(type_, str):
+        return Rejection(RejectReason.invalid_payload, "type must be a string", event_id)
+    try:
+        event_type = EventType(type_)
+    except ValueError:
+        return Rejection(RejectReason.unknown_type, f"unknown type {type_[:32]!r}", event_id)
+    device_ts = None
+    if "ts" in body:
+        device_ts = _ts(body["ts"])
+        if device_ts is None:
+            damaged.append("ts")
+    data = body.get("data", {})
+    if not isinstance(data, dict):
+        damaged.append("data")
+        data = {}
+    return ParsedEvent(event_id, event_type, device_ts, data, body, tuple(damaged))
+
+
+def parse_heartbeat(payload: bytes) -> Heartbeat:
+    """Heartbeats carry only optional fields: anything unreadable counts as a bare heartbeat."""
+    try:
+        body = json.loads(payload.decode("utf-8")) if payload else {}
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return Heartbeat()
+    if not isinstance(body, dict):
+        return Heartbeat()
+    battery = body.get("battery")
+    rssi = body.get("rssi")
+    ts = body.get("ts")
+    return Heartbeat(
+        ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
+        battery=battery
+        if isinstance(battery, int) and not isinstance(battery, bool) and 0 <= battery <= 100
+        else None,
+        rssi=rssi if isinstance(rssi, int) and not isinstance(rssi, bool) else None,
+    )
+
+
+def truncate_payload(payload: bytes, limit: int = 1024) -> str:
+    return payload[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd")

@@ -1,0 +1,347 @@
+"""The gateway role: MQTT in, Postgres, then the acks (to the broker, then to the device).
+
+Events and heartbeats have separate subscriptions and separate loops, so a heartbeat backlog
+never delays an SOS. Nothing is acked before its batch is committed; while the database is
+down the batch is retried with backoff and stays unacked, so a crash here means redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import TypeVar
+
+from sqlalchemy import exc as sa_exc
+
+from anxin.clock import Clock
+from anxin.db import SessionMaker, transaction
+from anxin.logging import get_logger
+from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
+from anxin.schemas import TOPIC_ROOT, Ack, Heartbeat, RejectReason, topic
+from gateway import ingest, service
+from gateway.models import DeadLetter
+
+log = get_logger("gateway.worker")
+SHARE_GROUP = "anxin-gw"
+# How long the broker keeps a stopped replica's session (MQTT 5): long enough for a restart.
+SESSION_EXPIRY_S = 300
+# Heartbeats per batched UPDATE (and the heartbeat connection's Receive Maximum).
+HEARTBEAT_BATCH = 2000
+T = TypeVar("T")
+
+
+@dataclass
+class GatewayStats:
+    """Counters a metrics endpoint can read (the rejected ones by reason)."""
+
+    events: int = 0
+    rejected: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    heartbeats: int = 0
+    statuses: int = 0
+
+
+def _refused(exc: BaseException) -> bool:
+    """The database refused the data itself (it would refuse it again), as opposed to being
+    unreachable or failing over: those are retried until they pass."""
+    return isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError) and not getattr(
+        exc, "connection_invalidated", False
+    )
+
+
+async def _take_batch(
+    queue: asyncio.Queue[MqttMessage], size: int, wait_s: float, stop: asyncio.Event
+) -> list[MqttMessage]:
+    """Block for the first message, then gather more for at most `wait_s`."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            first = await asyncio.wait_for(queue.get(), 0.5)
+            break
+        except TimeoutError:
+            if stop.is_set():
+                return []
+    batch = [first]
+    deadline = loop.time() + wait_s
+    while len(batch) < size:
+        try:
+            batch.append(queue.get_nowait())
+            continue
+        except asyncio.QueueEmpty:
+            pass
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            batch.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            break
+    return batch
+
+
+class Gateway:
+    def __init__(
+        self,
+        sessions: SessionMaker,
+        clock: Clock,
+        address: BrokerAddress,
+        *,
+        timezone: str,
+        client_id: str = "anxin-gateway",
+        shared_subscription: bool = True,
+        share_group: str = SHARE_GROUP,
+        batch_size: int = 500,
+        batch_ms: int = 20,
+        sweep_seconds: float = 2.0,
+        status_settle_s: float = 10.0,
+        event_workers: int = 1,
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.timezone = timezone
+        self.batch_size = batch_size
+        self.batch_s = batch_ms / 1000
+        self.sweep_seconds = sweep_seconds
+        self.status_settle_s = status_settle_s
+        self.event_workers = max(1, event_workers)
+        self.stats = GatewayStats()
+        # Persistent sessions: what arrives while this replica is down (or dies mid-batch) is
+        # kept by the broker for it and redelivered; the device resends on top of that.
+        # Receive Maximum covers a batch per event worker and one more filling.
+        # The session outlives a restart, not a replica that is gone for good: Mosquitto keeps
+        # giving a share of the group to an offline member's session until it expires, and
+        # those events then wait for the device's resend. Replicas keep stable ids.
+        self.client = MqttClient(
+            address,
+            client_id,
+            persistent_session=True,
+            session_expiry_s=SESSION_EXPIRY_S,
+            manual_ack=True,
+            receive_maximum=max(batch_size * (self.event_workers + 1), 100),
+            # Device acks go out a batch at a time; paho's in-flight cap costs O(n) per PUBACK.
+            max_inflight=0,
+        )
+        # Heartbeats on a connection of their own: the broker sends one connection's messages in
+        # order through one inflight window, so a heartbeat backlog there would queue ahead of an
+        # SOS. Apart, a city's heartbeats can back up without delaying any event.
+        self.heartbeat_client = MqttClient(
+            address,
+            f"{client_id}-hb",
+            persistent_session=True,
+            session_expiry_s=SESSION_EXPIRY_S,
+            manual_ack=True,
+            receive_maximum=HEARTBEAT_BATCH,
+        )
+        prefix = f"$share/{share_group}/" if shared_subscription and share_group else ""
+        self.events = self.client.subscribe(f"{prefix}{TOPIC_ROOT}/+/event", 1)
+        self.statuses = self.client.subscribe(f"{prefix}{TOPIC_ROOT}/+/status", 1)
+        self.heartbeats = self.heartbeat_client.subscribe(f"{prefix}{TOPIC_ROOT}/+/heartbeat", 1)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.client.connect()
+        await self.heartbeat_client.connect()
+        log.info("gateway_connected", client_id=self.client.client_id)
+        try:
+            await asyncio.gather(
+                # event_workers > 1: batches in parallel transactions, as replicas run them (the
+                # unique key and the alert's partial unique index keep them from doubling
+                # anything). No gain measured on 2 cores, so one by default.
+                *(self._event_loop(stop) for _ in range(self.event_workers)),
+                self._heartbeat_loop(stop),
+                self._status_loop(stop),
+                self._sweep_loop(stop),
+            )
+        finally:
+            await self.heartbeat_client.close()
+            await self.client.close()
+
+    async def _with_retry(
+        self, what: str, work: Callable[[], Awaitable[T]], *, refusals_raise: bool = False
+    ) -> T:
+        """Retry a unit of work until the database takes it; nothing is acked before that.
+        With `refusals_raise`, a refusal of the data itself is raised instead: it would only be
+        refused again."""
+        delay = 0.2
+        while True:
+            try:
+                return await work()
+            except Exception as exc:
+                if refusals_raise and _refused(exc):
+                    raise
+                log.warning(
+                    "gateway_db_retry", what=what, error=repr(exc), retry_in=delay, exc_info=True
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _store_events(
+        self, good: list[tuple[MqttMessage, service.Incoming]], strays: list[MqttMessage]
+    ) -> list[Ack]:
+        async with transaction(self.sessions) as session:
+            now = self.clock.now()
+            for msg in strays:
+                session.add(
+                    DeadLetter(
+                        received_at=now,
+                        topic=msg.topic[:256],
+                        reason=RejectReason.invalid_payload,
+                        detail="topic is not anxin/v1/dev/{device_id}/event",
+                        payload=ingest.truncate_payload(msg.payload),
+                    )
+                )
+            return await service.store_events(session, [inc for _, inc in good], now, self.timezone)
+
+    async def _store_one_by_one(
+        self, good: list[tuple[MqttMessage, service.Incoming]], strays: list[MqttMessage]
+    ) -> list[Ack]:
+        """The slow path after a refused batch: each message alone; one still refused becomes a
+        dead letter with its reason, and its device gets a `rejected` ack."""
+        await self._with_retry("events", partial(self._store_events, [], strays))
+        acks: list[Ack] = []
+        for msg, inc in good:
+            try:
+                single = await self._with_retry(
+                    "event", partial(self._store_events, [(msg, inc)], []), refusals_raise=True
+                )
+                acks.append(single[0])
+            except Exception as exc:
+                await self._with_retry("dead_letter", partial(self._refused_letter, inc, exc))
+                parsed = ingest.parse_event(inc.payload)
+                event_id = parsed.event_id if isinstance(parsed, ingest.ParsedEvent) else None
+                acks.append(
+                    Ack(event_id=event_id, status="rejected", reason=RejectReason.invalid_payload)
+                )
+        return acks
+
+    async def _refused_letter(self, inc: service.Incoming, exc: Exception) -> None:
+        async with transaction(self.sessions) as session:
+            session.add(
+                DeadLetter(
+                    received_at=self.clock.now(),
+                    topic=inc.topic[:256],
+                    device_id=inc.device_id,
+                    reason=RejectReason.invalid_payload,
+                    detail=f"refused by the database: {type(exc).__name__}"[:512],
+                    payload=ingest.truncate_payload(inc.payload),
+                )
+            )
+
+    async def _event_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await _take_batch(self.events, self.batch_size, self.batch_s, stop)
+            if not batch:
+                continue
+            good: list[tuple[MqttMessage, service.Incoming]] = []
+            strays: list[MqttMessage] = []
+            for msg in batch:
+                parts = ingest.parse_topic(msg.topic)
+                if parts is None:
+                    strays.append(msg)
+                else:
+                    good.append((msg, service.Incoming(msg.topic, parts.device_id, msg.payload)))
+            try:
+                acks = await self._with_retry(
+                    "events", partial(self._store_events, good, strays), refusals_raise=True
+                )
+            except Exception as exc:
+                # Not lost: one message the database refuses must not block the rest either.
+                log.error("event_batch_refused", size=len(batch), error=repr(exc))
+                acks = await self._store_one_by_one(good, strays)
+            for msg in strays:
+                self.client.ack(msg)
+                self.stats.rejected += 1
+                self.stats.rejected_by_reason["bad_topic"] += 1
+            for (msg, inc), ack in zip(good, acks, strict=True):
+                self.client.ack(msg)
+                self.client.publish_nowait(topic(inc.device_id, "ack"), ack.to_json(), 1)
+                if ack.status == "rejected":
+                    self.stats.rejected += 1
+                    self.stats.rejected_by_reason[str(ack.reason)] += 1
+                else:
+                    self.stats.events += 1
+
+    async def _store_heartbeats(self, beats: dict[str, tuple[Heartbeat, datetime]]) -> None:
+        async with transaction(self.sessions) as session:
+            await service.record_heartbeats(session, beats, self.clock.now())
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await _take_batch(self.heartbeats, HEARTBEAT_BATCH, 0.5, stop)
+            if not batch:
+                continue
+            now = self.clock.now()
+            beats: dict[str, tuple[Heartbeat, datetime]] = {}
+            for msg in batch:
+                parts = ingest.parse_topic(msg.topic)
+                if parts is not None:
+                    beats[parts.device_id] = (ingest.parse_heartbeat(msg.payload), now)
+            await self._with_retry("heartbeats", partial(self._store_heartbeats, beats))
+            for msg in batch:
+                self.heartbeat_client.ack(msg)
+            self.stats.heartbeats += len(batch)
+
+    async def _store_statuses(self, latest: dict[str, tuple[bytes, datetime]]) -> None:
+        async with transaction(self.sessions) as session:
+            now = self.clock.now()
+            for device_id, (state, received) in latest.items():
+                if state == b"offline":
+                    await service.mark_offline(
+                        session, device_id, now, source="last_will", unless_seen_after=received
+                    )
+                elif state == b"online":
+                    await service.mark_online(session, device_id, received)
+            self.stats.statuses += len(latest)
+
+    def _settle_delay(self) -> float:
+        """Seconds still to wait before trusting an `offline` status.
+
+        Right after the gateway (re)connects, the statuses it gets are old news: retained ones
+        replayed by the new subscription, and the wills Mosquitto publishes for every client when
+        it shuts down. The devices are reconnecting meanwhile and say `online` again. Acting on
+        those at once would raise a device-trouble alert for every device of the city on each
+        broker restart, so in this window an `offline` is applied only if the device stays
+        silent for the rest of it. Outside the window a last will takes effect at once."""
+        connected_at = self.client.connected_at
+        if connected_at is None:
+            return self.status_settle_s
+        return max(0.0, connected_at + self.status_settle_s - asyncio.get_running_loop().time())
+
+    async def _status_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await _take_batch(self.statuses, 500, 0.05, stop)
+            if not batch:
+                continue
+            received = self.clock.now()
+            # The latest status of each device wins: a flap inside one batch is no transition.
+            latest: dict[str, tuple[bytes, datetime]] = {}
+            for msg in batch:
+                parts = ingest.parse_topic(msg.topic)
+                state = msg.payload.strip().lower()
+                if parts is not None and state in (b"online", b"offline"):
+                    latest.pop(parts.device_id, None)
+                    latest[parts.device_id] = (state, received)
+            settle = self._settle_delay()
+            if settle > 0 and any(state == b"offline" for state, _ in latest.values()):
+                # Inline, so statuses stay in order; events and heartbeats run on meanwhile.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settle)
+            await self._with_retry("status", partial(self._store_statuses, latest))
+            for msg in batch:
+                self.client.ack(msg)
+
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with transaction(self.sessions) as session:
+                    silent = await service.sweep_silent(session, self.clock.now())
+                if silent:
+                    log.info("devices_offline", count=len(silent))
+            except Exception as exc:
+                log.warning("sweep_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.sweep_seconds)
