@@ -1,0 +1,73 @@
+"""What the operator console needs beyond the alert API: reassigning an alert to a chosen
+responder. Runs in the caller's transaction; never commits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+import dispatcher.service as dispatch
+from alert_service import service
+from alert_service.models import Alert, AlertStatus
+from anxin.models import Responder
+from dispatcher.models import AttemptAnswer, DispatchAttempt
+
+
+class ReassignRefused(Exception):
+    """The alert cannot be reassigned now (closed, or someone is already at the elder's side)."""
+
+
+async def reassign(
+    session: AsyncSession, alert: Alert, responder_id: int, now: datetime, actor: str
+) -> None:
+    """Ask a responder the operator chose, now (e.g. the operator knows who is nearby).
+
+    If someone had taken the alert, they are released (their SMS is superseded) and the alert
+    is back to dispatching: the first to accept wins, as with the ladder's own asks. The ladder
+    keeps running, so an unanswered ask still times out and moves on.
+    """
+    assert alert.id is not None
+    if alert.status == AlertStatus.resolved:
+        raise ReassignRefused("已结束 / the alert is closed")
+    if alert.on_scene_at is not None:
+        raise ReassignRefused("已有人到场 / someone is already at the elder's side")
+    responder = await session.get(Responder, responder_id)
+    if responder is None:
+        raise ReassignRefused("没有这个助老员 / no such responder")
+    if alert.accepted_by == responder_id:
+        return
+    if alert.accepted_by is not None:
+        released = alert.accepted_by
+        await session.execute(
+            update(DispatchAttempt)
+            .where(
+                col(DispatchAttempt.alert_id) == alert.id,
+                col(DispatchAttempt.responder_id) == released,
+                col(DispatchAttempt.answer) == AttemptAnswer.accepted,
+            )
+            .values(answer=AttemptAnswer.superseded, answered_at=now)
+        )
+        alert.accepted_by = None
+        alert.accepted_at = None
+        await service.add_timeline(session, alert.id, now, actor, "released", responder_id=released)
+    last_step = await session.scalar(
+        select(func.max(DispatchAttempt.step)).where(col(DispatchAttempt.alert_id) == alert.id)
+    )
+    step = 0 if last_step is None else int(last_step) + 1
+    await dispatch.ask_responder(session, alert, responder_id, responder.kind, step=step, now=now)
+    alert.status = AlertStatus.dispatching
+    await service.add_timeline(
+        session,
+        alert.id,
+        now,
+        actor,
+        "asked",
+        responder_id=responder_id,
+        role=responder.kind,
+        reason="operator",
+    )
+    await service.advance(session, alert, now)

@@ -1,0 +1,789 @@
+"""Alert service database functions: events become alerts, the ladder runs, people act.
+
+Every function here runs inside the caller's transaction; none commits. The watcher's loop and
+the gateway's batch decide where a transaction starts and ends.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+import dispatcher.service as dispatch
+from alert_service import figures, rules
+from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry, RuleTimer
+from anxin.logging import get_logger
+from anxin.models import Device, Elder, Region, Responder, pk
+from dispatcher.models import AttemptAnswer, DispatchAttempt
+
+log = get_logger("alert_service")
+OUTCOMES = ("handled", "false_alarm", "hospital", "elder_cancelled", "device_recovered")
+RETRY_FAILED_AFTER = timedelta(seconds=30)
+
+
+def profile_of(elder: Elder, timezone: str) -> rules.ElderProfile:
+    return rules.ElderProfile(
+        living_alone=elder.living_alone,
+        wanders=elder.wanders,
+        night_start=elder.night_start,
+        night_end=elder.night_end,
+        timezone=timezone,
+        thresholds={k: float(v) for k, v in (elder.thresholds or {}).items()},
+    )
+
+
+async def add_timeline(
+    session: AsyncSession,
+    alert_id: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    **detail: Any,
+) -> None:
+    session.add(
+        AlertTimelineEntry(
+            alert_id=alert_id,
+            at=at.replace(microsecond=0),
+            actor=actor,
+            action=action,
+            detail=detail,
+        )
+    )
+
+
+async def region_chain(session: AsyncSession, village_id: int) -> list[Region]:
+    """The village, its township and its county (nearest first)."""
+    chain: list[Region] = []
+    region_id: int | None = village_id
+    while region_id is not None and len(chain) < 4:
+        region = await session.get(Region, region_id)
+        if region is None:
+            break
+        chain.append(region)
+        region_id = region.parent_id
+    return chain
+
+
+def _ladder_for(chain: list[Region]) -> rules.Ladder:
+    merged: dict[str, Any] = {}
+    for region in reversed(chain):  # county first, the village's own settings last
+        merged.update(region.ladder or {})
+    respond = chain[0].response_minutes if chain else 15
+    merged.setdefault("respond_minutes", respond)
+    return rules.Ladder.from_snapshot(merged)
+
+
+async def apply_event(
+    session: AsyncSession,
+    *,
+    device: Device,
+    elder: Elder,
+    event_type: str,
+    data: dict[str, Any],
+    now: datetime,
+    timezone: str,
+    previous_vitals: str = "normal",
+) -> int | None:
+    """Apply one stored event; returns the id of the alert it raised or joined, if any."""
+    decisions = rules.decide(
+        event_type,
+        data,
+        profile_of(elder, timezone),
+        now,
+        device_kind=device.kind,
+        previous_vitals=previous_vitals,
+    )
+    alert_id: int | None = None
+    actor = f"device:{device.id}"
+    for decision in decisions:
+        if isinstance(decision, rules.RaiseAlert):
+            alert = await raise_or_join(session, elder, decision, device.id, now, actor)
+            alert_id = alert_id or alert.id
+        elif isinstance(decision, rules.StartTimer):
+            await start_rule_timer(session, elder, device.id, decision)
+        elif isinstance(decision, rules.CancelTimers):
+            await session.execute(
+                update(RuleTimer)
+                .where(
+                    col(RuleTimer.elder_id) == elder.id,
+                    col(RuleTimer.kind) == decision.kind,
+                    col(RuleTimer.fired_at).is_(None),
+                    ~col(RuleTimer.cancelled),
+                )
+                .values(cancelled=True)
+            )
+            if decision.kind == "power_lost":
+                await power_restored(session, elder, device.id, now)
+        elif isinstance(decision, rules.RequestCancel):
+            alert_id = await request_cancel(session, elder, now, actor) or alert_id
+        elif isinstance(decision, rules.DeviceBackOnline):
+            await device_back_online(session, elder, device.id, now)
+    return alert_id
+
+
+async def start_rule_timer(
+    session: AsyncSession, elder: Elder, device_id: str, decision: rules.StartTimer
+) -> None:
+    """One live timer per elder and kind: a second bed exit before the return keeps the first
+    deadline (20 minutes from when the elder first got up), it does not push it back."""
+    live = await session.execute(
+        select(col(RuleTimer.id)).where(
+            col(RuleTimer.elder_id) == elder.id,
+            col(RuleTimer.kind) == decision.kind,
+            col(RuleTimer.fired_at).is_(None),
+            ~col(RuleTimer.cancelled),
+        )
+    )
+    if live.first() is None:
+        session.add(
+            RuleTimer(
+                elder_id=pk(elder), device_id=device_id, kind=decision.kind, due_at=decision.due_at
+            )
+        )
+
+
+async def _open_alert(session: AsyncSession, elder_id: int, kind: str) -> Alert | None:
+    result = await session.execute(
+        select(Alert)
+        .where(
+            col(Alert.elder_id) == elder_id,
+            col(Alert.kind) == kind,
+            col(Alert.status) != "resolved",
+        )
+        .with_for_update()
+    )
+    return result.scalars().first()
+
+
+async def raise_or_join(
+    session: AsyncSession,
+    elder: Elder,
+    decision: rules.RaiseAlert,
+    device_id: str | None,
+    now: datetime,
+    actor: str,
+) -> Alert:
+    """One open alert per elder and kind: a repeat adds to its trigger count and timeline."""
+    assert elder.id is not None
+    chain = await region_chain(session, elder.village_id)
+    ladder = _ladder_for(chain)
+    respond_by: datetime | None = None
+    if decision.respond_within is not None:
+        # e.g. a welfare check within 2 h: the ladder stretched to that window
+        ladder = ladder.for_window(decision.respond_within)
+        respond_by = now + decision.respond_within
+    elif decision.priority <= rules.P2:
+        respond_by = now + timedelta(minutes=ladder.respond_minutes)
+    township = next((r.id for r in chain if r.level == "township"), None)
+    county = next((r.id for r in chain if r.level == "county"), None)
+    # ON CONFLICT on the partial unique index: two gateways raising at once make one alert.
+    inserted = await session.execute(
+        insert(Alert)
+        .values(
+            elder_id=elder.id,
+            village_id=elder.village_id,
+            township_id=township,
+            county_id=county,
+            device_id=device_id,
+            kind=decision.kind,
+            priority=decision.priority,
+            status=AlertStatus.raised,
+            raised_at=now,
+            respond_by=respond_by,
+            trigger_count=1,
+            last_trigger_at=now,
+            call_120=decision.call_120,
+            ladder=ladder.snapshot(),
+            ranking=[],
+            note="",
+            at_risk=False,
+            breached=False,
+            cancel_requested=False,
+            next_check_at=now if respond_by is not None else None,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["elder_id", "kind"], index_where=text("status <> 'resolved'")
+        )
+        .returning(col(Alert.id))
+    )
+    new_id = inserted.scalar()
+    if new_id is None:
+        alert = await _open_alert(session, elder.id, decision.kind)
+        assert alert is not None and alert.id is not None
+        await _join(session, alert, decision, now, actor)
+        return alert
+    alert = await session.get(Alert, new_id)
+    assert alert is not None
+    await add_timeline(
+        session, new_id, now, actor, "raised", kind=decision.kind, priority=decision.priority
+    )
+    if decision.call_120:
+        await add_timeline(session, new_id, now, "system", "call_120_flagged")
+    if respond_by is not None:
+        await _start_response(session, alert, elder, chain, now)
+    log.info("alert_raised", alert=alert.code, kind=decision.kind, priority=decision.priority)
+    return alert
+
+
+async def _start_response(
+    session: AsyncSession, alert: Alert, elder: Elder, chain: list[Region], now: datetime
+) -> None:
+    """Rank the responders, tell the guardians, and run step 0 of the ladder."""
+    assert alert.id is not None
+    alert.ranking = await dispatch.rank_for_alert(session, elder, chain, now)
+    await add_timeline(session, alert.id, now, "system", "ranked", candidates=len(alert.ranking))
+    if rules.Ladder.from_snapshot(alert.ladder).notify_guardians:
+        await dispatch.notify_guardians(session, alert, elder, now)
+    # Step 0 at once, in the same transaction as the event: no gap where it could be lost.
+    await advance(session, alert, now)
+
+
+async def _join(
+    session: AsyncSession, alert: Alert, decision: rules.RaiseAlert, now: datetime, actor: str
+) -> None:
+    assert alert.id is not None
+    alert.trigger_count += 1
+    alert.last_trigger_at = now
+    await add_timeline(
+        session, alert.id, now, actor, "triggered_again", trigger_count=alert.trigger_count
+    )
+    if decision.priority < alert.priority:
+        alert.priority = decision.priority
+        await add_timeline(session, alert.id, now, actor, "escalated", priority=decision.priority)
+        if alert.respond_by is None and decision.priority <= rules.P2:
+            # Device trouble became urgent (power out over 4 h, elder alone): the 15-minute
+            # clock starts now, with the ladder snapshotted when the alert was raised.
+            ladder = rules.Ladder.from_snapshot(alert.ladder)
+            alert.respond_by = now + timedelta(minutes=ladder.respond_minutes)
+            elder = await session.get(Elder, alert.elder_id)
+            assert elder is not None
+            await _start_response(
+                session, alert, elder, await region_chain(session, alert.village_id), now
+            )
+    if alert.accepted_by is not None and alert.status in ("accepted", "on_scene"):
+        await dispatch.tell_pressed_again(session, alert, now)
+
+
+async def request_cancel(
+    session: AsyncSession, elder: Elder, now: datetime, actor: str
+) -> int | None:
+    """An SOS cancel within 2 minutes marks the alert; only a person closes it."""
+    assert elder.id is not None
+    alert = await _open_alert(session, elder.id, "sos")
+    if alert is None or alert.id is None:
+        return None
+    if alert.cancel_requested:
+        await add_timeline(
+            session, alert.id, now, actor, "cancel_ignored", reason="already_requested"
+        )
+    elif rules.may_cancel(alert.raised_at, now):
+        # Marked for the operator, who phones the elder to confirm; the ladder runs on.
+        alert.cancel_requested = True
+        await add_timeline(session, alert.id, now, actor, "cancel_requested")
+    else:
+        await add_timeline(session, alert.id, now, actor, "cancel_ignored", reason="too_late")
+    return alert.id
+
+
+async def power_restored(
+    session: AsyncSession, elder: Elder, device_id: str, now: datetime
+) -> None:
+    """Power back before it became urgent: the device trouble fixed itself. Once the
+    15-minute clock runs (alone over 4 h), a person closes the alert."""
+    assert elder.id is not None
+    alert = await _open_alert(session, elder.id, "power_lost")
+    if alert is not None and alert.respond_by is None and alert.device_id == device_id:
+        await resolve(session, alert, now, actor=f"device:{device_id}", outcome="device_recovered")
+
+
+async def device_back_online(
+    session: AsyncSession, elder: Elder, device_id: str, now: datetime
+) -> None:
+    assert elder.id is not None
+    alert = await _open_alert(session, elder.id, "offline")
+    if alert is not None and alert.device_id == device_id:
+        await resolve(session, alert, now, actor=f"device:{device_id}", outcome="device_recovered")
+
+
+# --- the ladder -----------------------------------------------------------------------------
+
+
+async def _attempts(session: AsyncSession, alert_id: int) -> list[DispatchAttempt]:
+    result = await session.execute(
+        select(DispatchAttempt)
+        .where(col(DispatchAttempt.alert_id) == alert_id)
+        .order_by(col(DispatchAttempt.step))
+    )
+    return list(result.scalars())
+
+
+def _state(alert: Alert, attempts: list[DispatchAttempt]) -> rules.AlertState:
+    return rules.AlertState(
+        priority=alert.priority,
+        status=alert.status,
+        raised_at=alert.raised_at,
+        respond_by=alert.respond_by,
+        accepted_at=alert.accepted_at,
+        accepted_by=alert.accepted_by,
+        on_scene_at=alert.on_scene_at,
+        at_risk=alert.at_risk,
+        breached=alert.breached,
+        reminder_sent=alert.reminder_sent_at is not None,
+        attempts=tuple(
+            rules.AttemptState(a.responder_id, a.role, a.asked_at, a.answer, a.eta_minutes)
+            for a in attempts
+        ),
+        ranking=tuple(
+            rules.Candidate(int(c["responder_id"]), str(c["kind"]), float(c["eta_minutes"]))
+            for c in alert.ranking
+        ),
+    )
+
+
+async def advance(
+    session: AsyncSession,
+    alert: Alert,
+    now: datetime,
+    attempts: list[DispatchAttempt] | None = None,
+) -> None:
+    """Run every ladder step due at `now` and set the alert's next timer. Idempotent.
+
+    The caller holds the alert's row lock, and every writer of its attempts takes that lock
+    first, so the attempts read once here stay true while the ladder settles. `attempts` may
+    be passed in (the watcher loads a whole batch's in one query).
+    """
+    assert alert.id is not None
+    ladder = rules.Ladder.from_snapshot(alert.ladder)
+    if attempts is None:
+        attempts = await _attempts(session, alert.id)
+    # No flush before each statement: the timeline rows and alert updates of a whole batch go
+    # to the database together at commit (a few statements instead of a dozen per alert).
+    with session.no_autoflush:
+        for _ in range(8):  # each pass changes state; a handful of passes settles any ladder
+            decided = rules.plan(_state(alert, attempts), ladder, now)
+            if not decided.actions:
+                alert.next_check_at = decided.next_check_at
+                return
+            for action in decided.actions:
+                await _apply_action(session, alert, attempts, action, now)
+    alert.next_check_at = now + timedelta(seconds=1)
+
+
+async def _apply_action(
+    session: AsyncSession,
+    alert: Alert,
+    attempts: list[DispatchAttempt],
+    action: rules.Action,
+    now: datetime,
+) -> None:
+    assert alert.id is not None
+    if isinstance(action, rules.AskResponder):
+        if await session.get(Responder, action.responder_id) is None:
+            # Removed from the registry since the ranking: drop them so the ladder moves on
+            # (asking them would record nothing, and the same step would come back forever).
+            alert.ranking = [c for c in alert.ranking if c["responder_id"] != action.responder_id]
+            await add_timeline(
+                session,
+                alert.id,
+                now,
+                "system",
+                "responder_missing",
+                responder_id=action.responder_id,
+            )
+            return
+        await dispatch.ask_responder(
+            session, alert, action.responder_id, action.role, step=len(attempts), now=now
+        )
+        line = next((c for c in alert.ranking if c["responder_id"] == action.responder_id), {})
+        # The row was inserted by the dispatcher; this copy keeps the list true for the next
+        # pass (it is not added to the session).
+        attempts.append(
+            DispatchAttempt(
+                alert_id=alert.id,
+                responder_id=action.responder_id,
+                step=len(attempts),
+                role=action.role,
+                asked_at=now,
+                eta_minutes=line.get("eta_minutes"),
+                answer=AttemptAnswer.pending,
+            )
+        )
+        if alert.status == AlertStatus.raised:
+            alert.status = AlertStatus.dispatching
+        await add_timeline(
+            session,
+            alert.id,
+            now,
+            "system",
+            "asked",
+            responder_id=action.responder_id,
+            role=action.role,
+            reason=action.reason,
+        )
+    elif isinstance(action, rules.TimeOutAttempt):
+        for attempt in attempts:
+            if attempt.responder_id == action.responder_id and attempt.answer == "pending":
+                # A loaded row: the unit of work writes it at commit, with the batch's others.
+                attempt.answer = AttemptAnswer.timed_out
+                attempt.answered_at = now
+        await add_timeline(
+            session, alert.id, now, "system", "no_answer", responder_id=action.responder_id
+        )
+    elif isinstance(action, rules.MarkAtRisk):
+        alert.at_risk = True
+        await add_timeline(session, alert.id, now, "system", "at_risk", reason=action.reason)
+    elif isinstance(action, rules.MarkBreached):
+        alert.breached = True
+        if action.arrived_late:
+            await add_timeline(session, alert.id, now, "system", "breached", arrived_late=True)
+        else:
+            await add_timeline(session, alert.id, now, "system", "breached")
+    elif isinstance(action, rules.RemindTaker):
+        alert.reminder_sent_at = now
+        await dispatch.remind_taker(session, alert, action.responder_id, now)
+        await add_timeline(
+            session, alert.id, now, "system", "reminded", responder_id=action.responder_id
+        )
+
+
+async def _set_answer(
+    session: AsyncSession, alert_id: int, responder_id: int, answer: str, now: datetime
+) -> None:
+    await session.execute(
+        update(DispatchAttempt)
+        .where(
+            col(DispatchAttempt.alert_id) == alert_id,
+            col(DispatchAttempt.responder_id) == responder_id,
+            col(DispatchAttempt.answer) == AttemptAnswer.pending,
+        )
+        .values(answer=answer, answered_at=now)
+    )
+
+
+# --- people act -----------------------------------------------------------------------------
+
+
+async def lock_alert(session: AsyncSession, alert_id: int) -> Alert | None:
+    result = await session.execute(select(Alert).where(col(Alert.id) == alert_id).with_for_update())
+    return result.scalars().first()
+
+
+async def accept(
+    session: AsyncSession, alert: Alert, responder_id: int, now: datetime, actor: str
+) -> bool:
+    """The first accept wins; returns False when someone else already has it."""
+    assert alert.id is not None
+    if alert.status == AlertStatus.resolved:
+        return False
+    if alert.accepted_by is not None and alert.accepted_by != responder_id:
+        return False
+    if alert.accepted_by == responder_id:
+        return True
+    alert.accepted_by = responder_id
+    alert.accepted_at = now
+    if alert.status in (AlertStatus.raised, AlertStatus.dispatching):
+        alert.status = AlertStatus.accepted
+    await _set_answer(session, alert.id, responder_id, AttemptAnswer.accepted, now)
+    await add_timeline(session, alert.id, now, actor, "accepted", responder_id=responder_id)
+    await dispatch.tell_others_handled(session, alert, responder_id, now)
+    await session.execute(
+        update(DispatchAttempt)
+        .where(
+            col(DispatchAttempt.alert_id) == alert.id,
+            col(DispatchAttempt.answer) == AttemptAnswer.pending,
+        )
+        .values(answer=AttemptAnswer.superseded, answered_at=now)
+    )
+    await advance(session, alert, now)
+    return True
+
+
+async def decline(
+    session: AsyncSession, alert: Alert, responder_id: int, now: datetime, actor: str
+) -> None:
+    assert alert.id is not None
+    if alert.status == AlertStatus.resolved:
+        return
+    if alert.accepted_by == responder_id and alert.on_scene_at is None:
+        # The taker cannot go after all (the reminder SMS invites a `0`): the alert is open
+        # again and the ladder goes on from where it stands, at once.
+        alert.accepted_by = None
+        alert.accepted_at = None
+        alert.status = AlertStatus.dispatching
+        alert.reminder_sent_at = None
+        await session.execute(
+            update(DispatchAttempt)
+            .where(
+                col(DispatchAttempt.alert_id) == alert.id,
+                col(DispatchAttempt.responder_id) == responder_id,
+                col(DispatchAttempt.answer) == AttemptAnswer.accepted,
+            )
+            .values(answer=AttemptAnswer.declined, answered_at=now)
+        )
+        await add_timeline(session, alert.id, now, actor, "withdrew", responder_id=responder_id)
+    else:
+        await _set_answer(session, alert.id, responder_id, AttemptAnswer.declined, now)
+        await add_timeline(session, alert.id, now, actor, "declined", responder_id=responder_id)
+    await advance(session, alert, now)  # the next responder at once
+
+
+async def attempt_failed(
+    session: AsyncSession, alert: Alert, responder_id: int, now: datetime, reason: str
+) -> None:
+    assert alert.id is not None
+    await _set_answer(session, alert.id, responder_id, AttemptAnswer.failed, now)
+    await add_timeline(
+        session, alert.id, now, "system", "sms_failed", responder_id=responder_id, reason=reason
+    )
+    await advance(session, alert, now)
+
+
+async def on_scene(session: AsyncSession, alert: Alert, now: datetime, actor: str) -> None:
+    """Met when a responder confirms on-scene or an operator records it."""
+    assert alert.id is not None
+    if alert.on_scene_at is not None or alert.status == AlertStatus.resolved:
+        return
+    alert.on_scene_at = now
+    alert.status = AlertStatus.on_scene
+    met = alert.respond_by is None or now <= alert.respond_by
+    await add_timeline(session, alert.id, now, actor, "on_scene", met=met)
+    await advance(session, alert, now)
+
+
+async def resolve(
+    session: AsyncSession,
+    alert: Alert,
+    now: datetime,
+    *,
+    actor: str,
+    outcome: str,
+    note: str = "",
+    verified_by_phone: bool = False,
+) -> None:
+    assert alert.id is not None
+    if alert.status == AlertStatus.resolved:
+        return
+    if verified_by_phone and alert.on_scene_at is None:
+        # A person who verified by phone meets the rule (e.g. a false alarm confirmed by call).
+        alert.on_scene_at = now
+        await add_timeline(session, alert.id, now, actor, "verified_by_phone")
+    alert.status = AlertStatus.resolved
+    alert.resolved_at = now
+    alert.resolved_by = actor[:64]
+    alert.outcome = outcome
+    if note:
+        alert.note = note[:1000]
+    alert.next_check_at = None
+    await add_timeline(session, alert.id, now, actor, "resolved", outcome=outcome, note=note[:200])
+    await session.execute(
+        update(DispatchAttempt)
+        .where(
+            col(DispatchAttempt.alert_id) == alert.id,
+            col(DispatchAttempt.answer) == AttemptAnswer.pending,
+        )
+        .values(answer=AttemptAnswer.superseded, answered_at=now)
+    )
+
+
+# --- the watcher ----------------------------------------------------------------------------
+
+
+async def run_due_alerts(
+    session: AsyncSession, now: datetime, limit: int = 100, *, isolate: bool = False
+) -> int:
+    """Claim alerts whose timer is due (SKIP LOCKED: any number of watchers) and advance them.
+
+    With `isolate`, each alert runs in a savepoint and one that fails is put off for
+    RETRY_FAILED_AFTER instead of failing the whole batch again and again.
+    """
+    result = await session.execute(
+        select(Alert)
+        .where(col(Alert.next_check_at) <= now)
+        .order_by(col(Alert.next_check_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    alerts = list(result.scalars())
+    if not alerts:
+        return 0
+    ids = [pk(a) for a in alerts]
+    attempts: dict[int, list[DispatchAttempt]] = {alert_id: [] for alert_id in ids}
+    loaded = await session.execute(
+        select(DispatchAttempt)
+        .where(col(DispatchAttempt.alert_id).in_(ids))
+        .order_by(col(DispatchAttempt.alert_id), col(DispatchAttempt.step))
+    )
+    for attempt in loaded.scalars():
+        attempts[attempt.alert_id].append(attempt)
+    # What the call-out SMS needs, in three queries rather than three per alert. Held in a
+    # local: the session's identity map only keeps rows someone still refers to.
+    responder_ids = {int(c["responder_id"]) for a in alerts for c in a.ranking}
+    batch_rows = [
+        *(
+            await session.execute(
+                select(Elder).where(col(Elder.id).in_({a.elder_id for a in alerts}))
+            )
+        ).scalars(),
+        *(
+            await session.execute(select(Responder).where(col(Responder.id).in_(responder_ids)))
+        ).scalars(),
+        *(
+            await session.execute(
+                select(Region).where(col(Region.id).in_({a.village_id for a in alerts}))
+            )
+        ).scalars(),
+    ]
+    for alert in alerts:
+        if not isolate:
+            await advance(session, alert, now, attempts[pk(alert)])
+            continue
+        try:
+            async with session.begin_nested():
+                await advance(session, alert, now)
+        except Exception as exc:
+            log.error("ladder_step_failed", alert=alert.code, error=repr(exc))
+            await session.refresh(alert)
+            alert.next_check_at = now + RETRY_FAILED_AFTER
+    del batch_rows
+    return len(alerts)
+
+
+async def run_due_rule_timers(
+    session: AsyncSession, now: datetime, timezone: str, limit: int = 100, *, isolate: bool = False
+) -> int:
+    """Fire due rule timers (a bed exit with no return within 20 minutes raises its alert)."""
+    result = await session.execute(
+        select(RuleTimer)
+        .where(
+            col(RuleTimer.due_at) <= now,
+            col(RuleTimer.fired_at).is_(None),
+            # `NOT cancelled`, as the partial index says: Postgres cannot match `IS false`
+            ~col(RuleTimer.cancelled),
+        )
+        .order_by(col(RuleTimer.due_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    timers = list(result.scalars())
+    for timer in timers:
+        if not isolate:
+            await _fire(session, timer, now)
+            continue
+        try:
+            async with session.begin_nested():
+                await _fire(session, timer, now)
+        except Exception as exc:
+            # Left unfired: it is retried on the next tick, without holding up the others.
+            log.error("rule_timer_failed", timer=timer.id, error=repr(exc))
+    return len(timers)
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    """The earliest timer of either kind; two index lookups (both partial indexes' heads)."""
+    alerts_next = select(func.min(col(Alert.next_check_at))).scalar_subquery()
+    timers_next = (
+        select(func.min(col(RuleTimer.due_at)))
+        .where(col(RuleTimer.fired_at).is_(None), ~col(RuleTimer.cancelled))
+        .scalar_subquery()
+    )
+    result = await session.execute(select(func.least(alerts_next, timers_next)))
+    value = result.scalar()
+    return value if isinstance(value, datetime) else None
+
+
+async def _fire(session: AsyncSession, timer: RuleTimer, now: datetime) -> None:
+    timer.fired_at = now
+    elder = await session.get(Elder, timer.elder_id)
+    if elder is None:
+        return
+    await raise_or_join(
+        session, elder, rules.timer_alert(timer.kind), timer.device_id, now, "system"
+    )
+
+
+async def open_alert_count(session: AsyncSession) -> int:
+    result = await session.execute(
+        select(func.count()).select_from(Alert).where(col(Alert.status).in_(OPEN_STATUSES))
+    )
+    return int(result.scalar_one())
+
+
+# --- compliance figures ---------------------------------------------------------------------
+
+
+async def compliance(
+    session: AsyncSession,
+    region_ids: set[int],
+    start: datetime,
+    end: datetime,
+    timezone: str,
+    now: datetime,
+) -> list[figures.MonthFigures]:
+    """Figures per township and county in `region_ids`, for alerts raised in [start, end)."""
+    rows = await session.execute(
+        select(
+            col(Alert.township_id),
+            col(Alert.county_id),
+            col(Alert.priority),
+            col(Alert.raised_at),
+            col(Alert.respond_by),
+            col(Alert.accepted_at),
+            col(Alert.on_scene_at),
+            col(Alert.resolved_at),
+            col(Alert.breached),
+            col(Alert.outcome),
+            col(Alert.ladder),
+            col(Device.kind),
+        )
+        .outerjoin(Device, col(Device.id) == col(Alert.device_id))
+        .where(
+            col(Alert.raised_at) >= start,
+            col(Alert.raised_at) < end,
+            col(Alert.village_id).in_(region_ids),
+        )
+    )
+    facts = [
+        figures.AlertFacts(
+            township_id=township_id,
+            county_id=county_id,
+            priority=priority,
+            raised_at=raised_at,
+            clock_started_at=(
+                respond_by
+                - timedelta(minutes=rules.Ladder.from_snapshot(ladder or {}).respond_minutes)
+                if respond_by is not None
+                else None
+            ),
+            respond_by=respond_by,
+            accepted_at=accepted_at,
+            on_scene_at=on_scene_at,
+            resolved_at=resolved_at,
+            breached=breached,
+            outcome=outcome,
+            device_kind=device_kind,
+        )
+        for (
+            township_id,
+            county_id,
+            priority,
+            raised_at,
+            respond_by,
+            accepted_at,
+            on_scene_at,
+            resolved_at,
+            breached,
+            outcome,
+            ladder,
+            device_kind,
+        ) in rows
+    ]
+    # A township operator sees their township's figures, not the county's (which would
+    # include townships outside their remit).
+    return [
+        f for f in figures.compliance_figures(facts, timezone, now) if f.region_id in region_ids
+    ]

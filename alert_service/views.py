@@ -1,0 +1,486 @@
+"""Operators' HTTP API (CONTRACT.md §4) and the minimal live page. Thin: the work is in service."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from alert_service import figures, service
+from alert_service.models import OPEN_STATUSES, Alert, AlertTimelineEntry
+from anxin import auth, login_throttle
+from anxin.models import Elder, OperatorUser, Region, Responder
+from anxin.web import CurrentOperator, Operator, Session, audit, context
+from dispatcher.models import DispatchAttempt, SmsMessage
+
+router = APIRouter()
+PAGE = Path(__file__).with_name("index.html")
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    display_name: str
+    role: str
+
+
+class AskedOut(BaseModel):
+    responder: str
+    role: str
+    answer: str
+
+
+class AlertOut(BaseModel):
+    id: int
+    code: str
+    elder_id: int
+    kind: str
+    priority: int
+    status: str
+    elder: str
+    village: str
+    raised_at: datetime
+    respond_by: datetime | None
+    seconds_left: float | None
+    accepted_by: str | None
+    trigger_count: int
+    at_risk: bool
+    breached: bool
+    cancel_requested: bool
+    call_120: bool
+    outcome: str | None
+    # Who was asked, in order, and what they answered: the queue shows it at a glance.
+    asked: list[AskedOut] = Field(default_factory=list)
+
+
+class TimelineOut(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
+class AttemptOut(BaseModel):
+    responder_id: int
+    responder: str
+    role: str
+    step: int
+    asked_at: datetime
+    eta_minutes: float | None
+    answer: str
+
+
+class SmsOut(BaseModel):
+    id: int
+    direction: str
+    to_phone: str
+    from_phone: str
+    body: str
+    status: str
+    purpose: str
+    created_at: datetime
+
+
+class AlertDetail(AlertOut):
+    timeline: list[TimelineOut]
+    attempts: list[AttemptOut]
+    ranking: list[dict[str, Any]]
+    sms: list[SmsOut]
+
+
+class AcceptIn(BaseModel):
+    responder_id: int
+
+
+class ResolveIn(BaseModel):
+    outcome: Literal["handled", "false_alarm", "hospital", "elder_cancelled"]
+    note: str = Field(default="", max_length=1000)
+    verified_by_phone: bool = False
+
+
+@router.post("/api/auth/token", response_model=Token, tags=["auth"])
+async def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: Session, request: Request
+) -> Token:
+    ctx = context(request)
+    user = (
+        (
+            await session.execute(
+                select(OperatorUser).where(col(OperatorUser.username) == form.username)
+            )
+        )
+        .scalars()
+        .first()
+    )
+    now = ctx.clock.now()
+    if user is not None and login_throttle.locked(user, now):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "尝试次数过多，请稍后再试 / too many failed attempts, try again later",
+        )
+    if not login_throttle.password_matches(user, form.password):
+        await login_throttle.record_failure(ctx.sessions, user, now)
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "用户名或密码错误 / wrong username or password"
+        )
+    assert user is not None and user.id is not None
+    login_throttle.record_success(user)
+    audit(session, Operator(user, set()), now, "login")
+    token = auth.make_token(
+        ctx.settings.secret_key.get_secret_value(), user.id, now, ctx.settings.token_minutes
+    )
+    return Token(access_token=token, display_name=user.display_name, role=user.role)
+
+
+async def _alert_rows(
+    session: AsyncSession,
+    operator: Operator,
+    now: datetime,
+    *,
+    open_only: bool,
+    status_filter: str | None = None,
+    priority: int | None = None,
+    region: int | None = None,
+) -> list[AlertOut]:
+    query = (
+        select(Alert, col(Elder.name), col(Region.name), col(Responder.name))
+        .join(Elder, col(Elder.id) == col(Alert.elder_id))
+        .join(Region, col(Region.id) == col(Alert.village_id))
+        .outerjoin(Responder, col(Responder.id) == col(Alert.accepted_by))
+        .where(col(Alert.village_id).in_(operator.region_ids))
+    )
+    if open_only:
+        query = query.where(col(Alert.status).in_(OPEN_STATUSES))
+    if status_filter:
+        query = query.where(col(Alert.status) == status_filter)
+    if priority:
+        query = query.where(col(Alert.priority) == priority)
+    if region:
+        query = query.where(
+            (col(Alert.village_id) == region)
+            | (col(Alert.township_id) == region)
+            | (col(Alert.county_id) == region)
+        )
+    rows = await session.execute(query.order_by(col(Alert.raised_at).desc()).limit(500))
+    out = [_alert_out(alert, elder, village, taker, now) for alert, elder, village, taker in rows]
+    asked = await session.execute(
+        select(DispatchAttempt, col(Responder.name))
+        .join(Responder, col(Responder.id) == col(DispatchAttempt.responder_id))
+        .where(col(DispatchAttempt.alert_id).in_([a.id for a in out]))
+        .order_by(col(DispatchAttempt.step))
+    )
+    by_alert: dict[int, list[AskedOut]] = {}
+    for attempt, name in asked:
+        by_alert.setdefault(attempt.alert_id, []).append(
+            AskedOut(responder=name, role=attempt.role, answer=attempt.answer)
+        )
+    for row in out:
+        row.asked = by_alert.get(row.id, [])
+    # Most urgent first: least time left on the 15-minute clock, then priority.
+    out.sort(
+        key=lambda a: (
+            a.status == "resolved",
+            a.seconds_left is None,
+            a.seconds_left or 0,
+            a.priority,
+        )
+    )
+    return out
+
+
+def _alert_out(
+    alert: Alert, elder: str, village: str, taker: str | None, now: datetime
+) -> AlertOut:
+    assert alert.id is not None
+    left = None
+    if alert.respond_by is not None and alert.on_scene_at is None and alert.status != "resolved":
+        left = (alert.respond_by - now).total_seconds()
+    return AlertOut(
+        id=alert.id,
+        code=alert.code,
+        elder_id=alert.elder_id,
+        kind=alert.kind,
+        priority=alert.priority,
+        status=alert.status,
+        elder=elder,
+        village=village,
+        raised_at=alert.raised_at,
+        respond_by=alert.respond_by,
+        seconds_left=left,
+        accepted_by=taker,
+        trigger_count=alert.trigger_count,
+        at_risk=alert.at_risk,
+        breached=alert.breached,
+        cancel_requested=alert.cancel_requested,
+        call_120=alert.call_120,
+        outcome=alert.outcome,
+    )
+
+
+@router.get("/api/alerts", response_model=list[AlertOut], tags=["alerts"])
+async def list_alerts(
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+    alert_status: Annotated[str | None, Query(alias="status")] = None,
+    priority: int | None = None,
+    region: int | None = None,
+    open_only: bool = False,
+) -> list[AlertOut]:
+    now = context(request).clock.now()
+    return await _alert_rows(
+        session,
+        operator,
+        now,
+        open_only=open_only,
+        status_filter=alert_status,
+        priority=priority,
+        region=region,
+    )
+
+
+async def _scoped_alert(
+    session: AsyncSession, operator: Operator, alert_id: int, *, lock: bool
+) -> Alert:
+    alert = await (service.lock_alert(session, alert_id) if lock else session.get(Alert, alert_id))
+    # Outside the operator's region looks exactly like not there.
+    if alert is None or alert.village_id not in operator.region_ids:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这个警报 / no such alert")
+    return alert
+
+
+async def _detail(session: AsyncSession, alert: Alert, now: datetime) -> AlertDetail:
+    elder = await session.get(Elder, alert.elder_id)
+    village = await session.get(Region, alert.village_id)
+    taker = await session.get(Responder, alert.accepted_by) if alert.accepted_by else None
+    timeline = (
+        await session.execute(
+            select(AlertTimelineEntry)
+            .where(col(AlertTimelineEntry.alert_id) == alert.id)
+            .order_by(col(AlertTimelineEntry.at), col(AlertTimelineEntry.id))
+        )
+    ).scalars()
+    attempts = await session.execute(
+        select(DispatchAttempt, col(Responder.name))
+        .join(Responder, col(Responder.id) == col(DispatchAttempt.responder_id))
+        .where(col(DispatchAttempt.alert_id) == alert.id)
+        .order_by(col(DispatchAttempt.step))
+    )
+    sms = (
+        await session.execute(
+            select(SmsMessage)
+            .where(col(SmsMessage.alert_id) == alert.id)
+            .order_by(col(SmsMessage.id))
+        )
+    ).scalars()
+    base = _alert_out(
+        alert,
+        elder.name if elder else "",
+        village.name if village else "",
+        taker.name if taker else None,
+        now,
+    )
+    return AlertDetail(
+        **base.model_dump(),
+        timeline=[
+            TimelineOut(at=t.at, actor=t.actor, action=t.action, detail=t.detail) for t in timeline
+        ],
+        attempts=[
+            AttemptOut(
+                responder_id=a.responder_id,
+                responder=name,
+                role=a.role,
+                step=a.step,
+                asked_at=a.asked_at,
+                eta_minutes=a.eta_minutes,
+                answer=a.answer,
+            )
+            for a, name in attempts
+        ],
+        ranking=alert.ranking,
+        sms=[
+            SmsOut(
+                id=s.id or 0,
+                direction=s.direction,
+                to_phone=s.to_phone,
+                from_phone=s.from_phone,
+                body=s.body,
+                status=s.status,
+                purpose=s.purpose,
+                created_at=s.created_at,
+            )
+            for s in sms
+        ],
+    )
+
+
+@router.get("/api/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"])
+async def get_alert(
+    alert_id: int, session: Session, operator: CurrentOperator, request: Request
+) -> AlertDetail:
+    now = context(request).clock.now()
+    alert = await _scoped_alert(session, operator, alert_id, lock=False)
+    audit(session, operator, now, "read_alert", "alert", alert_id)
+    return await _detail(session, alert, now)
+
+
+def _require_actor(operator: Operator) -> None:
+    if not operator.can_act:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "只读账号 / viewers cannot act")
+
+
+@router.post("/api/alerts/{alert_id}/accept", response_model=AlertDetail, tags=["alerts"])
+async def accept_for_aide(
+    alert_id: int, body: AcceptIn, session: Session, operator: CurrentOperator, request: Request
+) -> AlertDetail:
+    """An aide phoned in: the operator records the accept for them."""
+    _require_actor(operator)
+    now = context(request).clock.now()
+    alert = await _scoped_alert(session, operator, alert_id, lock=True)
+    if await session.get(Responder, body.responder_id) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "没有这个助老员 / no such responder"
+        )
+    if not await service.accept(session, alert, body.responder_id, now, operator.actor):
+        raise HTTPException(status.HTTP_409_CONFLICT, "已由他人接单 / already taken")
+    audit(session, operator, now, "accept", "alert", alert_id, responder_id=body.responder_id)
+    return await _detail(session, alert, now)
+
+
+@router.post("/api/alerts/{alert_id}/on-scene", response_model=AlertDetail, tags=["alerts"])
+async def record_on_scene(
+    alert_id: int, session: Session, operator: CurrentOperator, request: Request
+) -> AlertDetail:
+    _require_actor(operator)
+    now = context(request).clock.now()
+    alert = await _scoped_alert(session, operator, alert_id, lock=True)
+    await service.on_scene(session, alert, now, operator.actor)
+    audit(session, operator, now, "on_scene", "alert", alert_id)
+    return await _detail(session, alert, now)
+
+
+@router.post("/api/alerts/{alert_id}/resolve", response_model=AlertDetail, tags=["alerts"])
+async def resolve_alert(
+    alert_id: int, body: ResolveIn, session: Session, operator: CurrentOperator, request: Request
+) -> AlertDetail:
+    _require_actor(operator)
+    now = context(request).clock.now()
+    alert = await _scoped_alert(session, operator, alert_id, lock=True)
+    await service.resolve(
+        session,
+        alert,
+        now,
+        actor=operator.actor,
+        outcome=body.outcome,
+        note=body.note,
+        verified_by_phone=body.verified_by_phone,
+    )
+    audit(
+        session, operator, now, "resolve", "alert", alert_id, outcome=body.outcome, note=body.note
+    )
+    return await _detail(session, alert, now)
+
+
+class FiguresOut(BaseModel):
+    region_id: int
+    region: str
+    level: str
+    month: str
+    alerts: int
+    urgent: int
+    decided: int
+    on_scene_in_time: int
+    on_scene_in_time_share: float | None
+    accept_p50_s: float | None
+    accept_p90_s: float | None
+    on_scene_p50_s: float | None
+    on_scene_p90_s: float | None
+    breaches: int
+    false_alarms_by_device_kind: dict[str, int]
+
+
+MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+
+@router.get("/api/figures", response_model=list[FiguresOut], tags=["figures"])
+async def compliance_figures(
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+    month_from: Annotated[str | None, Query(pattern=MONTH, description="YYYY-MM")] = None,
+    month_to: Annotated[str | None, Query(pattern=MONTH, description="YYYY-MM")] = None,
+) -> list[FiguresOut]:
+    """The 15-minute rule per township and county and month (in the deployment's time zone):
+    share on scene in time, time to accept and to on-scene (p50/p90), breaches, and false
+    alarms by device kind. Only the operator's own regions."""
+    ctx = context(request)
+    now = ctx.clock.now()
+    tz = ctx.settings.timezone
+    first = month_from or month_to or figures.month_of(now, tz)
+    last = month_to or first
+    start, _ = figures.month_bounds(first, tz)
+    _, end = figures.month_bounds(last, tz)
+    if end <= start:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "月份范围无效 / month_to is before month_from"
+        )
+    rows = await service.compliance(session, operator.region_ids, start, end, tz, now)
+    regions = {
+        r.id: r
+        for r in (
+            await session.execute(
+                select(Region).where(col(Region.id).in_({f.region_id for f in rows}))
+            )
+        ).scalars()
+    }
+    audit(session, operator, now, "read_figures", "figures", "", month_from=first, month_to=last)
+    return [
+        FiguresOut(
+            region=regions[f.region_id].name,
+            level=regions[f.region_id].level,
+            **dataclasses.asdict(f),
+        )
+        for f in rows
+    ]
+
+
+@router.get("/api/alerts-stream", tags=["alerts"])
+async def alert_stream(operator: CurrentOperator, request: Request) -> StreamingResponse:
+    """Server-sent events: the open queue, pushed when it changes (the page does not poll)."""
+    ctx = context(request)
+
+    async def events() -> AsyncIterator[str]:
+        last = ""
+        while not await request.is_disconnected():
+            async with ctx.sessions() as session:
+                rows = await _alert_rows(session, operator, ctx.clock.now(), open_only=False)
+            payload = json.dumps(
+                [r.model_dump(mode="json") for r in rows[:200]], ensure_ascii=False
+            )
+            if payload != last:
+                last = payload
+                yield f"event: alerts\ndata: {payload}\n\n"
+            else:
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(1)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> HTMLResponse:
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"))

@@ -1,0 +1,92 @@
+"""The watcher: fires due ladder steps and rule timers. Any number can run (SKIP LOCKED).
+
+Each tick claims a batch of due rows with `FOR UPDATE SKIP LOCKED` and handles it in one
+transaction: a second watcher skips the rows this one holds, and a watcher killed mid-batch
+leaves nothing behind (its transaction rolls back and the rows are due again for the next).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+
+from alert_service import service
+from anxin.clock import Clock
+from anxin.db import SessionMaker, transaction
+from anxin.logging import get_logger
+
+log = get_logger("alert_service.watcher")
+BATCH_SIZE = 100
+# Timers due within this of each other are handled in one pass (one transaction), rather
+# than waking up for each: a little lateness for much less work under load.
+COALESCE_S = 0.05
+
+
+async def tick(
+    sessions: SessionMaker, clock: Clock, timezone: str, *, batch_size: int = BATCH_SIZE
+) -> int:
+    """One pass: every due timer at the clock's `now`. Returns how many it handled."""
+    handled, _ = await tick_and_look_ahead(sessions, clock, timezone, batch_size=batch_size)
+    return handled
+
+
+async def tick_and_look_ahead(
+    sessions: SessionMaker, clock: Clock, timezone: str, *, batch_size: int = BATCH_SIZE
+) -> tuple[int, datetime | None]:
+    """One pass, and when the next timer is due (read in the same transaction)."""
+    try:
+        async with transaction(sessions) as session:
+            now = clock.now()
+            fired = await service.run_due_rule_timers(session, now, timezone, batch_size)
+            advanced = await service.run_due_alerts(session, now, batch_size)
+            next_due = await service.next_due_at(session)
+        return fired + advanced, next_due
+    except Exception as exc:
+        # One bad row must not hold up every other alert: redo the batch row by row, each in
+        # a savepoint, and put the failing ones off for a while.
+        log.warning("watcher_batch_failed", error=repr(exc))
+        async with transaction(sessions) as session:
+            now = clock.now()
+            fired = await service.run_due_rule_timers(
+                session, now, timezone, batch_size, isolate=True
+            )
+            advanced = await service.run_due_alerts(session, now, batch_size, isolate=True)
+        return fired + advanced, None
+
+
+def wait_before_next_tick(
+    next_due: datetime | None, now: datetime, *, poll_seconds: float
+) -> float:
+    """Sleep until the next known timer, but never longer than the poll: other processes (the
+    gateway, SMS replies) set timers too, and a poll bounds how late the watcher sees them.
+    Timers due within COALESCE_S of each other are taken in one pass."""
+    if next_due is None:
+        return poll_seconds
+    return min(poll_seconds, max(COALESCE_S, (next_due - now).total_seconds()))
+
+
+async def run_watcher(
+    sessions: SessionMaker,
+    clock: Clock,
+    timezone: str,
+    *,
+    poll_seconds: float,
+    stop: asyncio.Event,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    while not stop.is_set():
+        next_due: datetime | None = None
+        try:
+            handled, next_due = await tick_and_look_ahead(
+                sessions, clock, timezone, batch_size=batch_size
+            )
+        except Exception as exc:  # the database may be restarting: back off, never die
+            log.warning("watcher_error", error=repr(exc))
+            handled = 0
+            await asyncio.sleep(1)
+        if handled >= batch_size:
+            continue  # a full batch: more are due now
+        wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)

@@ -1,0 +1,73 @@
+"""A watcher in its own OS process, on a clock the test moves: a file holding the time.
+
+    python -m tests.alert_service.watcher_process DATABASE_URL CLOCK_FILE [POLL_MS]
+
+Prints `ready` once connected, and on SIGTERM how many due rows it handled (`handled N`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alert_service import watcher
+from anxin.db import make_engine, make_sessionmaker
+from anxin.logging import configure_logging
+
+
+class FileClock:
+    """Every process reading the same file sees the same `now`: the test moves time for all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.path.read_text().strip())
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def set_time(path: Path, when: datetime) -> None:
+    """Atomically: a watcher never reads half a timestamp."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(when.isoformat())
+    tmp.replace(path)
+
+
+async def main(url: str, clock_file: Path, poll_ms: int) -> None:
+    configure_logging("warning")
+    engine = make_engine(url, pool_size=2, max_overflow=0)
+    sessions = make_sessionmaker(engine)
+    clock = FileClock(clock_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    handled = 0
+    real_tick = watcher.tick_and_look_ahead
+
+    async def counting_tick(*args: Any, **kwargs: Any) -> tuple[int, datetime | None]:
+        nonlocal handled
+        n, next_due = await real_tick(*args, **kwargs)
+        handled += n
+        return n, next_due
+
+    # The real loop (run_watcher), counting what this process handled for the test's report.
+    watcher.tick_and_look_ahead = counting_tick
+    async with engine.connect():
+        pass
+    print("ready", flush=True)
+    await watcher.run_watcher(
+        sessions, clock, "Asia/Shanghai", poll_seconds=poll_ms / 1000, stop=stop
+    )
+    print(f"handled {handled}", flush=True)
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 20))
