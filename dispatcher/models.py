@@ -1,0 +1,109 @@
+"""Dispatcher tables: who was asked for which alert at which step, and every SMS in or out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from anxin.models import utc_column
+
+
+class AttemptAnswer(StrEnum):
+    pending = "pending"
+    accepted = "accepted"
+    declined = "declined"
+    timed_out = "timed_out"
+    failed = "failed"
+    superseded = "superseded"  # someone else took it
+
+
+class DispatchAttempt(SQLModel, table=True):
+    __tablename__ = "dispatch_attempts"
+    __table_args__ = (
+        UniqueConstraint(
+            "alert_id", "responder_id", "step", name="uq_attempt_alert_responder_step"
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alerts.id", index=True)
+    responder_id: int = Field(foreign_key="responders.id", index=True)
+    step: int
+    role: str = Field(max_length=20)  # aide | township_centre | county_centre
+    asked_at: datetime = utc_column(nullable=False)
+    distance_km: float | None = None
+    eta_minutes: float | None = None
+    answer: str = Field(default=AttemptAnswer.pending, max_length=16)
+    answered_at: datetime | None = utc_column()
+
+
+class SmsStatus(StrEnum):
+    queued = "queued"  # in the outbox, not yet handed to a provider
+    outbox = "outbox"  # outbox-only provider: kept for the console, never sent
+    sent = "sent"
+    delivered = "delivered"
+    undelivered = "undelivered"
+    failed = "failed"
+    received = "received"  # inbound
+
+
+class SmsMessage(SQLModel, table=True):
+    __tablename__ = "sms_messages"
+    __table_args__ = (
+        Index(
+            "ix_sms_outbox_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        # The per-number daily limit counts what went to one number in the last 24 hours.
+        Index(
+            "ix_sms_out_to_phone_sent_at",
+            "to_phone",
+            "sent_at",
+            postgresql_where=text("direction = 'out' AND provider_sid IS NOT NULL"),
+        ),
+    )
+    id: int | None = Field(default=None, sa_type=BigInteger, primary_key=True)
+    direction: str = Field(max_length=3)  # out | in
+    # Never send one message twice: one key per alert, responder and step.
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=128)
+    alert_id: int | None = Field(default=None, foreign_key="alerts.id", index=True)
+    responder_id: int | None = Field(default=None, foreign_key="responders.id", index=True)
+    purpose: str = Field(default="", max_length=24)
+    to_phone: str = Field(max_length=20)
+    from_phone: str = Field(default="", max_length=20)
+    body: str = Field(max_length=1600)
+    status: str = Field(default=SmsStatus.queued, max_length=16)
+    provider_sid: str | None = Field(default=None, max_length=64, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=256)
+    # For the operator: e.g. this number is close to its daily SMS limit.
+    warning: str | None = Field(default=None, max_length=256)
+    created_at: datetime = utc_column(nullable=False, index=True)
+    next_attempt_at: datetime | None = utc_column()
+    sent_at: datetime | None = utc_column()
+    updated_at: datetime | None = utc_column()
+
+
+class TravelTime(SQLModel, table=True):
+    """Minutes from a responder to an elder's home by road, precomputed by a road router.
+
+    Imported per responder and home (dispatcher.cli import-travel-times); when present it
+    overrides the straight-line estimate, which cannot see rivers and mountain roads.
+    """
+
+    __tablename__ = "travel_times"
+    __table_args__ = (
+        UniqueConstraint("elder_id", "responder_id", name="uq_travel_time_elder_responder"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    elder_id: int = Field(foreign_key="elders.id", index=True)
+    responder_id: int = Field(foreign_key="responders.id", index=True)
+    minutes: float
+    source: str = Field(default="", max_length=64)  # which router or file it came from
+    imported_at: datetime = utc_column(nullable=False)
+
+
+__all__ = ["AttemptAnswer", "DispatchAttempt", "SmsMessage", "SmsStatus", "TravelTime"]

@@ -1,0 +1,709 @@
+"""Dispatcher database functions: who to ask, the SMS outbox, delivery receipts and replies.
+
+SMS rows are written in the transaction that decides to send them (the outbox), which also
+NOTIFYs the outbox workers; a worker sends them after the commit. An idempotency key per alert,
+responder and step means a step that runs twice writes one SMS.
+
+Routing uses the imported travel-time table (`travel_times`, see `import_travel_times`) where
+it has an entry for a responder and the elder's home, the straight-line estimate elsewhere.
+Per-number daily limits: see `dispatcher.worker.send_due`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+import alert_service.service as alerts
+from alert_service.models import Alert, AlertStatus
+from anxin.logging import get_logger, mask_phone
+from anxin.models import Elder, Region, Responder, ServiceCentre, pk
+from dispatcher import routing, templates
+from dispatcher.models import AttemptAnswer, DispatchAttempt, SmsMessage, SmsStatus, TravelTime
+from dispatcher.replies import ReplyKind, parse_reply
+from dispatcher.travel_table import TravelTimeError, TravelTimeRow
+from dispatcher.twilio_provider import receipt_failure_reason
+
+log = get_logger("dispatcher")
+
+
+# --- who to ask -----------------------------------------------------------------------------
+
+
+async def rank_for_alert(
+    session: AsyncSession, elder: Elder, chain: list[Region], now: datetime
+) -> list[dict[str, Any]]:
+    """Rank on-duty aides of the elder's township, then its centres, by estimated arrival."""
+    township = next((r for r in chain if r.level == "township"), None)
+    county = next((r for r in chain if r.level == "county"), None)
+    circuity = next((r.circuity for r in chain if r.circuity), 1.4)
+    village_ids: list[int] = [elder.village_id]
+    if township is not None:
+        rows = await session.execute(
+            select(col(Region.id)).where(col(Region.parent_id) == township.id)
+        )
+        village_ids = [r for r in rows.scalars() if r is not None]
+    aides = list(
+        (
+            await session.execute(
+                select(Responder).where(
+                    col(Responder.kind) == "aide",
+                    col(Responder.village_id).in_(village_ids),
+                )
+            )
+        ).scalars()
+    )
+    centre_regions = [r.id for r in (township, county) if r is not None]
+    centres = list(
+        await session.execute(
+            select(Responder, ServiceCentre)
+            .join(ServiceCentre, col(Responder.centre_id) == col(ServiceCentre.id))
+            .where(col(ServiceCentre.region_id).in_(centre_regions))
+        )
+    )
+    # Only these responders' commitments and counts matter: a city has many more.
+    candidate_ids = [pk(a) for a in aides] + [pk(r) for r, _ in centres]
+    committed = set(
+        (
+            await session.execute(
+                select(col(Alert.accepted_by)).where(
+                    col(Alert.priority) == 1,
+                    col(Alert.status).in_(("accepted", "on_scene")),
+                    col(Alert.accepted_by).in_(candidate_ids),
+                )
+            )
+        ).scalars()
+    )
+    counted = await session.execute(
+        select(col(DispatchAttempt.responder_id), func.count())
+        .where(
+            col(DispatchAttempt.asked_at) >= now - timedelta(hours=24),
+            col(DispatchAttempt.responder_id).in_(candidate_ids),
+        )
+        .group_by(col(DispatchAttempt.responder_id))
+    )
+    # (a Result has .keys(), so dict(result) would treat it as a mapping)
+    today = {responder_id: int(n) for responder_id, n in counted}
+    candidates = [
+        routing.Candidate(
+            responder_id=pk(a),
+            kind="aide",
+            name=a.name,
+            village_id=a.village_id,
+            location=routing.LatLon(a.lat, a.lon),
+            travel_mode=routing.TravelMode(a.travel_mode),
+            on_duty=a.on_duty,
+            committed_to_p1=pk(a) in committed,
+            dispatches_today=int(today.get(pk(a), 0)),
+            setup_minutes=a.setup_minutes,
+        )
+        for a in aides
+    ] + [
+        routing.Candidate(
+            responder_id=pk(r),
+            kind="township_centre" if c.level == "township" else "county_centre",
+            name=c.name,
+            village_id=None,
+            location=routing.LatLon(r.lat, r.lon),
+            travel_mode=routing.TravelMode(r.travel_mode),
+            on_duty=True,
+            committed_to_p1=False,
+            dispatches_today=int(today.get(pk(r), 0)),
+            setup_minutes=r.setup_minutes,
+        )
+        for r, c in centres
+    ]
+    ranked = routing.nearest_responders(
+        routing.LatLon(elder.lat, elder.lon),
+        elder.village_id,
+        candidates,
+        circuity=circuity,
+        travel_table=await travel_table_for(session, pk(elder)),
+    )
+    return [
+        {
+            "responder_id": r.responder_id,
+            "kind": r.kind,
+            "name": r.name,
+            "distance_km": round(r.distance_km, 2),
+            "eta_minutes": round(r.eta_minutes, 1),
+            "source": r.source,
+        }
+        for r in ranked
+    ]
+
+
+async def travel_table_for(session: AsyncSession, elder_id: int) -> dict[int, float]:
+    """Routed minutes to this elder's home, per responder (only those someone imported)."""
+    rows = await session.execute(
+        select(col(TravelTime.responder_id), col(TravelTime.minutes)).where(
+            col(TravelTime.elder_id) == elder_id
+        )
+    )
+    return {responder_id: float(minutes) for responder_id, minutes in rows}
+
+
+# Rows per statement: Postgres takes at most 32,767 bind parameters in one.
+_IMPORT_CHUNK = 2000
+
+
+async def import_travel_times(
+    session: AsyncSession, rows: list[TravelTimeRow], *, source: str, now: datetime
+) -> tuple[int, list[TravelTimeError]]:
+    """Store routed travel times (a newer import of the same pair replaces the older one).
+
+    Returns how many were stored and the rows naming an unknown elder or responder.
+    """
+    stored = 0
+    errors: list[TravelTimeError] = []
+    for start in range(0, len(rows), _IMPORT_CHUNK):
+        chunk_stored, chunk_errors = await _import_chunk(
+            session, rows[start : start + _IMPORT_CHUNK], source=source, now=now
+        )
+        stored += chunk_stored
+        errors.extend(chunk_errors)
+    return stored, errors
+
+
+async def _import_chunk(
+    session: AsyncSession, rows: list[TravelTimeRow], *, source: str, now: datetime
+) -> tuple[int, list[TravelTimeError]]:
+    elder_codes = {r.elder_code for r in rows}
+    phones = {r.responder_phone for r in rows}
+    elder_rows = await session.execute(
+        select(col(Elder.code), col(Elder.id)).where(col(Elder.code).in_(elder_codes))
+    )
+    elders = {code: elder_id for code, elder_id in elder_rows if elder_id is not None}
+    responder_rows = await session.execute(
+        select(col(Responder.phone), col(Responder.id)).where(col(Responder.phone).in_(phones))
+    )
+    responders = {phone: rid for phone, rid in responder_rows if rid is not None}
+    errors: list[TravelTimeError] = []
+    values: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in rows:
+        elder_id, responder_id = elders.get(row.elder_code), responders.get(row.responder_phone)
+        if elder_id is None:
+            errors.append(TravelTimeError(row.line, f"unknown elder {row.elder_code}"))
+        elif responder_id is None:
+            errors.append(
+                TravelTimeError(row.line, f"unknown responder {mask_phone(row.responder_phone)}")
+            )
+        else:
+            # A pair listed twice: the later line wins, as it would in the spreadsheet.
+            values[(elder_id, responder_id)] = {
+                "elder_id": elder_id,
+                "responder_id": responder_id,
+                "minutes": row.minutes,
+                "source": source[:64],
+                "imported_at": now,
+            }
+    if values:
+        statement = insert(TravelTime).values(list(values.values()))
+        await session.execute(
+            statement.on_conflict_do_update(
+                constraint="uq_travel_time_elder_responder",
+                set_={
+                    "minutes": statement.excluded.minutes,
+                    "source": statement.excluded.source,
+                    "imported_at": statement.excluded.imported_at,
+                },
+            )
+        )
+    return len(values), errors
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+# queue_sms NOTIFYs this channel; outbox workers LISTEN on it (dispatcher.worker).
+OUTBOX_CHANNEL = "anxin_outbox"
+_NOTIFIED_TRANSACTION = "anxin_outbox_notified"
+
+
+async def _wake_outbox(session: AsyncSession) -> None:
+    """NOTIFY the outbox workers, once per transaction; Postgres delivers it on commit."""
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get(_NOTIFIED_TRANSACTION) is transaction:
+        return
+    await session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+    session.info[_NOTIFIED_TRANSACTION] = transaction
+
+
+async def queue_sms(
+    session: AsyncSession,
+    *,
+    to: str,
+    body: str,
+    key: str | None,
+    now: datetime,
+    alert_id: int | None = None,
+    responder_id: int | None = None,
+    purpose: str = "",
+) -> bool:
+    """Write an SMS into the outbox; returns False when its key was already written."""
+    result = await session.execute(
+        insert(SmsMessage)
+        .values(
+            direction="out",
+            idempotency_key=key,
+            alert_id=alert_id,
+            responder_id=responder_id,
+            purpose=purpose,
+            to_phone=to,
+            from_phone="",
+            body=body,
+            status=SmsStatus.queued,
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(col(SmsMessage.id))
+    )
+    written = result.scalar() is not None
+    if written:
+        await _wake_outbox(session)
+    return written
+
+
+async def _village_name(session: AsyncSession, village_id: int) -> str:
+    village = await session.get(Region, village_id)
+    return village.name if village else ""
+
+
+async def ask_responder(
+    session: AsyncSession,
+    alert: Alert,
+    responder_id: int,
+    role: str,
+    *,
+    step: int,
+    now: datetime,
+) -> None:
+    assert alert.id is not None
+    responder = await session.get(Responder, responder_id)
+    elder = await session.get(Elder, alert.elder_id)
+    if responder is None or elder is None:
+        return
+    line = next((c for c in alert.ranking if c["responder_id"] == responder_id), {})
+    await session.execute(
+        insert(DispatchAttempt)
+        .values(
+            alert_id=alert.id,
+            responder_id=responder_id,
+            step=step,
+            role=role,
+            asked_at=now,
+            distance_km=line.get("distance_km"),
+            eta_minutes=line.get("eta_minutes"),
+            answer=AttemptAnswer.pending,
+        )
+        .on_conflict_do_nothing(constraint="uq_attempt_alert_responder_step")
+    )
+    template = templates.dispatch_sms if role == "aide" else templates.centre_sms
+    body = template(
+        alert_code=alert.code,
+        elder_name=elder.name,
+        village=await _village_name(session, elder.village_id),
+        address=elder.address,
+        kind=alert.kind,
+        distance_km=float(line.get("distance_km") or 0.0),
+        eta_minutes=float(line.get("eta_minutes") or 0.0),
+        lang=responder.lang,
+    )
+    await queue_sms(
+        session,
+        to=responder.phone,
+        body=body,
+        key=f"alert:{alert.id}:responder:{responder_id}:step:{step}",
+        now=now,
+        alert_id=alert.id,
+        responder_id=responder_id,
+        purpose="dispatch",
+    )
+
+
+async def notify_guardians(
+    session: AsyncSession, alert: Alert, elder: Elder, now: datetime
+) -> None:
+    """Guardians get an informational SMS (never asked to respond)."""
+    if not elder.consent:
+        return
+    body = templates.guardian_sms(elder.name, alert.kind, "zh")
+    for phone in elder.guardian_phones or []:
+        await queue_sms(
+            session,
+            to=phone,
+            body=body,
+            key=f"alert:{alert.id}:guardian:{phone}",
+            now=now,
+            alert_id=alert.id,
+            purpose="guardian",
+        )
+
+
+async def _responder(session: AsyncSession, responder_id: int | None) -> Responder | None:
+    return None if responder_id is None else await session.get(Responder, responder_id)
+
+
+async def tell_pressed_again(session: AsyncSession, alert: Alert, now: datetime) -> None:
+    taker = await _responder(session, alert.accepted_by)
+    elder = await session.get(Elder, alert.elder_id)
+    if taker is None or elder is None:
+        return
+    await queue_sms(
+        session,
+        to=taker.phone,
+        body=templates.pressed_again_sms(alert.code, elder.name, alert.trigger_count, taker.lang),
+        key=f"alert:{alert.id}:pressed_again:{alert.trigger_count}",
+        now=now,
+        alert_id=alert.id,
+        responder_id=taker.id,
+        purpose="pressed_again",
+    )
+
+
+async def tell_others_handled(
+    session: AsyncSession, alert: Alert, taker_id: int, now: datetime
+) -> None:
+    taker = await _responder(session, taker_id)
+    if taker is None:
+        return
+    others = (
+        await session.execute(
+            select(Responder)
+            .join(DispatchAttempt, col(DispatchAttempt.responder_id) == col(Responder.id))
+            .where(
+                col(DispatchAttempt.alert_id) == alert.id,
+                col(Responder.id) != taker_id,
+            )
+            .distinct()
+        )
+    ).scalars()
+    for other in others:
+        await queue_sms(
+            session,
+            to=other.phone,
+            body=templates.handled_by_sms(alert.code, taker.name, other.lang),
+            key=f"alert:{alert.id}:handled:{other.id}",
+            now=now,
+            alert_id=alert.id,
+            responder_id=other.id,
+            purpose="handled_by",
+        )
+
+
+async def remind_taker(
+    session: AsyncSession, alert: Alert, responder_id: int, now: datetime
+) -> None:
+    taker = await _responder(session, responder_id)
+    if taker is None:
+        return
+    await queue_sms(
+        session,
+        to=taker.phone,
+        body=templates.reminder_sms(alert.code, taker.lang),
+        key=f"alert:{alert.id}:reminder:{responder_id}",
+        now=now,
+        alert_id=alert.id,
+        responder_id=responder_id,
+        purpose="reminder",
+    )
+
+
+async def claim_due_sms(session: AsyncSession, now: datetime, limit: int = 50) -> list[SmsMessage]:
+    """Claim queued SMS; the row locks are held until the caller's transaction ends, so a
+    second worker skips them (FOR UPDATE SKIP LOCKED) and no SMS is sent twice."""
+    result = await session.execute(
+        select(SmsMessage)
+        .where(
+            col(SmsMessage.status) == SmsStatus.queued,
+            col(SmsMessage.next_attempt_at) <= now,
+        )
+        .order_by(col(SmsMessage.next_attempt_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(result.scalars())
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff on provider errors: 1 s, 2 s, 4 s … capped at 60 s."""
+    return timedelta(seconds=min(60, 2 ** max(0, attempts - 1)))
+
+
+# Aliyun-like carriers take ~50 notifications per number per day per template (DESIGN.md).
+DAILY_LIMIT_PER_NUMBER = 50
+# From this many in a day the operator is warned: time to call the aide or add another one.
+DAILY_LIMIT_WARN_AT = 40
+DAY = timedelta(hours=24)
+
+
+async def sent_in_last_day(
+    session: AsyncSession, phones: set[str], now: datetime
+) -> dict[tuple[str, str], int]:
+    """SMS a provider accepted per (number, template) in the 24 hours before `now`.
+
+    A rolling 24 hours rather than the calendar day: it is stricter, so it also keeps every
+    calendar day (the carrier's count) under the limit, and needs no time zone.
+    """
+    if not phones:
+        return {}
+    rows = await session.execute(
+        select(col(SmsMessage.to_phone), col(SmsMessage.purpose), func.count())
+        .where(
+            col(SmsMessage.direction) == "out",
+            col(SmsMessage.provider_sid).is_not(None),
+            col(SmsMessage.sent_at) >= now - DAY,
+            col(SmsMessage.to_phone).in_(phones),
+        )
+        .group_by(col(SmsMessage.to_phone), col(SmsMessage.purpose))
+    )
+    return {(phone, purpose): int(n) for phone, purpose, n in rows}
+
+
+async def daily_limit_near(
+    session: AsyncSession, sms: SmsMessage, count: int, limit: int, now: datetime
+) -> None:
+    """Flag the SMS row, the alert's timeline and the log: this number is near its daily limit."""
+    sms.warning = (
+        f"该号码24小时内第{count}条（上限{limit}条）/ {count} of {limit} SMS to this number today"
+    )
+    log.warning(
+        "sms_daily_limit_near",
+        to=mask_phone(sms.to_phone),
+        purpose=sms.purpose,
+        count=count,
+        limit=limit,
+    )
+    if sms.alert_id is not None:
+        await alerts.add_timeline(
+            session,
+            sms.alert_id,
+            now,
+            "system",
+            "sms_limit_near",
+            responder_id=sms.responder_id,
+            count=count,
+            limit=limit,
+        )
+
+
+async def daily_limit_reached(
+    session: AsyncSession, sms: SmsMessage, limit: int, now: datetime
+) -> None:
+    """Not sent: the carrier would refuse it. A dispatch moves on to the next responder now."""
+    reason = f"已达该号码每日短信上限（{limit}条）/ daily SMS limit for this number reached"
+    sms.warning = reason
+    log.warning("sms_daily_limit_reached", to=mask_phone(sms.to_phone), purpose=sms.purpose)
+    if sms.alert_id is not None:
+        await alerts.add_timeline(
+            session,
+            sms.alert_id,
+            now,
+            "system",
+            "sms_limit_reached",
+            responder_id=sms.responder_id,
+            limit=limit,
+        )
+    await sms_failed(session, sms, reason, now)
+
+
+async def sms_failed(session: AsyncSession, sms: SmsMessage, reason: str, now: datetime) -> None:
+    """A dispatch SMS that cannot reach its responder moves the ladder on at once."""
+    sms.status = SmsStatus.failed
+    sms.last_error = reason[:256]
+    sms.updated_at = now
+    if sms.purpose == "dispatch" and sms.alert_id is not None and sms.responder_id is not None:
+        alert = await alerts.lock_alert(session, sms.alert_id)
+        if alert is not None and alert.status != AlertStatus.resolved:
+            await alerts.attempt_failed(session, alert, sms.responder_id, now, reason)
+
+
+# --- receipts and replies -------------------------------------------------------------------
+
+FAILED_RECEIPTS = {"undelivered": SmsStatus.undelivered, "failed": SmsStatus.failed}
+
+
+async def handle_status(
+    session: AsyncSession,
+    sid: str,
+    status: str,
+    error_code: str | None,
+    now: datetime,
+    *,
+    sms_id: int | None = None,
+) -> bool:
+    """Apply one delivery receipt. Returns False when it names no SMS of ours.
+
+    The worker gives every SMS a status-callback URL carrying its row id, because a receipt can
+    arrive before the worker has stored the provider's SID; looking the row up by id (its lock
+    waits for the worker's commit) never loses one. The SID is the fallback for receipts
+    configured elsewhere (e.g. on a Twilio messaging service).
+    """
+    query = select(SmsMessage).where(col(SmsMessage.direction) == "out")
+    if sms_id is not None:
+        query = query.where(col(SmsMessage.id) == sms_id)
+    else:
+        query = query.where(col(SmsMessage.provider_sid) == sid)
+    sms = (await session.execute(query.with_for_update())).scalars().first()
+    if sms is None or (sms.provider_sid is not None and sid and sms.provider_sid != sid):
+        return False
+    if sms.provider_sid is None and sid:
+        # The provider has it although the worker's commit was lost: never send it again.
+        sms.provider_sid = sid[:64]
+        sms.sent_at = sms.sent_at or now
+    if status in FAILED_RECEIPTS:
+        if sms.status not in FAILED_RECEIPTS.values():
+            await sms_failed(session, sms, receipt_failure_reason(status, error_code), now)
+            sms.status = FAILED_RECEIPTS[status]
+    elif status == "delivered" or (status == "sent" and sms.status == SmsStatus.queued):
+        # (a queued row that gets a receipt stops being queued: it is not sent a second time)
+        sms.status = status
+        sms.updated_at = now
+    return True
+
+
+async def _open_attempts(
+    session: AsyncSession, responder_id: int
+) -> list[tuple[DispatchAttempt, Alert]]:
+    rows = await session.execute(
+        select(DispatchAttempt, Alert)
+        .join(Alert, col(Alert.id) == col(DispatchAttempt.alert_id))
+        .where(
+            col(DispatchAttempt.responder_id) == responder_id,
+            col(Alert.status) != AlertStatus.resolved,
+        )
+        .order_by(col(DispatchAttempt.asked_at).desc())
+    )
+    return list(rows)
+
+
+async def handle_inbound(
+    session: AsyncSession, *, from_phone: str, to_phone: str, body: str, sid: str, now: datetime
+) -> str:
+    """Apply one SMS reply. Returns what it did (for the log and the tests)."""
+    if sid:
+        seen = await session.execute(
+            select(col(SmsMessage.id)).where(
+                col(SmsMessage.provider_sid) == sid,
+                col(SmsMessage.direction) == "in",
+            )
+        )
+        if seen.first() is not None:
+            return "duplicate"
+    responder = (
+        (await session.execute(select(Responder).where(col(Responder.phone) == from_phone)))
+        .scalars()
+        .first()
+    )
+    session.add(
+        SmsMessage(
+            direction="in",
+            responder_id=responder.id if responder else None,
+            to_phone=to_phone[:20],
+            from_phone=from_phone[:20],
+            body=body[:1600],
+            status=SmsStatus.received,
+            provider_sid=sid or None,
+            created_at=now,
+        )
+    )
+    if responder is None or responder.id is None:
+        log.info("sms_from_unknown_number", phone=mask_phone(from_phone))
+        return "unknown_number"
+    reply = parse_reply(body)
+    actor = f"responder:{responder.id}"
+    lang = responder.lang
+
+    async def answer(text: str, purpose: str) -> None:
+        await queue_sms(
+            session,
+            to=responder.phone,
+            body=text,
+            key=None,
+            now=now,
+            responder_id=responder.id,
+            purpose=purpose,
+        )
+
+    if reply.kind in (ReplyKind.on_duty, ReplyKind.off_duty):
+        responder.on_duty = reply.kind == ReplyKind.on_duty
+        await answer(templates.duty_sms(responder.on_duty, lang), "duty")
+        return f"duty:{responder.on_duty}"
+    if reply.kind == ReplyKind.help:
+        await answer(templates.help_sms(lang), "help")
+        return "help"
+
+    open_attempts = await _open_attempts(session, responder.id)
+    if reply.alert_code:
+        open_attempts = [(a, al) for a, al in open_attempts if al.code == reply.alert_code]
+    if reply.kind in (ReplyKind.on_scene, ReplyKind.done):
+        # Arrival and completion are for the alert this aide took.
+        taken = [(a, al) for a, al in open_attempts if al.accepted_by == responder.id]
+        open_attempts = taken or open_attempts
+    else:
+        open_attempts = [
+            (a, al) for a, al in open_attempts if a.answer == AttemptAnswer.pending
+        ] or open_attempts
+    if not open_attempts:
+        await answer(templates.help_sms(lang), "help")
+        return "no_open_alert"
+    _, alert_row = open_attempts[0]
+    assert alert_row.id is not None
+    alert = await alerts.lock_alert(session, alert_row.id)
+    if alert is None:
+        return "no_open_alert"
+    if reply.kind == ReplyKind.accept:
+        if await alerts.accept(session, alert, responder.id, now, actor):
+            return f"accepted:{alert.code}"
+        taker = await _responder(session, alert.accepted_by)
+        await answer(
+            templates.handled_by_sms(alert.code, taker.name if taker else "", lang), "handled_by"
+        )
+        return f"already_taken:{alert.code}"
+    if reply.kind == ReplyKind.decline:
+        await alerts.decline(session, alert, responder.id, now, actor)
+        return f"declined:{alert.code}"
+    if reply.kind == ReplyKind.on_scene:
+        if alert.accepted_by is None:
+            await alerts.accept(session, alert, responder.id, now, actor)
+        await alerts.on_scene(session, alert, now, actor)
+        return f"on_scene:{alert.code}"
+    # done
+    if alert.on_scene_at is None:
+        await alerts.on_scene(session, alert, now, actor)
+    await alerts.resolve(session, alert, now, actor=actor, outcome=outcome_of(reply.outcome))
+    return f"resolved:{alert.code}"
+
+
+def outcome_of(word: str | None) -> str:
+    if not word:
+        return "handled"
+    if "误" in word or "false" in word.lower():
+        return "false_alarm"
+    if "医" in word or "hospital" in word.lower() or "120" in word:
+        return "hospital"
+    return "handled"
+
+
+async def mark_sent(session: AsyncSession, sms_id: int, *, sid: str | None, now: datetime) -> None:
+    await session.execute(
+        update(SmsMessage)
+        .where(col(SmsMessage.id) == sms_id)
+        .values(
+            status=SmsStatus.sent if sid else SmsStatus.outbox,
+            provider_sid=sid,
+            sent_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def masked(phone: str) -> str:
+    return mask_phone(phone)

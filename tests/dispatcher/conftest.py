@@ -1,0 +1,163 @@
+"""A dispatcher test bench of real parts: Postgres with the demo county, the web app's signed
+Twilio webhooks, the project's Twilio-compatible endpoint and the real `twilio` client.
+
+Nothing runs by itself: a test raises an alert, runs the outbox when it wants SMS to go out,
+and moves a fake clock, so every step is visible and nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlmodel import col
+
+import alert_service.service as alerts
+from alert_service import rules
+from alert_service.models import Alert, AlertTimelineEntry
+from anxin.app import create_app
+from anxin.clock import FakeClock
+from anxin.db import SessionMaker, transaction
+from anxin.models import Elder, Responder
+from anxin.settings import Settings
+from anxin.web import AppContext
+from dispatcher.models import DispatchAttempt, SmsMessage
+from dispatcher.twilio_provider import TwilioSmsProvider
+from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
+from dispatcher.worker import send_due
+from tests.conftest import Seeded, ServeApp
+
+PLATFORM_NUMBER = "+8610690000000"
+
+
+@dataclass
+class DispatchBench:
+    sessions: SessionMaker
+    seeded: Seeded
+    clock: FakeClock
+    sandbox: SmsSandbox
+    provider: TwilioSmsProvider
+    web_url: str
+    settings: Settings
+    http: httpx.AsyncClient
+
+    @property
+    def status_callback(self) -> str:
+        return self.web_url + "/twilio/status"
+
+    async def send_outbox(self, **kwargs: Any) -> int:
+        """Run outbox passes until nothing is due at the clock's `now`; how many SMS handled."""
+        handled = 0
+        while n := await send_due(
+            self.sessions, self.provider, self.clock, status_callback=self.status_callback, **kwargs
+        ):
+            handled += n
+        return handled
+
+    async def raise_alert(self, elder_code: str, kind: str = "sos") -> Alert:
+        """What the gateway does with an SOS: the alert, its ranking and step 0, in one commit."""
+        async with transaction(self.sessions) as session:
+            elder = await self.elder(elder_code, session)
+            return await alerts.raise_or_join(
+                session,
+                elder,
+                rules.RaiseAlert(kind, rules.IMMEDIATE_PRIORITY[kind]),
+                None,
+                self.clock.now(),
+                "test",
+            )
+
+    async def elder(self, code: str, session: Any = None) -> Elder:
+        if session is None:
+            async with self.sessions() as own:
+                return await self.elder(code, own)
+        elder: Elder = (
+            await session.execute(select(Elder).where(col(Elder.code) == code))
+        ).scalar_one()
+        return elder
+
+    async def alert(self, alert_id: int | None) -> Alert:
+        async with self.sessions() as session:
+            alert = await session.get(Alert, alert_id)
+        assert alert is not None
+        return alert
+
+    async def responder(self, responder_id: int) -> Responder:
+        async with self.sessions() as session:
+            responder = await session.get(Responder, responder_id)
+        assert responder is not None
+        return responder
+
+    async def attempts(self, alert_id: int | None) -> list[DispatchAttempt]:
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(DispatchAttempt)
+                .where(col(DispatchAttempt.alert_id) == alert_id)
+                .order_by(col(DispatchAttempt.step), col(DispatchAttempt.id))
+            )
+            return list(rows.scalars())
+
+    async def asked(self, alert_id: int | None) -> list[Responder]:
+        """Everyone asked for this alert, in the order they were asked."""
+        return [await self.responder(a.responder_id) for a in await self.attempts(alert_id)]
+
+    async def sms_to(self, phone: str, purpose: str | None = None) -> list[SmsMessage]:
+        async with self.sessions() as session:
+            query = select(SmsMessage).where(
+                col(SmsMessage.direction) == "out", col(SmsMessage.to_phone) == phone
+            )
+            if purpose is not None:
+                query = query.where(col(SmsMessage.purpose) == purpose)
+            rows = await session.execute(query.order_by(col(SmsMessage.id)))
+            return list(rows.scalars())
+
+    async def timeline(self, alert_id: int | None) -> list[AlertTimelineEntry]:
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(AlertTimelineEntry)
+                .where(col(AlertTimelineEntry.alert_id) == alert_id)
+                .order_by(col(AlertTimelineEntry.id))
+            )
+            return list(rows.scalars())
+
+    async def reply(self, phone: str, body: str) -> int:
+        """The aide's phone texts the platform: a signed POST to /twilio/inbound; HTTP status."""
+        return await self.sandbox.reply(phone, body)
+
+
+@pytest.fixture
+async def bench(region: Seeded, serve_app: ServeApp) -> AsyncIterator[DispatchBench]:
+    token, account = uuid.uuid4().hex, "AC" + uuid.uuid4().hex
+    clock = FakeClock()
+    # status_delay 0: receipts race the worker's commit, which the platform must survive.
+    sandbox = SmsSandbox(token, account, None, status_delay=0.0)
+    settings = Settings(
+        twilio_account_sid=account,
+        twilio_auth_token=SecretStr(token),
+        twilio_from=PLATFORM_NUMBER,
+    )
+    app = create_app(settings, region.sessions, clock)
+    async with serve_app(create_sandbox_app(sandbox)) as sandbox_url, serve_app(app) as web_url:
+        # Twilio signs the public URL: it is only known once the app listens.
+        settings = settings.model_copy(
+            update={"public_url": web_url, "twilio_base_url": sandbox_url}
+        )
+        app.state.ctx = AppContext(settings=settings, sessions=region.sessions, clock=clock)
+        sandbox.inbound_url = web_url + "/twilio/inbound"
+        provider = TwilioSmsProvider(
+            account_sid=account, auth_token=token, from_number=PLATFORM_NUMBER, base_url=sandbox_url
+        )
+        async with httpx.AsyncClient() as http:
+            try:
+                yield DispatchBench(
+                    region.sessions, region, clock, sandbox, provider, web_url, settings, http
+                )
+            finally:
+                await provider.aclose()
+                await sandbox.aclose()

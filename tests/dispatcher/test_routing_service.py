@@ -1,0 +1,110 @@
+"""Who is asked first, through the database: routed travel times and the township centre."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import col
+
+import alert_service.service as alerts
+import dispatcher.service as dispatch
+from anxin.db import transaction
+from anxin.models import Responder
+from dispatcher.travel_table import parse_travel_table
+from tests.dispatcher.conftest import DispatchBench
+from tests.dispatcher.test_dispatch_flow import ELDER, operator_resolves
+
+
+async def import_csv(bench: DispatchBench, text: str) -> tuple[int, list[str]]:
+    rows, errors = parse_travel_table(text)
+    async with transaction(bench.sessions) as session:
+        stored, unknown = await dispatch.import_travel_times(
+            session, rows, source="test-router", now=bench.clock.now()
+        )
+    return stored, [e.reason for e in errors + unknown]
+
+
+async def test_a_routed_travel_time_table_decides_who_is_asked_first(
+    bench: DispatchBench,
+) -> None:
+    # Without a table: the nearest aide by the straight line (times circuity) is asked.
+    before = await bench.raise_alert(ELDER)
+    near, far = before.ranking[0], before.ranking[1]
+    assert near["kind"] == far["kind"] == "aide" and near["source"] == "estimate"
+    await operator_resolves(bench, before.id)
+    near_aide = await bench.responder(near["responder_id"])
+    far_aide = await bench.responder(far["responder_id"])
+
+    # The router knows the nearer aide is across the river: 40 minutes round by the bridge,
+    # while the farther one on the same bank is 6 minutes away.
+    stored, errors = await import_csv(
+        bench,
+        "elder_code,responder_phone,minutes\n"
+        f"{ELDER},{near_aide.phone},40\n"
+        f"{ELDER},{far_aide.phone},6\n"
+        f"E9999,{far_aide.phone},3\n",
+    )
+    assert stored == 2 and errors == ["unknown elder E9999"]
+
+    after = await bench.raise_alert(ELDER)
+    assert (await bench.asked(after.id))[0].id == far_aide.id
+    lines = {line["responder_id"]: line for line in after.ranking}
+    assert lines[far_aide.id or 0]["source"] == "table"
+    assert lines[far_aide.id or 0]["eta_minutes"] == 6 + far_aide.setup_minutes
+    assert lines[near_aide.id or 0]["eta_minutes"] == 40 + near_aide.setup_minutes
+    (sms,) = await bench.sms_to(far_aide.phone, "dispatch")
+    assert f"约{6 + round(far_aide.setup_minutes)}分钟" in sms.body
+
+    # A newer import of the same pair replaces the older time.
+    await operator_resolves(bench, after.id)
+    await import_csv(bench, f"老人编号,助老员电话,分钟\n{ELDER},{near_aide.phone},1\n")
+    latest = await bench.raise_alert(ELDER)
+    assert (await bench.asked(latest.id))[0].id == near_aide.id
+
+
+async def _township_aides(bench: DispatchBench) -> list[Responder]:
+    alert = await bench.raise_alert(ELDER)
+    await operator_resolves(bench, alert.id)
+    aide_ids = [line["responder_id"] for line in alert.ranking if line["kind"] == "aide"]
+    return [await bench.responder(i) for i in aide_ids]
+
+
+async def test_no_aide_on_duty_asks_the_township_centre_at_once(bench: DispatchBench) -> None:
+    aides = await _township_aides(bench)
+    async with transaction(bench.sessions) as session:
+        await session.execute(
+            update(Responder)
+            .where(col(Responder.id).in_([a.id for a in aides]))
+            .values(on_duty=False)
+        )
+
+    alert = await bench.raise_alert(ELDER)
+    (centre,) = await bench.asked(alert.id)
+    assert centre.kind == "township_centre"
+    asked = [e for e in await bench.timeline(alert.id) if e.action == "asked"]
+    assert [e.detail["reason"] for e in asked] == ["no_aide_in_time"]
+    (sms,) = await bench.sms_to(centre.phone, "dispatch")
+    assert sms.body.startswith("【安心】升级 " + alert.code)
+
+
+async def test_no_aide_in_time_asks_the_nearest_aide_and_the_township_centre_at_once(
+    bench: DispatchBench,
+) -> None:
+    aides = await _township_aides(bench)
+    # Every aide is more than 15 minutes away by road.
+    await import_csv(
+        bench,
+        "elder_code,responder_phone,minutes\n"
+        + "".join(f"{ELDER},{a.phone},{30 + i}\n" for i, a in enumerate(aides)),
+    )
+
+    alert = await bench.raise_alert(ELDER)
+    asked = await bench.asked(alert.id)
+    assert [r.kind for r in asked] == ["aide", "township_centre"]
+    assert asked[0].id == aides[0].id
+    reasons = [e.detail["reason"] for e in await bench.timeline(alert.id) if e.action == "asked"]
+    assert reasons == ["nearest", "no_aide_in_time"]
+    async with transaction(bench.sessions) as session:
+        again = await alerts.lock_alert(session, alert.id or 0)
+        assert again is not None
+        await alerts.advance(session, again, bench.clock.now())
+    assert len(await bench.asked(alert.id)) == 2  # the ladder at T0 again: nobody new
