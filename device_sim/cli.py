@@ -1,0 +1,248 @@
+"""`anxin sim run FILE` and `anxin bench`: the simulator's commands.
+
+Wired into anxin/cli.py as `app.add_typer(sim_app, name="sim")` and
+`app.command("bench")(bench_command)`; until then `python -m device_sim.cli sim run FILE` and
+`python -m device_sim.cli bench …` run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from anxin.logging import configure_logging
+from anxin.settings import Settings
+
+sim_app = typer.Typer(help="Simulated homes and aides: play scenario files.", no_args_is_help=True)
+console = Console()
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    # The simulator's own output is the report; the platform's info logs would drown it.
+    configure_logging("warning" if settings.log_level == "info" else settings.log_level)
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    async def main() -> Any:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, task.cancel)
+        return await task
+
+    return asyncio.run(main())
+
+
+async def _server_url(settings: Settings) -> str:
+    """The Postgres server to make a scratch database on: the configured one, or embedded."""
+    from anxin.db import resolve_database_url
+
+    return (await resolve_database_url(settings)).replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _play_files(
+    settings: Settings, files: list[Path], *, real_time: bool, external: bool
+) -> bool:
+    from anxin.broker import EmbeddedBroker
+    from device_sim.harness import engine_for, scratch_database
+    from device_sim.region import generate_region
+    from device_sim.scenarios import (
+        ScenarioPlayer,
+        load_scenario,
+        play_in_process,
+        render,
+        seed_plan,
+    )
+
+    scenarios = [load_scenario(f) for f in files]  # every file checked before anything runs
+    all_passed = True
+    if external:
+        from anxin.db import make_sessionmaker
+        from device_sim.harness import serve_app
+        from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
+
+        if settings.database_url is None or settings.mqtt_url is None:
+            raise typer.BadParameter("--external needs ANXIN_DATABASE_URL and ANXIN_MQTT_URL")
+        if not settings.twilio_configured:
+            raise typer.BadParameter(
+                "--external plays the SMS side: set the platform's ANXIN_TWILIO_* (the base URL "
+                "is where this command serves its Twilio-compatible endpoint)"
+            )
+        from urllib.parse import urlsplit
+
+        from anxin.mqtt import BrokerAddress
+
+        token = settings.twilio_auth_token
+        assert token is not None and settings.twilio_account_sid is not None
+        sandbox = SmsSandbox(
+            token.get_secret_value(),
+            settings.twilio_account_sid,
+            settings.callback_base + "/twilio/inbound",
+        )
+        port = urlsplit(settings.twilio_base_url).port or 80
+        async with (
+            serve_app(create_sandbox_app(sandbox), port),
+            engine_for(settings.database_url.get_secret_value()) as engine,
+        ):
+            sessions = make_sessionmaker(engine)
+            for scenario in scenarios:
+                plan = generate_region(scenario.region.homes, scenario.region.seed)
+                await seed_plan(sessions, plan)
+                player = ScenarioPlayer(
+                    scenario,
+                    plan,
+                    sessions=sessions,
+                    sandbox=sandbox,
+                    mqtt=BrokerAddress.parse(settings.mqtt_url.get_secret_value()),
+                    clock=None,
+                )
+                result = await player.play()
+                render(result, console)
+                all_passed &= result.passed
+        await sandbox.aclose()
+        return all_passed
+
+    broker: EmbeddedBroker | None = None
+    if settings.mqtt_url is not None:
+        mqtt_url = settings.mqtt_url.get_secret_value()
+    else:
+        broker = EmbeddedBroker()
+        await broker.start()
+        mqtt_url = broker.url
+    try:
+        server = await _server_url(settings)
+        for scenario in scenarios:
+            # A fresh database per scenario: its counts are of its own alerts only.
+            async with scratch_database(server) as url, engine_for(url) as engine:
+                result = await play_in_process(
+                    scenario,
+                    database_url=url,
+                    mqtt_url=mqtt_url,
+                    engine=engine,
+                    real_time=real_time,
+                )
+            render(result, console)
+            all_passed &= result.passed
+    finally:
+        if broker is not None:
+            await broker.stop()
+    return all_passed
+
+
+@sim_app.command("run")
+def run_scenarios(
+    files: Annotated[
+        list[Path], typer.Argument(help="Scenario YAML files (see device_sim/scenarios/).")
+    ],
+    real_time: Annotated[
+        bool, typer.Option("--real-time", help="Wait for real instead of moving a fake clock.")
+    ] = False,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external",
+            help="Against a platform already running (real time): ANXIN_DATABASE_URL and "
+            "ANXIN_MQTT_URL as the platform's; this command serves the platform's "
+            "ANXIN_TWILIO_BASE_URL as the aides' phones.",
+        ),
+    ] = False,
+) -> None:
+    """Play scenario files and report pass/fail per expectation (exit code 1 on a failure).
+
+    By default every role runs in this process against a scratch database on the configured
+    (or embedded) Postgres, on scenario time: a FakeClock moved straight to the next thing
+    that can happen, so a 40-minute night plays in seconds.
+    """
+    from device_sim.scenarios import ScenarioError
+
+    settings = _settings()
+    try:
+        passed = _run(
+            _play_files(settings, files, real_time=real_time or external, external=external)
+        )
+    except ScenarioError as exc:
+        console.print(f"[bold red]bad scenario file[/]\n{exc}")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(0 if passed else 1)
+
+
+@sim_app.command("list")
+def list_scenarios() -> None:
+    """The scenarios that come with Anxin."""
+    from device_sim.scenarios import bundled_scenarios, load_scenario
+
+    for path in bundled_scenarios():
+        console.print(f"[bold]{path}[/]\n  {load_scenario(path).name}")
+
+
+def bench_command(
+    homes: Annotated[int, typer.Option(help="Homes to connect (one MQTT connection each).")] = 1000,
+    sos_rate: Annotated[
+        float, typer.Option(help="SOS presses per second, across all homes.")
+    ] = 5.0,
+    duration: Annotated[float, typer.Option(help="Seconds of load after every home is up.")] = 60.0,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between a home's heartbeats.")] = 60.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ROLE@SECONDS: kill that role (gateway, alerts, dispatcher) at that second of the "
+            "run and start it again; the roles then run as `anxin run` subprocesses."
+        ),
+    ] = None,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external",
+            help="Load a platform already running (ANXIN_DATABASE_URL, ANXIN_MQTT_URL, and its "
+            "ANXIN_TWILIO_BASE_URL served here); its region must be the bench's.",
+        ),
+    ] = False,
+    spawn_roles: Annotated[
+        bool,
+        typer.Option(
+            "--spawn-roles",
+            help="Run the roles as `anxin run` subprocesses (one per role) even without a fault, "
+            "so the platform does not share this process's CPU with the homes.",
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Region seed.")] = 2026,
+) -> None:
+    """Load: N homes heartbeating plus an SOS rate; latency, throughput, lost and duplicates."""
+    from device_sim.bench import BenchOptions, print_report, run_bench
+
+    settings = _settings()
+    options = BenchOptions(
+        homes=homes,
+        sos_rate=sos_rate,
+        duration=duration,
+        heartbeat_s=heartbeat,
+        faults=list(fault or []),
+        external=external,
+        seed=seed,
+        spawn_roles=spawn_roles,
+    )
+    report = _run(run_bench(settings, options, console=console))
+    print_report(report, console)
+    if json_out is not None:
+        json_out.write_text(report.to_json(), encoding="utf-8")
+        console.print(f"figures written to {json_out}")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+app = typer.Typer(help="Anxin device simulator.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+app.command("bench")(bench_command)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,93 @@
+"""Simulated aides' phones: they read SMS from the Twilio-compatible sandbox and reply."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from anxin.logging import get_logger, mask_phone
+from dispatcher.twilio_sandbox import SandboxMessage, SmsSandbox
+
+log = get_logger("device_sim.phones")
+ALERT_CODE = re.compile(r"\bA\d+\b")
+
+
+class Behaviour(StrEnum):
+    accept = "accept"
+    decline = "decline"
+    silent = "silent"
+    accept_then_late = "accept_then_late"
+
+
+@dataclass
+class Timing:
+    """Seconds (real or scaled) between the SMS and each reply."""
+
+    answer_after: float = 5.0
+    travel: float = 15.0
+    handle: float = 10.0
+    late_extra: float = 60.0
+
+
+@dataclass
+class SimPhone:
+    phone: str
+    behaviour: Behaviour = Behaviour.accept
+    timing: Timing = field(default_factory=Timing)
+    handled: list[str] = field(default_factory=list)
+
+    def wants(self, message: SandboxMessage) -> str | None:
+        """The alert code of a call-out addressed to this phone (not a notice or a help text)."""
+        if message.to != self.phone or (
+            "回1" not in message.body and "Reply 1" not in message.body
+        ):
+            return None
+        found = ALERT_CODE.search(message.body)
+        return found.group(0) if found else None
+
+
+class PhoneBank:
+    """All simulated aides' phones on one sandbox; each call-out runs its own reply script."""
+
+    def __init__(self, sandbox: SmsSandbox, phones: list[SimPhone]) -> None:
+        self.sandbox = sandbox
+        self.phones = {p.phone: p for p in phones}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsubscribe = sandbox.subscribe(self._on_message)
+
+    def _on_message(self, message: SandboxMessage) -> None:
+        phone = self.phones.get(message.to)
+        code = phone.wants(message) if phone else None
+        if phone is None or code is None or code in phone.handled:
+            return
+        phone.handled.append(code)
+        task = asyncio.create_task(self._script(phone, code))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reply(self, phone: SimPhone, body: str) -> None:
+        status = await self.sandbox.reply(phone.phone, body)
+        log.info("sim_phone_reply", phone=mask_phone(phone.phone), body=body, http=status)
+
+    async def _script(self, phone: SimPhone, code: str) -> None:
+        t = phone.timing
+        if phone.behaviour == Behaviour.silent:
+            return
+        await asyncio.sleep(t.answer_after)
+        if phone.behaviour == Behaviour.decline:
+            await self._reply(phone, f"0 {code}")
+            return
+        await self._reply(phone, f"1 {code}")
+        travel = t.travel + (t.late_extra if phone.behaviour == Behaviour.accept_then_late else 0)
+        await asyncio.sleep(travel)
+        await self._reply(phone, f"2 {code}")
+        await asyncio.sleep(t.handle)
+        await self._reply(phone, f"3 {code}")
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

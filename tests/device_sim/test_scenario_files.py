@@ -1,0 +1,88 @@
+"""Scenario files: every bundled one loads; a mistake is reported with its file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device_sim.scenarios import ScenarioError, bundled_scenarios, load_scenario, parse_duration
+
+
+def test_at_least_eight_bundled_scenarios_load() -> None:
+    paths = bundled_scenarios()
+    assert len(paths) >= 8
+    names = {load_scenario(p).name for p in paths}
+    assert len(names) == len(paths)  # each says what it is about, differently
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(90, 90.0), ("90s", 90.0), ("11m", 660.0), ("1h30m", 5400.0), ("2m30s", 150.0)],
+)
+def test_durations_read_as_people_write_them(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+GOOD_HEAD = """\
+name: test
+run_for: 5m
+homes:
+  elder: E0003
+"""
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD_HEAD + body, encoding="utf-8")
+    return path
+
+
+def test_a_misspelt_event_names_file_line_and_field(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+timeline:
+  - {at: 0s, home: elder, event: sos}
+  - {at: 1m, home: elder, event: sso}
+expect:
+  - alerts: {home: elder}
+    count: 1
+""",
+    )
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    message = str(error.value)
+    assert f"{path}:7: timeline.1.event" in message
+    assert "sso" in message or "sos" in message
+
+
+def test_unknown_home_device_and_bad_duration_are_all_reported(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+timeline:
+  - {at: 0s, home: grandpa, event: sos}
+  - {at: 1m, home: elder, event: gas}
+expect:
+  - alert: {home: elder, kind: sos}
+    on_scene_within: soon
+""",
+    )
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert "expect.0.on_scene_within" in str(error.value)
+    assert "soon" in str(error.value)
+
+    path.write_text(path.read_text().replace("on_scene_within: soon", "met: true"))
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    message = str(error.value)
+    assert f"{path}:6: timeline.0.home: unknown home 'grandpa'" in message
+    assert "timeline.1.event: home elder (E0003) has no gas" in message
+
+
+def test_an_expectation_needs_a_subject(tmp_path: Path) -> None:
+    path = _write(tmp_path, "timeline: []\nexpect:\n  - priority: 1\n")
+    with pytest.raises(ScenarioError, match="exactly one of `alert`, `alerts` or `events`"):
+        load_scenario(path)
