@@ -1,0 +1,574 @@
+"""Gateway throughput against its ceiling (issue 3): a benchmark, not a test.
+
+On this machine, with a Mosquitto of its own (queues raised) and a scratch database on the
+machine's Postgres (schema by Alembic, dropped afterwards), in one run:
+
+1. ceiling: publishers push N QoS 1 events while a bare paho consumer that only acks (manual
+   ack, same shared subscription, same Receive Maximum as the gateway) drains the broker;
+2. gateway: the same publishers push N events through one `anxin run gateway` process
+   (commit, then broker ack, then the device ack); every publisher waits for the device ack
+   of each of its events and records publish → ack latency.
+
+Reported: msg/s of each, the ratio, and p50/p99 publish → device-ack latency; then, optionally,
+a paced run at a fraction of the measured rate for latency below saturation.
+
+    .venv/bin/python bench/bench_gateway.py --messages 100000 --publishers 3
+
+Publishers and the bare consumer use paho directly: they are load tools, not platform code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# Same shape as the gateway's subscription, in a group of its own (a member of the gateway's
+# group would take its share of the gateway's messages, even while offline).
+SHARE_TOPIC = "$share/anxin-bench/anxin/v1/dev/+/event"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from gateway.broker_config import mosquitto_conf
+
+    port = _free_port()
+    conf = mosquitto_conf(port=port, persistence_dir=None)
+    if os.geteuid() == 0:
+        conf += "user root\n"
+    (workdir / "mosquitto.conf").write_text(conf)
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    log = (workdir / "mosquitto.log").open("ab")
+    proc = subprocess.Popen([binary, "-c", str(workdir / "mosquitto.conf")], stdout=log, stderr=log)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    raise RuntimeError("mosquitto did not start")
+
+
+def _paho_client(client_id: str, *, manual_ack: bool = False, receive_maximum: int = 0) -> Any:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def _connect(client: Any, port: int, receive_maximum: int = 0, persistent: bool = False) -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if receive_maximum:
+        props.ReceiveMaximum = receive_maximum
+    if persistent:
+        props.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, 60, properties=props, clean_start=not persistent)
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def bare_consumer(
+    port: int, expected: int, ready: MpEvent, out: Any, receive_maximum: int, prime: bool
+) -> None:
+    """Only acks: the ceiling of what one Python process can drain from this broker. With
+    `prime`, it only leaves its persistent session subscribed, for the broker to fill."""
+    client = _paho_client("bare-consumer", manual_ack=True)
+    state = {"n": 0, "first": 0.0, "last": 0.0}
+
+    def on_message(c: Any, _u: Any, msg: Any) -> None:
+        c.ack(msg.mid, msg.qos)
+        if state["n"] == 0:
+            state["first"] = time.monotonic()
+        state["n"] += 1
+        state["last"] = time.monotonic()
+
+    subscribed = mp.Event()
+    client.on_message = on_message
+    client.on_subscribe = lambda *_a: subscribed.set()
+    _connect(client, port, receive_maximum, persistent=True)
+    client.subscribe(SHARE_TOPIC, 1)
+    client.loop_start()
+    subscribed.wait(10)
+    if prime:
+        client.disconnect()
+        client.loop_stop()
+        ready.set()
+        return
+    ready.set()
+    deadline = time.monotonic() + 600
+    while state["n"] < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.unsubscribe(SHARE_TOPIC)
+    time.sleep(0.2)
+    client.disconnect()
+    client.loop_stop()
+    out.put(("bare", state["n"], state["first"], state["last"]))
+
+
+def publisher(
+    port: int,
+    index: int,
+    device_ids: list[str],
+    count: int,
+    wait_acks: bool,
+    rate: float,
+    go: MpEvent,
+    ready: MpEvent,
+    out: Any,
+) -> None:
+    """Publishes `count` events round-robin over its devices as fast as paho takes them (or at
+    `rate` per second); with `wait_acks`, records the device ack of each and its latency."""
+    client = _paho_client(f"pub-{index}-{uuid.uuid4().hex[:6]}")
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    state = {"acked": 0, "first_ack": 0.0, "last_ack": 0.0}
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        event_id = json.loads(msg.payload).get("event_id")
+        at = sent_at.pop(event_id, None)
+        if at is not None:
+            now = time.monotonic()
+            latencies.append(now - at)
+            if not state["acked"]:
+                state["first_ack"] = now
+            state["acked"] += 1
+            state["last_ack"] = now
+
+    subscribed = mp.Event()
+    client.on_message = on_message
+    client.on_subscribe = lambda *_a: subscribed.set()
+    _connect(client, port)
+    client.loop_start()
+    if wait_acks:
+        # One subscription per device's ack topic: what a fleet of devices would hold.
+        topics = [(f"anxin/v1/dev/{d}/ack", 1) for d in device_ids]
+        for start in range(0, len(topics), 100):
+            subscribed.clear()
+            client.subscribe(topics[start : start + 100])
+            subscribed.wait(10)
+    ready.set()
+    go.wait()
+    first = time.monotonic()
+    interval = 1.0 / rate if rate else 0.0
+    for n in range(count):
+        device_id = device_ids[n % len(device_ids)]
+        event_id = f"b{index}-{n}"
+        payload = json.dumps(
+            {"event_id": event_id, "type": "test", "ts": int(time.time() * 1000), "data": {}}
+        ).encode()
+        if wait_acks:
+            sent_at[event_id] = time.monotonic()
+        client.publish(f"anxin/v1/dev/{device_id}/event", payload, 1)
+        if interval:
+            delay = first + (n + 1) * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        elif n % 2000 == 1999:
+            # Let paho's thread drain its queue now and then instead of queuing all of them.
+            while len(client._out_messages) > 20_000:
+                time.sleep(0.001)
+    published = time.monotonic()
+    out.put(("published", index))
+    if wait_acks:
+        deadline = time.monotonic() + 600
+        while state["acked"] < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:
+        while client._out_messages and time.monotonic() < published + 600:
+            time.sleep(0.01)
+    client.loop_stop()
+    out.put(
+        (
+            "pub",
+            index,
+            state["acked"],
+            first,
+            published,
+            state["last_ack"],
+            latencies,
+            state["first_ack"],
+        )
+    )
+
+
+# -- orchestration ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    messages: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    def pct(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+def _spawn_publishers(
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    publishers: int,
+    wait_acks: bool,
+    rate: float,
+) -> tuple[list[Any], MpEvent, Any]:
+    ctx = mp.get_context("fork")
+    go = ctx.Event()
+    out = ctx.Queue()
+    procs: list[Any] = []
+    readies = []
+    share = messages // publishers
+    for i in range(publishers):
+        ready = ctx.Event()
+        mine = device_ids[i::publishers]
+        p = ctx.Process(
+            target=publisher,
+            args=(
+                port,
+                i,
+                mine,
+                share,
+                wait_acks,
+                rate / publishers if rate else 0.0,
+                go,
+                ready,
+                out,
+            ),
+            daemon=True,
+        )
+        p.start()
+        procs.append(p)
+        readies.append(ready)
+    for ready in readies:
+        ready.wait(60)
+    return procs, go, out
+
+
+def _results(out: Any, publishers: int) -> list[Any]:
+    got: list[Any] = []
+    while len(got) < publishers:
+        item = out.get(timeout=900)
+        if item[0] == "pub":
+            got.append(item)
+    return got
+
+
+def _wait_published(out: Any, publishers: int) -> list[Any]:
+    """Until every publisher has handed all its events to the broker (PUBACKed)."""
+    early = []
+    done = 0
+    while done < publishers:
+        item = out.get(timeout=900)
+        if item[0] == "published":
+            done += 1
+        else:
+            early.append(item)
+    return early
+
+
+def run_ceiling(port: int, device_ids: list[str], messages: int, publishers: int) -> RunResult:
+    """Fill the broker for the bare consumer's session, then time its drain alone."""
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    total = (messages // publishers) * publishers
+    ready = ctx.Event()
+    primer = ctx.Process(target=bare_consumer, args=(port, 0, ready, out, 1000, True))
+    primer.start()
+    ready.wait(30)
+    primer.join(10)
+    procs, go, pub_out = _spawn_publishers(port, device_ids, messages, publishers, False, 0.0)
+    go.set()
+    _results(pub_out, publishers)
+    for p in procs:
+        p.join(10)
+    ready = ctx.Event()
+    consumer = ctx.Process(target=bare_consumer, args=(port, total, ready, out, 1000, False))
+    consumer.start()
+    _, n, first, last = out.get(timeout=900)
+    consumer.join(10)
+    return RunResult(n, last - first, [])
+
+
+class GatewayProcess:
+    def __init__(self, env: dict[str, str], profile: str | None) -> None:
+        self.env = env
+        self.profile = profile
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, profile: bool = False) -> None:
+        command = [sys.executable, "-m", "anxin.cli", "run", "gateway", "--gateway-id", "gw-bench"]
+        if profile and self.profile:
+            fmt = "raw" if self.profile.endswith(".txt") else "flamegraph"
+            command = [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-o",
+                self.profile,
+                "-f",
+                fmt,
+                "--nonblocking",
+                "--",
+                *command,
+            ]
+        self.proc = subprocess.Popen(command, env=self.env, cwd=REPO)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def run_gateway_drain(
+    gateway: GatewayProcess, port: int, device_ids: list[str], messages: int, publishers: int
+) -> RunResult:
+    """The gateway's session is filled while it is stopped; then it starts and drains it.
+    Timed from the first device ack to the last, as the ceiling's drain is."""
+    gateway.stop()
+    procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, True, 0.0)
+    go.set()
+    early = _wait_published(out, publishers)
+    gateway.start(profile=True)
+    results = early + _results(out, publishers - len(early))
+    for p in procs:
+        p.join(10)
+    acked = sum(r[2] for r in results)
+    first = min(r[7] for r in results if r[2])
+    last = max(r[5] for r in results)
+    expected = (messages // publishers) * publishers
+    if acked != expected:
+        print(f"  !! {expected - acked} events not acked", flush=True)
+    return RunResult(acked, last - first, [lat for r in results for lat in r[6]])
+
+
+def run_gateway_live(
+    port: int, device_ids: list[str], messages: int, publishers: int, rate: float = 0.0
+) -> RunResult:
+    """Publishers and the running gateway at once (sharing the cores): sustained rate from the
+    first publish to the last ack, and publish → device-ack latency of every event."""
+    procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, True, rate)
+    go.set()
+    results = _results(out, publishers)
+    for p in procs:
+        p.join(10)
+    acked = sum(r[2] for r in results)
+    first = min(r[3] for r in results)
+    last = max(r[5] for r in results)
+    expected = (messages // publishers) * publishers
+    if acked != expected:
+        print(f"  !! {expected - acked} events not acked", flush=True)
+    return RunResult(acked, last - first, [lat for r in results for lat in r[6]])
+
+
+async def _scratch_database(admin_url: str, homes: int) -> tuple[str, str, list[str]]:
+    import asyncpg
+
+    from anxin import auth
+    from anxin.db import make_engine, make_sessionmaker, migrate, transaction
+    from device_sim.region import generate_region, seed_region
+    from gateway.broker_config import hash_device_password
+
+    name = f"anxin_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    await migrate(url)
+    plan = generate_region(homes)
+    engine = make_engine(url)
+    async with transaction(make_sessionmaker(engine)) as session:
+        await seed_region(session, plan, hash_device_password, auth.hash_password)
+    await engine.dispose()
+    return name, url, [d.device_id for d in plan.devices]
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+async def _count_events(url: str) -> tuple[int, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    row = await conn.fetchrow(
+        "SELECT count(*), count(DISTINCT (device_id, event_id)) FROM events WHERE type = 'test'"
+    )
+    await conn.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _wait_gateway_ready(port: int, device_id: str, timeout: float = 60) -> None:
+    """Publish a probe until the gateway acks it: then it is connected and subscribed."""
+    client = _paho_client("probe")
+    acked = mp.Event()
+    client.on_message = lambda *_a: acked.set()
+    _connect(client, port)
+    client.loop_start()
+    client.subscribe(f"anxin/v1/dev/{device_id}/ack", 1)
+    deadline = time.monotonic() + timeout
+    n = 0
+    while not acked.is_set():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway never acked the probe")
+        n += 1
+        client.publish(
+            f"anxin/v1/dev/{device_id}/event",
+            json.dumps({"event_id": f"probe-{n}", "type": "power_restored"}),
+            1,
+        )
+        acked.wait(1.0)
+    client.loop_stop()
+    client.disconnect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--publishers", type=int, default=3)
+    parser.add_argument("--homes", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; medians reported")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=0.6,
+        help="paced run at this share of the measured rate (0: skip)",
+    )
+    parser.add_argument(
+        "--database",
+        default=os.environ.get(
+            "ANXIN_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-ms", type=int, default=20)
+    parser.add_argument("--profile", help="write a py-spy flame graph of the gateway here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-"))
+    broker, port = start_mosquitto(workdir)
+    name, url, device_ids = asyncio.run(_scratch_database(args.database, args.homes))
+    gateway: GatewayProcess | None = None
+    try:
+        print(
+            f"machine: {os.cpu_count()} cores; mosquitto {port}; {len(device_ids)} devices; "
+            f"{args.messages} QoS 1 events per run; {args.publishers} publisher processes",
+            flush=True,
+        )
+        ceilings = []
+        for _ in range(args.repeat):
+            ceiling = run_ceiling(port, device_ids, args.messages, args.publishers)
+            ceilings.append(ceiling.rate)
+            print(f"ceiling (bare paho consumer, ack only): {ceiling.rate:,.0f} msg/s", flush=True)
+
+        env = {
+            **os.environ,
+            "ANXIN_DATABASE_URL": url,
+            "ANXIN_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+            "ANXIN_LOG_LEVEL": "warning",
+            "ANXIN_GATEWAY_BATCH_SIZE": str(args.batch_size),
+            "ANXIN_GATEWAY_BATCH_MS": str(args.batch_ms),
+        }
+        gateway = GatewayProcess(env, args.profile)
+        gateway.start()
+        _wait_gateway_ready(port, device_ids[0])
+        drains = []
+        for _ in range(args.repeat):
+            drain = run_gateway_drain(gateway, port, device_ids, args.messages, args.publishers)
+            drains.append(drain.rate)
+            print(
+                f"gateway drain (commit, broker ack, device ack): {drain.rate:,.0f} msg/s",
+                flush=True,
+            )
+        lives, p99s = [], []
+        for _ in range(args.repeat):
+            live = run_gateway_live(port, device_ids, args.messages, args.publishers)
+            lives.append(live.rate)
+            p99s.append(live.pct(99))
+            print(
+                f"gateway live, publishers flat out on the same cores: {live.rate:,.0f} msg/s; "
+                f"publish→device-ack p50 {live.pct(50):,.0f} ms, p99 {live.pct(99):,.0f} ms "
+                "(saturated: the queue included)",
+                flush=True,
+            )
+        rate, ceil = statistics.median(drains), statistics.median(ceilings)
+        print(
+            f"RESULT gateway drain {rate:,.0f} msg/s vs bare-consumer drain {ceil:,.0f} msg/s "
+            f"= {rate / ceil:.0%}; live {statistics.median(lives):,.0f} msg/s, saturated p99 "
+            f"{statistics.median(p99s):,.0f} ms",
+            flush=True,
+        )
+        if args.paced:
+            target = statistics.median(lives) * args.paced
+            paced = run_gateway_live(
+                port, device_ids, min(args.messages, int(target * 15)), args.publishers, target
+            )
+            print(
+                f"paced at {target:,.0f} msg/s ({args.paced:.0%} of live): got {paced.rate:,.0f} "
+                f"msg/s; publish→device-ack p50 {paced.pct(50):,.0f} ms, p99 {paced.pct(99):,.0f} ms",
+                flush=True,
+            )
+        rows, distinct = asyncio.run(_count_events(url))
+        print(f"stored: {rows} test events, {distinct} distinct (must be equal)", flush=True)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        broker.terminate()
+        broker.wait(10)
+        asyncio.run(_drop_database(args.database, name))
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Shared fixtures: a real Postgres (schema by Alembic only) and a real MQTT broker.
+
+Under CI (CI=true) the machine's Postgres (127.0.0.1:5432) and Mosquitto (127.0.0.1:1883) are
+used, and a missing one fails the run rather than skipping it. Elsewhere the embedded ones
+start by themselves. ANXIN_TEST_DATABASE_URL / ANXIN_TEST_MQTT_URL override both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from anxin import auth
+from anxin.broker import EmbeddedBroker
+from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, transaction
+from anxin.logging import configure_logging
+from device_sim.harness import InProcessPlatform, run_in_process, serve_app
+from device_sim.region import RegionPlan, generate_region, seed_region
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CI_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
+CI_MQTT = "mqtt://127.0.0.1:1883"
+T = TypeVar("T")
+
+configure_logging("warning")
+
+
+def _admin_url() -> str:
+    if url := os.environ.get("ANXIN_TEST_DATABASE_URL"):
+        return url
+    if IN_CI:
+        return CI_DATABASE
+    from anxin.db import start_embedded_postgres
+
+    data = Path(__file__).resolve().parent.parent / "var" / "test"
+    url = start_embedded_postgres(data)
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _create_database(admin_url: str, name: str) -> str:
+    try:
+        conn = await asyncpg.connect(_plain(admin_url), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise RuntimeError(
+            f"Postgres is not reachable at {admin_url!r} ({exc!r}). Under CI the tests need the "
+            "machine's Postgres on 127.0.0.1:5432: start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
+        ) from exc
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, query = _plain(admin_url).partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return "postgresql+asyncpg://" + base[len("postgresql://") :] + (f"?{query}" if query else "")
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(_plain(admin_url), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh database for this test session, built by Alembic (never create_all)."""
+    admin = await asyncio.to_thread(_admin_url)
+    name = f"anxin_test_{uuid.uuid4().hex[:10]}"
+    url = await _create_database(admin, name)
+    await migrate(url)
+    yield url
+    await _drop_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sessions(engine: AsyncEngine) -> SessionMaker:
+    """An empty database for each test (tables truncated, schema kept)."""
+    async with engine.begin() as conn:
+        tables = (
+            await conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+        ).scalars()
+        await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    return make_sessionmaker(engine)
+
+
+@dataclass
+class Seeded:
+    plan: RegionPlan
+    sessions: SessionMaker
+
+
+@pytest.fixture(scope="session")
+def small_plan() -> RegionPlan:
+    return generate_region()
+
+
+@pytest.fixture
+async def region(sessions: SessionMaker, small_plan: RegionPlan) -> Seeded:
+    """The demo county (120 homes), seeded into the empty database."""
+    async with transaction(sessions) as session:
+        await seed_region(session, small_plan, auth.hash_device_password, auth.hash_password)
+    return Seeded(small_plan, sessions)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+async def mqtt_url() -> AsyncIterator[str]:
+    """The broker the tests talk to: Mosquitto under CI, in-process amqtt elsewhere."""
+    if url := os.environ.get("ANXIN_TEST_MQTT_URL"):
+        yield url
+        return
+    if IN_CI:
+        if not _port_open("127.0.0.1", 1883):
+            raise RuntimeError(
+                "Mosquitto is not reachable on 127.0.0.1:1883. Under CI the tests need it: "
+                "start it with `mosquitto -d -c /etc/mosquitto/mosquitto.conf`."
+            )
+        yield CI_MQTT
+        return
+    broker = EmbeddedBroker()
+    await broker.start()
+    yield broker.url
+    await broker.stop()
+
+
+@pytest.fixture
+def artifacts_dir() -> Iterator[Path]:
+    path = Path(__file__).resolve().parent.parent / "artifacts"
+    path.mkdir(exist_ok=True)
+    yield path
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if found is None:
+        if IN_CI:
+            raise RuntimeError("mosquitto is not installed; CI needs it for broker tests")
+        pytest.skip("mosquitto is not installed here (CI has it)")
+    return found
+
+
+# The simulator's harness runs the platform in-process; the tests use the same one.
+serve = serve_app
+ServeApp = Callable[[Any], AbstractAsyncContextManager[str]]
+RunningPlatform = InProcessPlatform
+run_platform = run_in_process
+
+
+@pytest.fixture(name="serve_app")
+def serve_app_fixture() -> ServeApp:
+    """`async with serve_app(app) as base_url:` serves an ASGI app on a free local port."""
+    return serve
+
+
+@pytest.fixture
+async def platform(
+    region: Seeded, database_url: str, mqtt_url: str, engine: AsyncEngine
+) -> AsyncIterator[RunningPlatform]:
+    async with run_platform(database_url, mqtt_url, engine) as running:
+        yield running
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, what: str = "condition"
+) -> T:
+    """Wait for asynchronous work to show a result. The timeout is a safety net against a hang,
+    generous on purpose: speed is measured by the benchmarks, never asserted here."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result is not None and result is not False:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
