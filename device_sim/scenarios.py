@@ -43,7 +43,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alert_service.models import Alert, RuleTimer
+from alert_service.models import Alert, AlertTimelineEntry, RuleTimer
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker
 from anxin.logging import get_logger
@@ -383,6 +383,8 @@ class ScenarioResult:
     mode: str = "scenario time"
     real_seconds: float = 0.0
     acks: list[str] = field(default_factory=list)
+    # The timeline of every alert with a failed check, so a failure says what happened.
+    timelines: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -400,6 +402,8 @@ def render(result: ScenarioResult, console: Console) -> None:
         mark = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
         table.add_row(mark, check.subject, check.what, check.expected, check.actual)
     console.print(table)
+    for line in result.timelines:
+        console.print(line, markup=False, highlight=False)
     verdict = (
         "[green]PASSED[/]" if result.passed else f"[bold red]FAILED[/] ({len(result.failures())})"
     )
@@ -483,6 +487,7 @@ class ScenarioPlayer:
         self.first_send_real: dict[str, float] = {}  # alert code → monotonic time of its event
         self.first_callout_real: dict[str, float] = {}
         self._answered: set[tuple[str, str]] = set()
+        self.timelines: list[str] = []
         self._scripts: set[asyncio.Task[None]] = set()
         self._inflight = 0
         self._beating: list[SimHome] = []
@@ -870,6 +875,7 @@ class ScenarioPlayer:
                     result.checks.append(await self._check_alert_count(session, exp, elders))
                 elif exp.events is not None:
                     result.checks.append(await self._check_event_count(session, exp, elders))
+        result.timelines = self.timelines
         return result
 
     async def _alerts_of(self, session: Any, elder_id: int | None, kind: str) -> list[Alert]:
@@ -979,7 +985,29 @@ class ScenarioPlayer:
                 "never" if took is None else f"{took:.2f}",
                 took is not None and took <= exp.sms_within_real_s,
             )
+        if not all(c.passed for c in checks):
+            self.timelines.extend(await self._timeline_of(session, alert, subject, labels))
         return checks
+
+    async def _timeline_of(
+        self, session: Any, alert: Alert, subject: str, labels: dict[int, str]
+    ) -> list[str]:
+        entries = (
+            await session.execute(
+                select(AlertTimelineEntry)
+                .where(col(AlertTimelineEntry.alert_id) == alert.id)
+                .order_by(col(AlertTimelineEntry.at), col(AlertTimelineEntry.id))
+            )
+        ).scalars()
+        lines = [f"timeline of {subject}:"]
+        for entry in entries:
+            detail = dict(entry.detail)
+            if (rid := detail.get("responder_id")) is not None:
+                detail["responder"] = labels.get(int(rid), str(rid))
+                del detail["responder_id"]
+            at = _fmt((entry.at - self.t0).total_seconds())
+            lines.append(f"  {at:>8} {entry.actor:<16} {entry.action:<14} {detail}")
+        return lines
 
     def _count_check(self, subject: str, exp: Expectation, n: int) -> Check:
         parts = []
