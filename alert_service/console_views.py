@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from alert_service import console_service, service
 from anxin.models import Region
-from anxin.web import CurrentOperator, Session, audit, context
+from anxin.web import CurrentOperator, RowId, Session, audit, context
 
 router = APIRouter()
 CONSOLE_DIR = Path(__file__).with_name("console")
@@ -67,7 +67,7 @@ async def console_config(
 
 
 class ReassignIn(BaseModel):
-    responder_id: int
+    responder_id: RowId
 
 
 class ReassignOut(BaseModel):
@@ -77,7 +77,7 @@ class ReassignOut(BaseModel):
 
 @router.post("/api/alerts/{alert_id}/reassign", response_model=ReassignOut, tags=["alerts"])
 async def reassign_alert(
-    alert_id: int, body: ReassignIn, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, body: ReassignIn, session: Session, operator: CurrentOperator, request: Request
 ) -> ReassignOut:
     """Ask a responder the operator chose, now."""
     if not operator.can_act:

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alert_service import figures, service
-from alert_service.models import OPEN_STATUSES, Alert, AlertTimelineEntry
+from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry
 from anxin import auth, login_throttle
 from anxin.models import Elder, OperatorUser, Region, Responder
-from anxin.web import CurrentOperator, Operator, Session, audit, context
+from anxin.web import CurrentOperator, Int32, Operator, RowId, Session, Text, audit, context
 from dispatcher.models import DispatchAttempt, SmsMessage
 
 router = APIRouter()
@@ -101,12 +101,12 @@ class AlertDetail(AlertOut):
 
 
 class AcceptIn(BaseModel):
-    responder_id: int
+    responder_id: RowId
 
 
 class ResolveIn(BaseModel):
     outcome: Literal["handled", "false_alarm", "hospital", "elder_cancelled"]
-    note: str = Field(default="", max_length=1000)
+    note: Text = Field(default="", max_length=1000)
     verified_by_phone: bool = False
 
 
@@ -234,9 +234,9 @@ async def list_alerts(
     session: Session,
     operator: CurrentOperator,
     request: Request,
-    alert_status: Annotated[str | None, Query(alias="status")] = None,
-    priority: int | None = None,
-    region: int | None = None,
+    alert_status: Annotated[AlertStatus | None, Query(alias="status")] = None,
+    priority: Int32 | None = None,
+    region: RowId | None = None,
     open_only: bool = False,
 ) -> list[AlertOut]:
     now = context(request).clock.now()
@@ -328,7 +328,7 @@ async def _detail(session: AsyncSession, alert: Alert, now: datetime) -> AlertDe
 
 @router.get("/api/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"])
 async def get_alert(
-    alert_id: int, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     now = context(request).clock.now()
     alert = await _scoped_alert(session, operator, alert_id, lock=False)
@@ -343,7 +343,7 @@ def _require_actor(operator: Operator) -> None:
 
 @router.post("/api/alerts/{alert_id}/accept", response_model=AlertDetail, tags=["alerts"])
 async def accept_for_aide(
-    alert_id: int, body: AcceptIn, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, body: AcceptIn, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     """An aide phoned in: the operator records the accept for them."""
     _require_actor(operator)
@@ -361,7 +361,7 @@ async def accept_for_aide(
 
 @router.post("/api/alerts/{alert_id}/on-scene", response_model=AlertDetail, tags=["alerts"])
 async def record_on_scene(
-    alert_id: int, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     _require_actor(operator)
     now = context(request).clock.now()
@@ -373,7 +373,7 @@ async def record_on_scene(
 
 @router.post("/api/alerts/{alert_id}/resolve", response_model=AlertDetail, tags=["alerts"])
 async def resolve_alert(
-    alert_id: int, body: ResolveIn, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, body: ResolveIn, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     _require_actor(operator)
     now = context(request).clock.now()
@@ -411,7 +411,8 @@ class FiguresOut(BaseModel):
     false_alarms_by_device_kind: dict[str, int]
 
 
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+# Years 1000-2999: a month the calendar (and Postgres' timestamps) can hold.
+MONTH = r"^[12]\d{3}-(0[1-9]|1[0-2])$"
 
 
 @router.get("/api/figures", response_model=list[FiguresOut], tags=["figures"])

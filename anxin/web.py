@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import annotated_types
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anxin import auth
@@ -18,6 +20,28 @@ from anxin.models import AuditLog, OperatorUser
 from anxin.settings import Settings
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+INT32_MAX = 2**31 - 1
+# A row id (path, query or body). Ids are Postgres integers: a larger number names no row, and
+# passing it to the database would be a 500 rather than the 404/422 the caller should see.
+RowId = Annotated[int, annotated_types.Ge(1), annotated_types.Le(INT32_MAX)]
+# Any other integer stored in or compared with an integer column.
+Int32 = Annotated[int, annotated_types.Ge(-INT32_MAX), annotated_types.Le(INT32_MAX)]
+
+
+def storable_text(value: str) -> str:
+    """Text Postgres can store: no NUL character, no lone surrogate (not encodable as UTF-8).
+    Everything else (quotes, <script>, SQL) is stored and returned verbatim."""
+    if "\x00" in value:
+        raise ValueError("不能含有空字符 / must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("不是有效的文字 / not valid UTF-8 text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable_text)]
 
 
 @dataclass
