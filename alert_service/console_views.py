@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from alert_service import console_service, service
+from alert_service.views import responder_for
 from anxin.models import Region
 from anxin.web import CurrentOperator, RowId, Session, audit, context
 
@@ -86,6 +87,9 @@ async def reassign_alert(
     alert = await service.lock_alert(session, alert_id)
     if alert is None or alert.village_id not in operator.region_ids:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这个警报 / no such alert")
+    if await responder_for(session, operator, alert, body.responder_id) is None:
+        # Someone else's aide looks exactly like no aide (as the service says for an unknown one).
+        raise HTTPException(status.HTTP_409_CONFLICT, "没有这个助老员 / no such responder")
     try:
         await console_service.reassign(session, alert, body.responder_id, now, operator.actor)
     except console_service.ReassignRefused as refused:

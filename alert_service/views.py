@@ -21,7 +21,7 @@ from sqlmodel import col
 from alert_service import figures, service
 from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry
 from anxin import auth, login_throttle
-from anxin.models import Elder, OperatorUser, Region, Responder
+from anxin.models import Elder, OperatorUser, Region, Responder, ServiceCentre
 from anxin.web import CurrentOperator, Int32, Operator, RowId, Session, Text, audit, context
 from dispatcher.models import DispatchAttempt, SmsMessage
 
@@ -336,6 +336,27 @@ async def get_alert(
     return await _detail(session, alert, now)
 
 
+async def responder_for(
+    session: AsyncSession, operator: Operator, alert: Alert, responder_id: int
+) -> Responder | None:
+    """The responder, if this operator may have them act on this alert: one of the operator's
+    own (an aide of their villages, a centre of their regions) or one the alert's ranking
+    already names (the county centre, for a township operator). None otherwise: a responder
+    outside the operator's region looks exactly like no responder."""
+    responder = await session.get(Responder, responder_id)
+    if responder is None:
+        return None
+    if any(int(c["responder_id"]) == responder_id for c in alert.ranking):
+        return responder
+    if responder.village_id is not None and responder.village_id in operator.region_ids:
+        return responder
+    if responder.centre_id is not None:
+        centre = await session.get(ServiceCentre, responder.centre_id)
+        if centre is not None and centre.region_id in operator.region_ids:
+            return responder
+    return None
+
+
 def _require_actor(operator: Operator) -> None:
     if not operator.can_act:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "只读账号 / viewers cannot act")
@@ -349,7 +370,7 @@ async def accept_for_aide(
     _require_actor(operator)
     now = context(request).clock.now()
     alert = await _scoped_alert(session, operator, alert_id, lock=True)
-    if await session.get(Responder, body.responder_id) is None:
+    if await responder_for(session, operator, alert, body.responder_id) is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY, "没有这个助老员 / no such responder"
         )
