@@ -23,7 +23,7 @@ from anxin.clock import FakeClock
 from dispatcher.models import DispatchAttempt
 from tests.conftest import Seeded, ServeApp
 from tests.console.test_registry_api import login
-from tests.security.world import Township, second_county, snapshot, two_townships
+from tests.security.world import second_county, snapshot, two_townships
 
 # Routes that carry no operator data: the schema and its pages, the console's static shell,
 # health, aggregate metrics (counts, no names or places), the login itself, and Twilio's

@@ -159,22 +159,15 @@ async def snapshot(region: Seeded, place: Township) -> str:
     equal snapshots mean nothing there changed."""
     rows: list[dict[str, Any]] = []
     async with region.sessions() as session:
-        for model, key in (
-            (Region, Region.id),
-            (ServiceCentre, ServiceCentre.id),
-            (Elder, Elder.id),
-            (Device, Device.id),
-            (Responder, Responder.id),
-            (Alert, Alert.id),
-        ):
-            ids: set[Any] = {
-                Region: place.region_ids,
-                ServiceCentre: place.centres,
-                Elder: place.elders,
-                Device: place.devices,
-                Responder: place.responders,
-                Alert: place.alerts,
-            }[model]
+        tables: list[tuple[Any, Any, set[Any]]] = [
+            (Region, Region.id, place.region_ids),
+            (ServiceCentre, ServiceCentre.id, place.centres),
+            (Elder, Elder.id, place.elders),
+            (Device, Device.id, place.devices),
+            (Responder, Responder.id, place.responders),
+            (Alert, Alert.id, place.alerts),
+        ]
+        for model, key, ids in tables:
             found = (await session.execute(select(model).where(col(key).in_(ids)))).scalars()
             rows.extend(r.model_dump() for r in found)
     return json.dumps(rows, default=str, sort_keys=True)
