@@ -94,6 +94,8 @@ class SmsOut(BaseModel):
 
 
 class AlertDetail(AlertOut):
+    # The operator's closing note in full (the timeline keeps its first 200 characters).
+    note: str = ""
     timeline: list[TimelineOut]
     attempts: list[AttemptOut]
     ranking: list[dict[str, Any]]
@@ -294,6 +296,7 @@ async def _detail(session: AsyncSession, alert: Alert, now: datetime) -> AlertDe
     )
     return AlertDetail(
         **base.model_dump(),
+        note=alert.note or "",
         timeline=[
             TimelineOut(at=t.at, actor=t.actor, action=t.action, detail=t.detail) for t in timeline
         ],

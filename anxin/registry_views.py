@@ -445,9 +445,14 @@ async def list_elders(
     if village_id is not None:
         query = query.where(col(Elder.village_id) == village_id)
     if q:
-        like = f"%{q}%"
+        # The search text is a bound parameter, and its own % and _ are literal characters.
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(
-            or_(col(Elder.name).ilike(like), col(Elder.code).ilike(like), col(Region.name) == q)
+            or_(
+                col(Elder.name).ilike(like, escape="\\"),
+                col(Elder.code).ilike(like, escape="\\"),
+                col(Region.name) == q,
+            )
         )
     rows = list(await session.execute(query.order_by(col(Elder.code)).limit(limit).offset(offset)))
     ids = [pk(e) for e, _ in rows]

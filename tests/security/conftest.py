@@ -12,6 +12,7 @@ from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.settings import Settings
 from tests.conftest import Seeded
+from tests.console.conftest import browser  # noqa: F401  (the console's real Chromium)
 
 
 @pytest.fixture
