@@ -21,7 +21,7 @@ from sqlmodel import col
 from alert_service import figures, service
 from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry
 from anxin import auth, login_throttle
-from anxin.models import Elder, OperatorUser, Region, Responder, ServiceCentre
+from anxin.models import Elder, Region, Responder, ServiceCentre
 from anxin.web import CurrentOperator, Int32, Operator, RowId, Session, Text, audit, context
 from dispatcher.models import DispatchAttempt, SmsMessage
 
@@ -114,32 +114,26 @@ class ResolveIn(BaseModel):
 
 @router.post("/api/auth/token", response_model=Token, tags=["auth"])
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: Session, request: Request
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request
 ) -> Token:
+    # No request-wide session: each step takes one connection for a moment and none is held
+    # while the password is checked (anxin/login_throttle.py).
     ctx = context(request)
-    user = (
-        (
-            await session.execute(
-                select(OperatorUser).where(col(OperatorUser.username) == form.username)
-            )
-        )
-        .scalars()
-        .first()
-    )
     now = ctx.clock.now()
-    if user is not None and login_throttle.locked(user, now):
+    attempt = await login_throttle.admit(ctx.sessions, form.username, now)
+    if not attempt.admitted:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "尝试次数过多，请稍后再试 / too many failed attempts, try again later",
         )
-    if not login_throttle.password_matches(user, form.password):
+    user = attempt.user
+    if not await asyncio.to_thread(login_throttle.password_matches, user, form.password):
         await login_throttle.record_failure(ctx.sessions, user, now)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "用户名或密码错误 / wrong username or password"
         )
     assert user is not None and user.id is not None
-    login_throttle.record_success(user)
-    audit(session, Operator(user, set()), now, "login")
+    await login_throttle.record_success(ctx.sessions, user, now)
     token = auth.make_token(
         ctx.settings.secret_key.get_secret_value(), user.id, now, ctx.settings.token_minutes
     )
