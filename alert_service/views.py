@@ -22,7 +22,17 @@ from alert_service import figures, service
 from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry
 from anxin import auth, login_throttle
 from anxin.models import Elder, Region, Responder, ServiceCentre
-from anxin.web import CurrentOperator, Int32, Operator, RowId, Session, Text, audit, context
+from anxin.web import (
+    CurrentOperator,
+    Int32,
+    Operator,
+    RowId,
+    Session,
+    Text,
+    audit,
+    context,
+    invalid,
+)
 from dispatcher.models import DispatchAttempt, SmsMessage
 
 router = APIRouter()
@@ -368,9 +378,7 @@ async def accept_for_aide(
     now = context(request).clock.now()
     alert = await _scoped_alert(session, operator, alert_id, lock=True)
     if await responder_for(session, operator, alert, body.responder_id) is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "没有这个助老员 / no such responder"
-        )
+        raise invalid("body", "responder_id", "没有这个助老员 / no such responder")
     if not await service.accept(session, alert, body.responder_id, now, operator.actor):
         raise HTTPException(status.HTTP_409_CONFLICT, "已由他人接单 / already taken")
     audit(session, operator, now, "accept", "alert", alert_id, responder_id=body.responder_id)
@@ -452,9 +460,7 @@ async def compliance_figures(
     start, _ = figures.month_bounds(first, tz)
     _, end = figures.month_bounds(last, tz)
     if end <= start:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "月份范围无效 / month_to is before month_from"
-        )
+        raise invalid("query", "month_to", "月份范围无效 / month_to is before month_from")
     rows = await service.compliance(session, operator.region_ids, start, end, tz, now)
     regions = {
         r.id: r
