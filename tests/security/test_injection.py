@@ -4,9 +4,11 @@ Webhooks without a valid Twilio signature are refused, also when no Twilio token
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from openpyxl import load_workbook
 from playwright.async_api import Browser, expect
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -18,6 +20,7 @@ from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.db import transaction
 from anxin.models import AuditLog, Elder, Responder
+from anxin.registry_io import export_registry, import_registry_file
 from anxin.settings import Settings
 from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import sign_twilio_request
@@ -267,3 +270,27 @@ async def test_the_console_shows_hostile_names_and_notes_as_text(
         finally:
             await context.close()
     assert errors == []
+
+
+async def test_a_formula_typed_as_a_name_stays_text_in_the_exported_workbook(
+    client: httpx.AsyncClient, region: Seeded, tmp_path: Path
+) -> None:
+    formula = '=HYPERLINK("http://x.cn","点我")'
+    t01 = await login(client, "t01", "anxin-t01")
+    village_id = next(
+        r["id"] for r in (await client.get("/api/regions", headers=t01)).json()
+        if r["level"] == "village"
+    )
+    body = {"code": "E-XLS-1", "name": formula, "village_id": village_id, "lat": 32.7, "lon": 109.1}
+    assert (await client.post("/api/elders", headers=t01, json=body)).status_code == 201
+
+    workbook_path = (await export_registry(region.sessions, tmp_path / "county.xlsx"))[0]
+    workbook = load_workbook(workbook_path)
+    cells = [c for sheet in workbook.worksheets for row in sheet.iter_rows() for c in row]
+    assert not [c.coordinate for c in cells if c.data_type == "f"], "a formula in the export"
+    assert formula in {c.value for c in cells}
+    # Read back, it is the same name: a re-import changes nothing.
+    report = await import_registry_file(
+        region.sessions, workbook_path.read_bytes(), workbook_path.name, now=datetime.now(UTC)
+    )
+    assert report.ok and report.changed == 0, report.summary_lines()[:5]
