@@ -23,6 +23,7 @@ from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelin
 from anxin import auth, login_throttle
 from anxin.models import Elder, Region, Responder, ServiceCentre
 from anxin.web import (
+    STREAM_PATH,
     CurrentOperator,
     Int32,
     Operator,
@@ -481,7 +482,7 @@ async def compliance_figures(
     ]
 
 
-@router.get("/api/alerts-stream", tags=["alerts"])
+@router.get(STREAM_PATH, tags=["alerts"])
 async def alert_stream(operator: CurrentOperator, request: Request) -> StreamingResponse:
     """Server-sent events: the open queue, pushed when it changes (the page does not poll)."""
     ctx = context(request)
