@@ -125,5 +125,6 @@ async def test_no_5xx_and_no_schema_violation_for_an_authenticated_county_operat
             assert login.status_code == 200, login.text
             token = login.json()["access_token"]
         found = await asyncio.to_thread(fuzz, app.openapi(), base_url, token, real_ids)
+    print(f"\nschemathesis: {found.calls} requests, {len(found.failures)} failing operations")
     assert found.calls > 200
     assert not found.failures, "\n\n".join(f"{k}:\n{v}" for k, v in found.failures.items())
