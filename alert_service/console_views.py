@@ -14,8 +14,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from alert_service import console_service, service
+from alert_service.views import responder_for
 from anxin.models import Region
-from anxin.web import CurrentOperator, Session, audit, context
+from anxin.web import CurrentOperator, RowId, Session, audit, context
 
 router = APIRouter()
 CONSOLE_DIR = Path(__file__).with_name("console")
@@ -67,7 +68,7 @@ async def console_config(
 
 
 class ReassignIn(BaseModel):
-    responder_id: int
+    responder_id: RowId
 
 
 class ReassignOut(BaseModel):
@@ -77,7 +78,7 @@ class ReassignOut(BaseModel):
 
 @router.post("/api/alerts/{alert_id}/reassign", response_model=ReassignOut, tags=["alerts"])
 async def reassign_alert(
-    alert_id: int, body: ReassignIn, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, body: ReassignIn, session: Session, operator: CurrentOperator, request: Request
 ) -> ReassignOut:
     """Ask a responder the operator chose, now."""
     if not operator.can_act:
@@ -86,6 +87,9 @@ async def reassign_alert(
     alert = await service.lock_alert(session, alert_id)
     if alert is None or alert.village_id not in operator.region_ids:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这个警报 / no such alert")
+    if await responder_for(session, operator, alert, body.responder_id) is None:
+        # Someone else's aide looks exactly like no aide (as the service says for an unknown one).
+        raise HTTPException(status.HTTP_409_CONFLICT, "没有这个助老员 / no such responder")
     try:
         await console_service.reassign(session, alert, body.responder_id, now, operator.actor)
     except console_service.ReassignRefused as refused:

@@ -19,10 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alert_service import figures, service
-from alert_service.models import OPEN_STATUSES, Alert, AlertTimelineEntry
+from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry
 from anxin import auth, login_throttle
-from anxin.models import Elder, OperatorUser, Region, Responder
-from anxin.web import CurrentOperator, Operator, Session, audit, context
+from anxin.models import Elder, Region, Responder, ServiceCentre
+from anxin.web import (
+    STREAM_PATH,
+    CurrentOperator,
+    Int32,
+    Operator,
+    RowId,
+    Session,
+    Text,
+    audit,
+    context,
+    invalid,
+)
 from dispatcher.models import DispatchAttempt, SmsMessage
 
 router = APIRouter()
@@ -94,6 +105,8 @@ class SmsOut(BaseModel):
 
 
 class AlertDetail(AlertOut):
+    # The operator's closing note in full (the timeline keeps its first 200 characters).
+    note: str = ""
     timeline: list[TimelineOut]
     attempts: list[AttemptOut]
     ranking: list[dict[str, Any]]
@@ -101,43 +114,37 @@ class AlertDetail(AlertOut):
 
 
 class AcceptIn(BaseModel):
-    responder_id: int
+    responder_id: RowId
 
 
 class ResolveIn(BaseModel):
     outcome: Literal["handled", "false_alarm", "hospital", "elder_cancelled"]
-    note: str = Field(default="", max_length=1000)
+    note: Text = Field(default="", max_length=1000)
     verified_by_phone: bool = False
 
 
 @router.post("/api/auth/token", response_model=Token, tags=["auth"])
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: Session, request: Request
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request
 ) -> Token:
+    # No request-wide session: each step takes one connection for a moment and none is held
+    # while the password is checked (anxin/login_throttle.py).
     ctx = context(request)
-    user = (
-        (
-            await session.execute(
-                select(OperatorUser).where(col(OperatorUser.username) == form.username)
-            )
-        )
-        .scalars()
-        .first()
-    )
     now = ctx.clock.now()
-    if user is not None and login_throttle.locked(user, now):
+    attempt = await login_throttle.admit(ctx.sessions, form.username, now)
+    if not attempt.admitted:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "尝试次数过多，请稍后再试 / too many failed attempts, try again later",
         )
-    if not login_throttle.password_matches(user, form.password):
+    user = attempt.user
+    if not await asyncio.to_thread(login_throttle.password_matches, user, form.password):
         await login_throttle.record_failure(ctx.sessions, user, now)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "用户名或密码错误 / wrong username or password"
         )
     assert user is not None and user.id is not None
-    login_throttle.record_success(user)
-    audit(session, Operator(user, set()), now, "login")
+    await login_throttle.record_success(ctx.sessions, user, now)
     token = auth.make_token(
         ctx.settings.secret_key.get_secret_value(), user.id, now, ctx.settings.token_minutes
     )
@@ -234,9 +241,9 @@ async def list_alerts(
     session: Session,
     operator: CurrentOperator,
     request: Request,
-    alert_status: Annotated[str | None, Query(alias="status")] = None,
-    priority: int | None = None,
-    region: int | None = None,
+    alert_status: Annotated[AlertStatus | None, Query(alias="status")] = None,
+    priority: Int32 | None = None,
+    region: RowId | None = None,
     open_only: bool = False,
 ) -> list[AlertOut]:
     now = context(request).clock.now()
@@ -294,6 +301,7 @@ async def _detail(session: AsyncSession, alert: Alert, now: datetime) -> AlertDe
     )
     return AlertDetail(
         **base.model_dump(),
+        note=alert.note or "",
         timeline=[
             TimelineOut(at=t.at, actor=t.actor, action=t.action, detail=t.detail) for t in timeline
         ],
@@ -328,12 +336,33 @@ async def _detail(session: AsyncSession, alert: Alert, now: datetime) -> AlertDe
 
 @router.get("/api/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"])
 async def get_alert(
-    alert_id: int, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     now = context(request).clock.now()
     alert = await _scoped_alert(session, operator, alert_id, lock=False)
     audit(session, operator, now, "read_alert", "alert", alert_id)
     return await _detail(session, alert, now)
+
+
+async def responder_for(
+    session: AsyncSession, operator: Operator, alert: Alert, responder_id: int
+) -> Responder | None:
+    """The responder, if this operator may have them act on this alert: one of the operator's
+    own (an aide of their villages, a centre of their regions) or one the alert's ranking
+    already names (the county centre, for a township operator). None otherwise: a responder
+    outside the operator's region looks exactly like no responder."""
+    responder = await session.get(Responder, responder_id)
+    if responder is None:
+        return None
+    if any(int(c["responder_id"]) == responder_id for c in alert.ranking):
+        return responder
+    if responder.village_id is not None and responder.village_id in operator.region_ids:
+        return responder
+    if responder.centre_id is not None:
+        centre = await session.get(ServiceCentre, responder.centre_id)
+        if centre is not None and centre.region_id in operator.region_ids:
+            return responder
+    return None
 
 
 def _require_actor(operator: Operator) -> None:
@@ -343,16 +372,14 @@ def _require_actor(operator: Operator) -> None:
 
 @router.post("/api/alerts/{alert_id}/accept", response_model=AlertDetail, tags=["alerts"])
 async def accept_for_aide(
-    alert_id: int, body: AcceptIn, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, body: AcceptIn, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     """An aide phoned in: the operator records the accept for them."""
     _require_actor(operator)
     now = context(request).clock.now()
     alert = await _scoped_alert(session, operator, alert_id, lock=True)
-    if await session.get(Responder, body.responder_id) is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "没有这个助老员 / no such responder"
-        )
+    if await responder_for(session, operator, alert, body.responder_id) is None:
+        raise invalid("body", "responder_id", "没有这个助老员 / no such responder")
     if not await service.accept(session, alert, body.responder_id, now, operator.actor):
         raise HTTPException(status.HTTP_409_CONFLICT, "已由他人接单 / already taken")
     audit(session, operator, now, "accept", "alert", alert_id, responder_id=body.responder_id)
@@ -361,7 +388,7 @@ async def accept_for_aide(
 
 @router.post("/api/alerts/{alert_id}/on-scene", response_model=AlertDetail, tags=["alerts"])
 async def record_on_scene(
-    alert_id: int, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     _require_actor(operator)
     now = context(request).clock.now()
@@ -373,7 +400,7 @@ async def record_on_scene(
 
 @router.post("/api/alerts/{alert_id}/resolve", response_model=AlertDetail, tags=["alerts"])
 async def resolve_alert(
-    alert_id: int, body: ResolveIn, session: Session, operator: CurrentOperator, request: Request
+    alert_id: RowId, body: ResolveIn, session: Session, operator: CurrentOperator, request: Request
 ) -> AlertDetail:
     _require_actor(operator)
     now = context(request).clock.now()
@@ -411,7 +438,8 @@ class FiguresOut(BaseModel):
     false_alarms_by_device_kind: dict[str, int]
 
 
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+# Years 1000-2999: a month the calendar (and Postgres' timestamps) can hold.
+MONTH = r"^[12]\d{3}-(0[1-9]|1[0-2])$"
 
 
 @router.get("/api/figures", response_model=list[FiguresOut], tags=["figures"])
@@ -433,9 +461,7 @@ async def compliance_figures(
     start, _ = figures.month_bounds(first, tz)
     _, end = figures.month_bounds(last, tz)
     if end <= start:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "月份范围无效 / month_to is before month_from"
-        )
+        raise invalid("query", "month_to", "月份范围无效 / month_to is before month_from")
     rows = await service.compliance(session, operator.region_ids, start, end, tz, now)
     regions = {
         r.id: r
@@ -456,7 +482,7 @@ async def compliance_figures(
     ]
 
 
-@router.get("/api/alerts-stream", tags=["alerts"])
+@router.get(STREAM_PATH, tags=["alerts"])
 async def alert_stream(operator: CurrentOperator, request: Request) -> StreamingResponse:
     """Server-sent events: the open queue, pushed when it changes (the page does not poll)."""
     ctx = context(request)

@@ -3,10 +3,17 @@
 Five failures in a row lock the account for a minute; each further failure doubles the lock,
 up to fifteen minutes. A success resets the count. The count is kept on the operator's row
 (operator_users.failed_logins / locked_until), so every web replica sees the same lock.
+
+An attempt is counted (under the row's lock) BEFORE its password is checked, and a success
+then lifts the count again: guesses fired in parallel cannot all slip in before the first
+failure is recorded, so a burst gets the same five checks as a sequence. A login holds at most
+one database connection at a time and none while the password hash is checked (in a worker
+thread): a burst of guesses can neither exhaust the connection pool nor stall the event loop.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -36,7 +43,39 @@ def lock_for(failures: int) -> timedelta | None:
     return lock
 
 
+@dataclass
+class Attempt:
+    user: OperatorUser | None  # None: no such username (checked against a dummy hash)
+    admitted: bool  # False: the account is locked, the password is not even checked
+
+
+async def admit(sessions: SessionMaker, username: str, now: datetime) -> Attempt:
+    """Count this attempt as a failure before its password is checked (a success lifts it)."""
+    async with transaction(sessions) as session:
+        user = (
+            (
+                await session.execute(
+                    select(OperatorUser)
+                    .where(col(OperatorUser.username) == username)
+                    .with_for_update()
+                )
+            )
+            .scalars()
+            .first()
+        )
+        if user is None:
+            return Attempt(None, True)
+        if locked(user, now):
+            return Attempt(user, False)
+        user.failed_logins += 1
+        lock = lock_for(user.failed_logins)
+        if lock is not None:
+            user.locked_until = now + lock
+        return Attempt(user, True)
+
+
 def password_matches(user: OperatorUser | None, password: str) -> bool:
+    """CPU-bound (argon2, tens of milliseconds): call it off the event loop."""
     if user is None:
         auth.verify_password(_DUMMY_HASH, password)
         return False
@@ -44,38 +83,27 @@ def password_matches(user: OperatorUser | None, password: str) -> bool:
 
 
 async def record_failure(sessions: SessionMaker, user: OperatorUser | None, now: datetime) -> None:
-    """Count a failure in its own transaction: the request's own one rolls back with the 401."""
+    """Audit a failed login (already counted by `admit`), in its own transaction."""
     async with transaction(sessions) as session:
-        row = None
-        if user is not None:
-            row = (
-                (
-                    await session.execute(
-                        select(OperatorUser)
-                        .where(col(OperatorUser.id) == user.id)
-                        .with_for_update()
-                    )
-                )
-                .scalars()
-                .first()
-            )
-        if row is not None:
-            row.failed_logins += 1
-            lock = lock_for(row.failed_logins)
-            if lock is not None:
-                row.locked_until = now + lock
         session.add(
             AuditLog(
                 at=now,
-                operator_id=row.id if row is not None else None,
+                operator_id=user.id if user is not None else None,
                 action="login_failed",
                 target_type="operator",
-                target_id=str(row.id) if row is not None else "",
-                detail={"failures": row.failed_logins if row is not None else None},
+                target_id=str(user.id) if user is not None else "",
+                detail={"failures": user.failed_logins if user is not None else None},
             )
         )
 
 
-def record_success(user: OperatorUser) -> None:
-    user.failed_logins = 0
-    user.locked_until = None
+async def record_success(sessions: SessionMaker, user: OperatorUser, now: datetime) -> None:
+    """Lift the count (and the lock this attempt may have set) and audit the login."""
+    async with transaction(sessions) as session:
+        row = await session.get(OperatorUser, user.id, with_for_update=True)
+        if row is not None:
+            row.failed_logins = 0
+            row.locked_until = None
+        session.add(
+            AuditLog(at=now, operator_id=user.id, action="login", target_type="", target_id="")
+        )

@@ -1858,6 +1858,11 @@ def tables_to_xlsx(tables: dict[RegistryKind, list[list[str]]]) -> bytes:
         for row in tables[kind]:
             # Text cells: a phone number must not turn into 1.38e10, nor a code lose its zeros.
             sheet.append(row)
+            # Nor a name typed as "=HYPERLINK(…)" into a live formula (openpyxl makes any text
+            # starting with "=" one): every cell is text, read back as it was written.
+            for cell in sheet[sheet.max_row]:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
         sheet.freeze_panes = "A2"
     out = io.BytesIO()
     workbook.save(out)

@@ -13,7 +13,7 @@ from datetime import datetime, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +34,7 @@ from anxin.models import (
     pk,
 )
 from anxin.schemas import DEVICE_ID_RE
-from anxin.web import CurrentOperator, Operator, Session, audit, context
+from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context, storable_text
 from dispatcher.models import DispatchAttempt
 from dispatcher.routing import TravelMode
 from gateway.models import DeadLetter
@@ -53,11 +53,12 @@ Lon = Annotated[float, Field(ge=-180, le=180)]
 
 
 def _strip(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
+    return storable_text(value.strip()) if isinstance(value, str) else value
 
 
 class _In(BaseModel):
-    """Input models strip surrounding spaces (pasted from spreadsheets) before validating."""
+    """Input models strip surrounding spaces (pasted from spreadsheets) before validating, and
+    refuse text Postgres cannot store (NUL, lone surrogates) with a 422."""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -128,7 +129,7 @@ class RegionIn(_In):
     code: str = Field(pattern=CODE_PATTERN)
     name: Name
     level: Literal["township", "village"]
-    parent_id: int
+    parent_id: RowId
     lat: Lat | None = None
     lon: Lon | None = None
     response_minutes: int = Field(default=15, ge=1, le=120)
@@ -205,7 +206,7 @@ async def create_region(
 
 @router.put("/regions/{region_id}", response_model=RegionOut)
 async def update_region(
-    region_id: int, body: RegionIn, session: Session, operator: CurrentOperator, request: Request
+    region_id: RowId, body: RegionIn, session: Session, operator: CurrentOperator, request: Request
 ) -> RegionOut:
     _require_region_admin(operator)
     region = await session.get(Region, region_id)
@@ -226,7 +227,7 @@ async def update_region(
 
 
 class CentreIn(_In):
-    region_id: int
+    region_id: RowId
     name: Annotated[str, Field(min_length=1, max_length=64)]
     duty_phone: Phone
     lat: Lat
@@ -326,7 +327,7 @@ async def create_centre(
 
 @router.put("/centres/{centre_id}", response_model=CentreOut)
 async def update_centre(
-    centre_id: int, body: CentreIn, session: Session, operator: CurrentOperator, request: Request
+    centre_id: RowId, body: CentreIn, session: Session, operator: CurrentOperator, request: Request
 ) -> CentreOut:
     _require_region_admin(operator)
     centre = await session.get(ServiceCentre, centre_id)
@@ -347,7 +348,7 @@ async def update_centre(
 class ElderIn(_In):
     code: str = Field(pattern=CODE_PATTERN)
     name: Name
-    village_id: int
+    village_id: RowId
     address: str = Field(default="", max_length=128)
     lat: Lat
     lon: Lon
@@ -431,8 +432,8 @@ async def list_elders(
     session: Session,
     operator: CurrentOperator,
     request: Request,
-    q: Annotated[str, Query(max_length=32)] = "",
-    village_id: int | None = None,
+    q: Annotated[Text, Query(max_length=32)] = "",
+    village_id: RowId | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ElderOut]:
@@ -444,9 +445,14 @@ async def list_elders(
     if village_id is not None:
         query = query.where(col(Elder.village_id) == village_id)
     if q:
-        like = f"%{q}%"
+        # The search text is a bound parameter, and its own % and _ are literal characters.
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(
-            or_(col(Elder.name).ilike(like), col(Elder.code).ilike(like), col(Region.name) == q)
+            or_(
+                col(Elder.name).ilike(like, escape="\\"),
+                col(Elder.code).ilike(like, escape="\\"),
+                col(Region.name) == q,
+            )
         )
     rows = list(await session.execute(query.order_by(col(Elder.code)).limit(limit).offset(offset)))
     ids = [pk(e) for e, _ in rows]
@@ -474,7 +480,7 @@ async def _scoped_elder(session: AsyncSession, operator: Operator, elder_id: int
 
 @router.get("/elders/{elder_id}", response_model=ElderOut)
 async def get_elder(
-    elder_id: int, session: Session, operator: CurrentOperator, request: Request
+    elder_id: RowId, session: Session, operator: CurrentOperator, request: Request
 ) -> ElderOut:
     elder = await _scoped_elder(session, operator, elder_id)
     village = await session.get(Region, elder.village_id)
@@ -507,7 +513,7 @@ async def create_elder(
 
 @router.put("/elders/{elder_id}", response_model=ElderOut)
 async def update_elder(
-    elder_id: int, body: ElderIn, session: Session, operator: CurrentOperator, request: Request
+    elder_id: RowId, body: ElderIn, session: Session, operator: CurrentOperator, request: Request
 ) -> ElderOut:
     _require_editor(operator)
     elder = await _scoped_elder(session, operator, elder_id)
@@ -526,7 +532,7 @@ async def update_elder(
 
 class DeviceIn(_In):
     kind: DeviceKind
-    elder_id: int
+    elder_id: RowId
     heartbeat_interval_s: int = Field(default=60, ge=10, le=3600)
     enabled: bool = True
 
@@ -557,7 +563,7 @@ class DeviceOut(BaseModel):
 async def list_devices(
     session: Session,
     operator: CurrentOperator,
-    elder_id: int | None = None,
+    elder_id: RowId | None = None,
     trouble_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=2000)] = 1000,
 ) -> list[DeviceOut]:
@@ -645,7 +651,7 @@ async def _elder_for_device(session: AsyncSession, operator: Operator, elder_id:
 
 @router.put("/devices/{device_id}", response_model=DeviceOut)
 async def update_device(
-    device_id: str, body: DeviceIn, session: Session, operator: CurrentOperator, request: Request
+    device_id: Annotated[str, Path(pattern=DEVICE_ID_RE.pattern)], body: DeviceIn, session: Session, operator: CurrentOperator, request: Request
 ) -> DeviceOut:
     _require_editor(operator)
     device = await session.get(Device, device_id)
@@ -718,8 +724,8 @@ class ResponderIn(_In):
     kind: ResponderKind = ResponderKind.aide
     name: Name
     phone: Phone
-    village_id: int | None = None
-    centre_id: int | None = None
+    village_id: RowId | None = None
+    centre_id: RowId | None = None
     lat: Lat
     lon: Lon
     travel_mode: TravelMode = TravelMode.ebike
@@ -840,7 +846,7 @@ async def create_responder(
 
 @router.put("/responders/{responder_id}", response_model=ResponderOut)
 async def update_responder(
-    responder_id: int,
+    responder_id: RowId,
     body: ResponderIn,
     session: Session,
     operator: CurrentOperator,

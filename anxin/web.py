@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import annotated_types
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anxin import auth
@@ -18,6 +20,37 @@ from anxin.models import AuditLog, OperatorUser
 from anxin.settings import Settings
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+STREAM_PATH = "/api/alerts-stream"
+
+INT32_MAX = 2**31 - 1
+# A row id (path, query or body). Ids are Postgres integers: a larger number names no row, and
+# passing it to the database would be a 500 rather than the 404/422 the caller should see.
+RowId = Annotated[int, annotated_types.Ge(1), annotated_types.Le(INT32_MAX)]
+# Any other integer stored in or compared with an integer column.
+Int32 = Annotated[int, annotated_types.Ge(-INT32_MAX), annotated_types.Le(INT32_MAX)]
+
+
+def storable_text(value: str) -> str:
+    """Text Postgres can store: no NUL character, no lone surrogate (not encodable as UTF-8).
+    Everything else (quotes, <script>, SQL) is stored and returned verbatim."""
+    if "\x00" in value:
+        raise ValueError("不能含有空字符 / must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("不是有效的文字 / not valid UTF-8 text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable_text)]
+
+
+def invalid(where: str, field: str, message: str) -> HTTPException:
+    """A 422 in FastAPI's own (documented) shape, so the console shows it next to the field."""
+    return HTTPException(
+        422,
+        [{"loc": [where, field], "msg": message, "type": "value_error"}],
+    )
 
 
 @dataclass
@@ -67,8 +100,10 @@ class Operator:
 async def current_operator(
     request: Request, ctx: Ctx, session: Session, token: Annotated[str | None, Depends(oauth2)]
 ) -> Operator:
-    # EventSource cannot set headers: the live stream passes the token as a query parameter.
-    token = token or request.query_params.get("token")
+    # EventSource cannot set headers: the live stream (and only it) takes the token as a query
+    # parameter. Elsewhere a token in a URL is refused: URLs end up in histories and proxy logs.
+    if token is None and request.url.path == STREAM_PATH:
+        token = request.query_params.get("token")
     operator_id = auth.read_token(
         ctx.settings.secret_key.get_secret_value(), token or "", ctx.clock.now()
     )

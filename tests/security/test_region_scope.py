@@ -1,0 +1,289 @@
+"""An operator cannot read or act outside their region through ANY route.
+
+Every route of the app (enumerated from app.routes) has a probe here, or is listed as carrying
+no operator data; a new route without either fails the test. Each probe uses the township
+operator t01 with ids of T02 (for the county-level routes: a second county's operator with the
+demo county's ids), and at the end nothing of T02 has changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from anxin.clock import FakeClock
+from dispatcher.models import DispatchAttempt
+from tests.conftest import Seeded, ServeApp
+from tests.console.test_registry_api import login
+from tests.security.world import second_county, snapshot, two_townships
+
+# Routes that carry no operator data: the schema and its pages, the console's static shell,
+# health, aggregate metrics (counts, no names or places), the login itself, and Twilio's
+# webhooks (signed by Twilio, not by an operator: tests/dispatcher/test_dispatch_flow.py).
+NOT_OPERATOR_DATA = {
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("GET", "/"),
+    ("GET", "/console"),
+    ("GET", "/console/static"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("POST", "/api/auth/token"),
+    ("POST", "/twilio/status"),
+    ("POST", "/twilio/inbound"),
+}
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for route in iter_route_contexts(app.routes):
+        path = route.path
+        assert path is not None
+        for method in route.methods or {"GET"}:  # a Mount (static files) answers GET
+            if method != "HEAD":
+                out.add((method, path))
+    return out
+
+
+ELDER = {"code": "E9901", "name": "王秀兰", "lat": 32.69, "lon": 109.14}
+AIDE = {"name": "赵敏", "phone": "+8613900009901", "lat": 32.7, "lon": 109.1}
+
+
+async def elder_body(http: httpx.AsyncClient, auth: dict[str, str], elder_id: int) -> Any:
+    got = (await http.get(f"/api/elders/{elder_id}", headers=auth)).json()
+    return {k: v for k, v in got.items() if k not in ("id", "village", "devices", "open_alerts")}
+
+
+async def responder_body(http: httpx.AsyncClient, auth: dict[str, str], rid: int) -> Any:
+    found = [r for r in (await http.get("/api/responders", headers=auth)).json() if r["id"] == rid]
+    assert found
+    keep = ("kind", "name", "phone", "village_id", "centre_id", "lat", "lon", "on_duty")
+    return {k: found[0][k] for k in keep}
+
+
+async def test_a_township_operator_reaches_nothing_outside_their_township_through_any_route(
+    app: FastAPI, client: httpx.AsyncClient, region: Seeded, clock: FakeClock, serve_app: ServeApp
+) -> None:
+    mine, theirs = await two_townships(region, clock)
+    await second_county(region)
+    before = await snapshot(region, theirs)
+    t01 = await login(client, "t01", "anxin-t01")
+    c2 = await login(client, "c2", "anxin-c2")
+    http = client
+
+    async def status(method: str, path: str, who: dict[str, str], **kw: Any) -> int:
+        return (await http.request(method, path, headers=who, **kw)).status_code
+
+    async def ids(path: str, who: dict[str, str] = t01, key: str = "id") -> set[Any]:
+        res = await http.get(path, headers=who)
+        assert res.status_code == 200, (path, res.text)
+        return {row[key] for row in res.json()}
+
+    async def alerts() -> None:
+        assert await ids("/api/alerts") <= mine.alerts and mine.alert in await ids("/api/alerts")
+        for region in (theirs.id, theirs.village):
+            assert await ids(f"/api/alerts?region={region}") == set()
+
+    async def one_alert() -> None:
+        assert await status("GET", f"/api/alerts/{theirs.alert}", t01) == 404
+        assert await status("GET", f"/api/alerts/{mine.alert}", t01) == 200
+
+    async def accept() -> None:
+        path = f"/api/alerts/{theirs.alert}/accept"
+        assert await status("POST", path, t01, json={"responder_id": mine.aide}) == 404
+        # My alert, their aide: as if no such aide.
+        path = f"/api/alerts/{mine.alert}/accept"
+        assert await status("POST", path, t01, json={"responder_id": theirs.aide}) == 422
+
+    async def on_scene() -> None:
+        assert await status("POST", f"/api/alerts/{theirs.alert}/on-scene", t01) == 404
+
+    async def resolve() -> None:
+        body = {"outcome": "false_alarm", "note": "不是我们的"}
+        assert await status("POST", f"/api/alerts/{theirs.alert}/resolve", t01, json=body) == 404
+
+    async def reassign() -> None:
+        path = f"/api/alerts/{theirs.alert}/reassign"
+        assert await status("POST", path, t01, json={"responder_id": mine.aide}) == 404
+        path = f"/api/alerts/{mine.alert}/reassign"
+        assert await status("POST", path, t01, json={"responder_id": theirs.aide}) == 409
+        async with region.sessions() as session:
+            asked = await session.scalar(
+                select(func.count()).where(col(DispatchAttempt.responder_id) == theirs.aide)
+            )
+        assert asked == 0, "a T01 operator had a T02 aide asked"
+        # The ladder's own candidates stay allowed: the county centre is above T01's region.
+        ranking = (await http.get(f"/api/alerts/{mine.alert}", headers=t01)).json()["ranking"]
+        county = next(c["responder_id"] for c in ranking if c["kind"] == "county_centre")
+        assert county not in mine.responders
+        assert await status("POST", path, t01, json={"responder_id": county}) == 200
+
+    async def figures() -> None:
+        assert await ids("/api/figures", key="region_id") <= mine.region_ids
+
+    async def stream() -> None:
+        async with serve_app(app) as base, httpx.AsyncClient(base_url=base) as live:
+            token = t01["Authorization"].removeprefix("Bearer ")
+            async with live.stream("GET", f"/api/alerts-stream?token={token}") as res:
+                assert res.status_code == 200
+                async for line in res.aiter_lines():
+                    if line.startswith("data: "):
+                        seen = {a["id"] for a in json.loads(line[6:])}
+                        break
+        assert seen and seen <= mine.alerts
+
+    async def regions() -> None:
+        assert await ids("/api/regions") == mine.region_ids
+        assert not (await ids("/api/regions", c2)) & (mine.region_ids | theirs.region_ids)
+
+    async def create_region() -> None:
+        body = {"code": "V901", "name": "外村", "level": "village", "parent_id": theirs.id}
+        assert await status("POST", "/api/regions", t01, json=body) == 403
+        assert await status("POST", "/api/regions", c2, json=body) == 422
+
+    async def update_region() -> None:
+        body = {"code": "V902", "name": "改名", "level": "village", "parent_id": theirs.id}
+        assert await status("PUT", f"/api/regions/{theirs.village}", t01, json=body) == 403
+        assert await status("PUT", f"/api/regions/{theirs.village}", c2, json=body) == 404
+
+    async def centres() -> None:
+        assert await ids("/api/centres") == mine.centres
+
+    async def create_centre() -> None:
+        body = {
+            "region_id": theirs.id,
+            "name": "外站",
+            "duty_phone": "+8609160009901",
+            "lat": 32.7,
+            "lon": 109.1,
+        }
+        assert await status("POST", "/api/centres", t01, json=body) == 403
+        assert await status("POST", "/api/centres", c2, json=body) == 422
+
+    async def update_centre() -> None:
+        body = {
+            "region_id": theirs.id,
+            "name": "改名",
+            "duty_phone": "+8609160009902",
+            "lat": 32.7,
+            "lon": 109.1,
+        }
+        assert await status("PUT", f"/api/centres/{theirs.centre}", c2, json=body) == 404
+
+    async def elders() -> None:
+        assert await ids("/api/elders") == mine.elders
+        assert await ids(f"/api/elders?village_id={theirs.village}") == set()
+
+    async def create_elder() -> None:
+        body = {**ELDER, "village_id": theirs.village}
+        assert await status("POST", "/api/elders", t01, json=body) == 422
+
+    async def one_elder() -> None:
+        assert await status("GET", f"/api/elders/{theirs.elder}", t01) == 404
+
+    async def update_elder() -> None:
+        body = {**ELDER, "village_id": mine.village}
+        assert await status("PUT", f"/api/elders/{theirs.elder}", t01, json=body) == 404
+        moved = {**await elder_body(http, t01, mine.elder), "village_id": theirs.village}
+        assert await status("PUT", f"/api/elders/{mine.elder}", t01, json=moved) == 422
+
+    async def devices() -> None:
+        assert await ids("/api/devices") == mine.devices
+        assert await ids(f"/api/devices?elder_id={theirs.elder}") == set()
+
+    async def create_device() -> None:
+        body = {"id": "sos-x-9901", "kind": "sos_button", "elder_id": theirs.elder}
+        assert await status("POST", "/api/devices", t01, json=body) == 422
+
+    async def update_device() -> None:
+        body = {"kind": "sos_button", "elder_id": mine.elder, "enabled": False}
+        assert await status("PUT", f"/api/devices/{theirs.device}", t01, json=body) == 404
+        body = {"kind": "sos_button", "elder_id": theirs.elder}
+        assert await status("PUT", f"/api/devices/{mine.device}", t01, json=body) == 422
+
+    async def device_health() -> None:
+        assert await ids("/api/device-health", key="township_id") == {mine.id}
+
+    async def responders() -> None:
+        assert await ids("/api/responders") == mine.responders
+
+    async def create_responder() -> None:
+        body = {**AIDE, "village_id": theirs.village}
+        assert await status("POST", "/api/responders", t01, json=body) == 422
+        body = {**AIDE, "kind": "township_centre", "centre_id": theirs.centre}
+        assert await status("POST", "/api/responders", t01, json=body) == 422
+
+    async def update_responder() -> None:
+        body = {**AIDE, "village_id": mine.village}
+        assert await status("PUT", f"/api/responders/{theirs.aide}", t01, json=body) == 404
+        moved = {**await responder_body(http, t01, mine.aide), "village_id": theirs.village}
+        assert await status("PUT", f"/api/responders/{mine.aide}", t01, json=moved) == 422
+
+    async def dead_letters() -> None:
+        assert theirs.device not in await ids("/api/dead-letters", key="device_id")
+
+    async def map_points() -> None:
+        res = (await http.get("/api/map", headers=t01)).json()
+        assert {e["id"] for e in res["elders"]} == mine.elders
+        assert {v["id"] for v in res["villages"]} <= mine.region_ids
+        assert {r["id"] for r in res["responders"]} <= mine.responders
+        assert {c["id"] for c in res["centres"]} == mine.centres
+
+    async def console_config() -> None:
+        res = (await http.get("/api/console/config", headers=t01)).json()
+        assert res["username"] == "t01" and res["can_edit_regions"] is False
+
+    probes: dict[tuple[str, str], Callable[[], Awaitable[None]]] = {
+        ("GET", "/api/alerts"): alerts,
+        ("GET", "/api/alerts/{alert_id}"): one_alert,
+        ("POST", "/api/alerts/{alert_id}/accept"): accept,
+        ("POST", "/api/alerts/{alert_id}/on-scene"): on_scene,
+        ("POST", "/api/alerts/{alert_id}/resolve"): resolve,
+        ("POST", "/api/alerts/{alert_id}/reassign"): reassign,
+        ("GET", "/api/figures"): figures,
+        ("GET", "/api/alerts-stream"): stream,
+        ("GET", "/api/regions"): regions,
+        ("POST", "/api/regions"): create_region,
+        ("PUT", "/api/regions/{region_id}"): update_region,
+        ("GET", "/api/centres"): centres,
+        ("POST", "/api/centres"): create_centre,
+        ("PUT", "/api/centres/{centre_id}"): update_centre,
+        ("GET", "/api/elders"): elders,
+        ("POST", "/api/elders"): create_elder,
+        ("GET", "/api/elders/{elder_id}"): one_elder,
+        ("PUT", "/api/elders/{elder_id}"): update_elder,
+        ("GET", "/api/devices"): devices,
+        ("POST", "/api/devices"): create_device,
+        ("PUT", "/api/devices/{device_id}"): update_device,
+        ("GET", "/api/device-health"): device_health,
+        ("GET", "/api/responders"): responders,
+        ("POST", "/api/responders"): create_responder,
+        ("PUT", "/api/responders/{responder_id}"): update_responder,
+        ("GET", "/api/dead-letters"): dead_letters,
+        ("GET", "/api/map"): map_points,
+        ("GET", "/api/console/config"): console_config,
+    }
+    routes = app_routes(app)
+    assert routes == set(probes) | NOT_OPERATOR_DATA, (
+        "routes without a scope probe: "
+        f"{sorted(routes - set(probes) - NOT_OPERATOR_DATA)}; "
+        f"probes of no route: {sorted(set(probes) - routes)}"
+    )
+    failed: list[str] = []
+    for (method, path), probe in probes.items():
+        try:
+            await asyncio.wait_for(probe(), timeout=60)
+        except AssertionError as exc:
+            failed.append(f"{method} {path}: {exc}")
+    assert not failed, "\n".join(failed)
+    assert await snapshot(region, theirs) == before, "something of T02 changed"

@@ -1,0 +1,188 @@
+"""Secrets and personal data: secrets come only from Settings as SecretStr and never reach a log
+line; phone numbers appear in logs only masked.
+
+The whole platform runs in-process (gateway, watcher, outbox, web, the Twilio sandbox) at DEBUG
+level with known secret values, an SOS goes from a device to an aide's phone and back, and every
+byte written to stdout and stderr is searched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from alert_service.models import Alert
+from anxin.db import make_engine
+from anxin.logging import configure_logging, mask_phone
+from anxin.models import Responder
+from anxin.mqtt import MqttClient, MqttMessage
+from anxin.schemas import event_json, topic
+from anxin.settings import Settings
+from device_sim.harness import run_in_process
+from tests.conftest import Seeded, eventually
+
+DB_PASSWORD = "db-pw-Zq8r1x7Kt3"
+MQTT_PASSWORD = "mqtt-pw-Hn4v9Lp2We"
+WRONG_PASSWORD = "guess-pw-Xy7Qm2Rt5"
+E164 = re.compile(r"\+\d{8,15}")
+
+
+def with_password(url: str, user: str, password: str) -> str:
+    """The same URL with credentials: the test servers (trust auth, anonymous broker) accept
+    any password, so a known one can travel through the whole platform."""
+    scheme, rest = url.split("://", 1)
+    rest = rest.split("@", 1)[-1]
+    return f"{scheme}://{user}:{password}@{rest}"
+
+
+def test_every_secret_setting_is_a_secret_str_and_never_shown_by_repr() -> None:
+    secret_fields = {"database_url", "mqtt_url", "twilio_auth_token", "secret_key"}
+    # Any setting named like a credential (a URL may carry a password) is one of these.
+    for name in Settings.model_fields:
+        looks_secret = name.endswith(("_token", "_key", "_password", "_secret"))
+        if looks_secret or name in ("database_url", "mqtt_url"):
+            assert name in secret_fields, f"{name} looks secret: make it a SecretStr"
+    settings = Settings(
+        database_url=SecretStr(f"postgresql://u:{DB_PASSWORD}@db/anxin"),
+        mqtt_url=SecretStr(f"mqtt://u:{MQTT_PASSWORD}@broker:1883"),
+        twilio_auth_token=SecretStr("twilio-token-Jc6"),
+        secret_key=SecretStr("signing-key-Pw3"),
+    )
+    for name in secret_fields:
+        assert isinstance(getattr(settings, name), SecretStr), name
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
+    for secret in (DB_PASSWORD, MQTT_PASSWORD, "twilio-token-Jc6", "signing-key-Pw3"):
+        assert secret not in shown
+
+
+async def first_stream_event(base_url: str, token: str) -> str:
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            f"GET /api/alerts-stream?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                return line.decode()
+        raise AssertionError("the stream ended without an event")
+    finally:
+        writer.close()
+
+
+async def _next(queue: Any) -> MqttMessage | None:
+    return None if queue.empty() else queue.get_nowait()
+
+
+async def test_a_whole_sos_at_debug_level_logs_no_secret_and_only_masked_phones(
+    region: Seeded,
+    database_url: str,
+    mqtt_url: str,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    db_url = with_password(database_url, "postgres", DB_PASSWORD)
+    broker_url = with_password(mqtt_url, "anxin", MQTT_PASSWORD)
+    engine: AsyncEngine = make_engine(db_url)
+    configure_logging("debug")
+    # Every library's own (stdlib) records too: twilio, httpx, uvicorn, asyncpg, paho.
+    caplog.set_level(logging.DEBUG)
+    try:
+        async with run_in_process(db_url, broker_url, engine) as platform:
+            settings = platform.settings
+            assert settings.twilio_auth_token is not None
+            elder = region.plan.elders[0]
+            sos = next(
+                d
+                for d in region.plan.devices
+                if d.elder_code == elder.code and d.kind == "sos_button"
+            )
+            async with httpx.AsyncClient(base_url=platform.web_url) as http:
+                # A wrong password, then the right one: neither is logged, nor is the token.
+                for password in (WRONG_PASSWORD, "anxin-t01"):
+                    await http.post(
+                        "/api/auth/token", data={"username": "t01", "password": password}
+                    )
+                login = await http.post(
+                    "/api/auth/token", data={"username": "t01", "password": "anxin-t01"}
+                )
+                bearer = login.json()["access_token"]
+                # A forged webhook and an SMS from a number nobody registered.
+                await http.post("/twilio/inbound", data={"From": "+8613999999999", "Body": "1"})
+                await platform.sandbox.reply("+8613711112222", "你好")
+
+                device = MqttClient(
+                    platform.mqtt.with_credentials(sos.device_id, sos.password),
+                    f"test-{sos.device_id}",
+                )
+                acks = device.subscribe(topic(sos.device_id, "ack"), 1)
+                await device.connect()
+                try:
+                    await device.publish(
+                        topic(sos.device_id, "event"), event_json("secrets-1", "sos"), 1
+                    )
+                    ack = json.loads(
+                        (await eventually(lambda: _next(acks), what="device ack")).payload
+                    )
+                finally:
+                    await device.close()
+                alert_id = int(ack["alert_id"].removeprefix("A"))
+                async with platform.sessions() as session:
+                    alert = await session.get(Alert, alert_id)
+                    assert alert is not None
+                    aide = await session.get(Responder, alert.ranking[0]["responder_id"])
+                    assert aide is not None
+                await platform.sandbox.next_message(aide.phone, timeout=20)
+                await platform.sandbox.reply(aide.phone, "1")
+
+                async def accepted() -> bool:
+                    async with platform.sessions() as session:
+                        row = await session.get(Alert, alert_id)
+                        return row is not None and row.accepted_by == aide.id
+
+                await eventually(accepted, what="the aide's accept")
+                detail = await http.get(
+                    f"/api/alerts/{alert_id}", headers={"Authorization": f"Bearer {bearer}"}
+                )
+                assert detail.status_code == 200
+                # The live stream takes the token in its URL (EventSource sets no headers).
+                # Read over a bare socket: the test's own HTTP client logs the URLs it calls.
+                assert f"A{alert_id}" in await first_stream_event(platform.web_url, bearer)
+    finally:
+        configure_logging("warning")
+        await engine.dispose()
+
+    out, err = capfd.readouterr()
+    records = "\n".join(
+        f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
+    )
+    logs = out + err + records
+    assert "sms_sent" in logs and "sms_reply" in logs, "the run logged too little to judge"
+
+    secrets = {
+        "database password": DB_PASSWORD,
+        "broker password": MQTT_PASSWORD,
+        "Twilio auth token": settings.twilio_auth_token.get_secret_value(),
+        "token signing key": settings.secret_key.get_secret_value(),
+        "operator password": "anxin-t01",
+        "wrong password": WRONG_PASSWORD,
+        "operator bearer token": bearer,
+        "device password": sos.password,
+    }
+    leaked = [what for what, value in secrets.items() if value in logs]
+    assert not leaked, f"in the logs: {leaked}"
+
+    phones = {*region.plan.phones(), "+8613999999999", "+8613711112222", aide.phone}
+    shown = [p for p in phones if p in logs or p.removeprefix("+") in logs]
+    assert not shown, f"unmasked phone numbers in the logs: {shown[:5]}"
+    assert not E164.findall(logs), E164.findall(logs)[:5]
+    assert mask_phone(aide.phone) in logs  # the masked form is what the logs carry
