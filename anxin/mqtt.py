@@ -10,16 +10,18 @@ acknowledged to the broker only when the caller says so (after its row is commit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import ssl
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -61,6 +63,92 @@ class BrokerAddress:
 
     def with_credentials(self, username: str, password: str) -> BrokerAddress:
         return BrokerAddress(self.host, self.port, username, password, self.tls, self.mqtt5)
+
+
+class _BufferedSocket:
+    """The broker socket, read 64 KiB at a time. paho reads a packet in three or more `recv`
+    calls (type byte, each length byte, body): a system call and a release of the GIL each,
+    most of what its network thread cost under load. paho asks `pending()` before it waits in
+    select(), so bytes held here are never left waiting for more to arrive."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(max(bufsize, 65536))
+            if len(data) <= bufsize:
+                self._data, self._pos = b"", 0
+                return bytes(data)
+            self._data, self._pos = data, 0
+        chunk = self._data[self._pos : self._pos + bufsize]
+        self._pos += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._data) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Client(paho.Client):
+    """paho's client with two costs taken off the hot path (paho 2.x internals, pinned <3):
+    buffered socket reads, and one wake-up of the network thread per burst of acks and
+    publishes from the event loop instead of one per packet."""
+
+    _defer_thread: int | None = None
+    _deferred = False
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if self._transport == "websockets":
+            return sock
+        return _BufferedSocket(sock)
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: paho.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        if self._defer_thread != threading.get_ident():
+            return super()._packet_queue(command, packet, mid, qos, info)
+        # Inside `MqttClient.burst()` on the loop's thread: queue only; the burst's end wakes
+        # the network thread once (paho's own _packet_queue, less the wake-up byte).
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": info,
+            }
+        )
+        self._deferred = True
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    @contextlib.contextmanager
+    def deferring_wakeup(self) -> Iterator[None]:
+        self._defer_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._defer_thread = None
+            if self._deferred:
+                self._deferred = False
+                wake = self._sockpairW
+                if wake is not None:
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        wake.send(b"0")
+                self._call_socket_register_write()
 
 
 @dataclass(frozen=True)
@@ -118,7 +206,9 @@ class MqttClient:
             kwargs["clean_session"] = not persistent_session
         self._persistent = persistent_session
         self._session_expiry_s = session_expiry_s
-        self._client = paho.Client(
+        # Publishes awaited right now: only then are PUBACKs handed over to the event loop.
+        self._publish_waiters = 0
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=protocol,
@@ -243,7 +333,11 @@ class MqttClient:
         self.ack(message)
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        self._call(self._resolve_publish, mid)
+        # A burst of fire-and-forget publishes (the gateway's device acks) costs no hand-over.
+        # The counter goes up before `publish` hands paho the message, so no PUBACK of an
+        # awaited publish can slip past it.
+        if self._publish_waiters:
+            self._call(self._resolve_publish, mid)
 
     def _resolve_publish(self, mid: int) -> None:
         fut = self._pending_pubs.pop(mid, None)
@@ -304,17 +398,29 @@ class MqttClient:
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
     ) -> None:
         """Publish; for QoS ≥ 1 wait until the broker has acknowledged it."""
-        info = self._client.publish(topic, payload, qos, retain)
         if qos == 0:
+            self._client.publish(topic, payload, qos, retain)
             return
-        if info.is_published():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending_pubs[info.mid] = fut
-        if info.is_published():  # raced with the paho thread
-            self._pending_pubs.pop(info.mid, None)
-            return
-        await fut
+        self._publish_waiters += 1
+        try:
+            info = self._client.publish(topic, payload, qos, retain)
+            if info.is_published():
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._pending_pubs[info.mid] = fut
+            if info.is_published():  # raced with the paho thread
+                self._pending_pubs.pop(info.mid, None)
+                return
+            await fut
+        finally:
+            self._publish_waiters -= 1
+
+    @contextlib.contextmanager
+    def burst(self) -> Iterator[None]:
+        """Acks and publishes made inside (on the loop's thread, without awaiting) wake paho's
+        network thread once at the end, not once each."""
+        with self._client.deferring_wakeup():
+            yield
 
     def publish_nowait(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         """Queue a publish without waiting for the broker (paho resends QoS 1 on reconnect)."""

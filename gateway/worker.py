@@ -180,7 +180,23 @@ class Gateway:
                 delay = min(delay * 2, 5.0)
 
     async def _store_events(
-        self, good: list[tuple[MqttMessage, service.Incoming]], strays: list[MqttMessage]
+        self,
+        good: list[tuple[MqttMessage, service.Incoming]],
+        strays: list[MqttMessage],
+        cache: service.DeviceCache | None = None,
+    ) -> list[Ack]:
+        try:
+            return await self._store_events_once(good, strays, cache)
+        except BaseException:
+            if cache is not None:
+                cache.clear()  # a rollback expired the rows attached to that session
+            raise
+
+    async def _store_events_once(
+        self,
+        good: list[tuple[MqttMessage, service.Incoming]],
+        strays: list[MqttMessage],
+        cache: service.DeviceCache | None,
     ) -> list[Ack]:
         async with transaction(self.sessions) as session:
             now = self.clock.now()
@@ -194,7 +210,9 @@ class Gateway:
                         payload=ingest.truncate_payload(msg.payload),
                     )
                 )
-            return await service.store_events(session, [inc for _, inc in good], now, self.timezone)
+            return await service.store_events(
+                session, [inc for _, inc in good], now, self.timezone, cache
+            )
 
     async def _store_one_by_one(
         self, good: list[tuple[MqttMessage, service.Incoming]], strays: list[MqttMessage]
@@ -232,6 +250,7 @@ class Gateway:
             )
 
     async def _event_loop(self, stop: asyncio.Event) -> None:
+        cache = service.DeviceCache()
         while not stop.is_set():
             batch = await _take_batch(self.events, self.batch_size, self.batch_s, stop)
             if not batch:
@@ -246,24 +265,27 @@ class Gateway:
                     good.append((msg, service.Incoming(msg.topic, parts.device_id, msg.payload)))
             try:
                 acks = await self._with_retry(
-                    "events", partial(self._store_events, good, strays), refusals_raise=True
+                    "events", partial(self._store_events, good, strays, cache), refusals_raise=True
                 )
             except Exception as exc:
                 # Not lost: one message the database refuses must not block the rest either.
                 log.error("event_batch_refused", size=len(batch), error=repr(exc))
                 acks = await self._store_one_by_one(good, strays)
-            for msg in strays:
-                self.client.ack(msg)
-                self.stats.rejected += 1
-                self.stats.rejected_by_reason["bad_topic"] += 1
-            for (msg, inc), ack in zip(good, acks, strict=True):
-                self.client.ack(msg)
-                self.client.publish_nowait(topic(inc.device_id, "ack"), ack.to_json(), 1)
-                if ack.status == "rejected":
+            # Committed: now the broker acks, then the device acks (one wake-up of paho's
+            # network thread for the whole batch).
+            with self.client.burst():
+                for msg in strays:
+                    self.client.ack(msg)
                     self.stats.rejected += 1
-                    self.stats.rejected_by_reason[str(ack.reason)] += 1
-                else:
-                    self.stats.events += 1
+                    self.stats.rejected_by_reason["bad_topic"] += 1
+                for (msg, inc), ack in zip(good, acks, strict=True):
+                    self.client.ack(msg)
+                    self.client.publish_nowait(topic(inc.device_id, "ack"), ack.to_json(), 1)
+                    if ack.status == "rejected":
+                        self.stats.rejected += 1
+                        self.stats.rejected_by_reason[str(ack.reason)] += 1
+                    else:
+                        self.stats.events += 1
 
     async def _store_heartbeats(self, beats: dict[str, tuple[Heartbeat, datetime]]) -> None:
         async with transaction(self.sessions) as session:
@@ -281,8 +303,9 @@ class Gateway:
                 if parts is not None:
                     beats[parts.device_id] = (ingest.parse_heartbeat(msg.payload), now)
             await self._with_retry("heartbeats", partial(self._store_heartbeats, beats))
-            for msg in batch:
-                self.heartbeat_client.ack(msg)
+            with self.heartbeat_client.burst():
+                for msg in batch:
+                    self.heartbeat_client.ack(msg)
             self.stats.heartbeats += len(batch)
 
     async def _store_statuses(self, latest: dict[str, tuple[bytes, datetime]]) -> None:
