@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -103,6 +103,14 @@ class _Client(paho.Client):
     _defer_thread: int | None = None
     _deferred = False
 
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        # paho's own matches every topic against per-filter callbacks (message_callback_add),
+        # which MqttClient never registers: straight to on_message.
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                on_message(self, self._userdata, message)
+
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         if self._transport == "websockets":
@@ -151,8 +159,9 @@ class _Client(paho.Client):
                 self._call_socket_register_write()
 
 
-@dataclass(frozen=True)
-class MqttMessage:
+class MqttMessage(NamedTuple):
+    """A received message (a tuple: built on paho's thread for every message, so cheap)."""
+
     topic: str
     payload: bytes
     qos: int
@@ -196,7 +205,6 @@ class MqttClient:
         # have published the last will meanwhile.
         self._birth = list(birth or [])
         self._inbox: deque[tuple[Any, tuple[Any, ...]]] = deque()
-        self._inbox_lock = threading.Lock()
         self._inbox_scheduled = False
         self._subacks_pending: set[int] = set()
         self._subscribed = asyncio.Event()
@@ -240,26 +248,27 @@ class MqttClient:
     # -- paho thread → event loop -------------------------------------------------------------
     def _call(self, fn: Any, *args: Any) -> None:
         """Run fn(*args) on the event loop, in order. Calls are queued in a mailbox and the loop
-        is woken once per burst: under load the loop drains hundreds per wake-up."""
-        with self._inbox_lock:
-            self._inbox.append((fn, args))
-            if self._inbox_scheduled:
-                return
-            self._inbox_scheduled = True
+        is woken once per burst: under load the loop drains hundreds per wake-up.
+
+        No lock: deque appends and pops are atomic, and the drain clears the flag before it
+        reads the mailbox, so a call appended meanwhile is either drained now or schedules a
+        drain of its own (at worst one wake-up finds the mailbox empty)."""
+        self._inbox.append((fn, args))
+        if self._inbox_scheduled:
+            return
+        self._inbox_scheduled = True
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._drain_inbox)
         else:  # no loop yet, or it is gone: nobody to deliver to
-            with self._inbox_lock:
-                self._inbox.clear()
-                self._inbox_scheduled = False
-
-    def _drain_inbox(self) -> None:
-        with self._inbox_lock:
-            calls = list(self._inbox)
             self._inbox.clear()
             self._inbox_scheduled = False
-        for fn, args in calls:
+
+    def _drain_inbox(self) -> None:
+        self._inbox_scheduled = False
+        inbox = self._inbox
+        for _ in range(len(inbox)):
+            fn, args = inbox.popleft()
             try:
                 fn(*args)
             except Exception:

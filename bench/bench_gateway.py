@@ -108,14 +108,16 @@ def bare_consumer(
     """Only acks: the ceiling of what one Python process can drain from this broker. With
     `prime`, it only leaves its persistent session subscribed, for the broker to fill."""
     client = _paho_client("bare-consumer", manual_ack=True)
-    state = {"n": 0, "first": 0.0, "last": 0.0}
+    state = {"n": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0, "cpu1": 0.0}
 
     def on_message(c: Any, _u: Any, msg: Any) -> None:
         c.ack(msg.mid, msg.qos)
         if state["n"] == 0:
             state["first"] = time.monotonic()
+            state["cpu0"] = time.process_time()
         state["n"] += 1
         state["last"] = time.monotonic()
+        state["cpu1"] = time.process_time()
 
     subscribed = mp.Event()
     client.on_message = on_message
@@ -137,7 +139,7 @@ def bare_consumer(
     time.sleep(0.2)
     client.disconnect()
     client.loop_stop()
-    out.put(("bare", state["n"], state["first"], state["last"]))
+    out.put(("bare", state["n"], state["first"], state["last"], state["cpu1"] - state["cpu0"]))
 
 
 def publisher(
@@ -226,6 +228,21 @@ def publisher(
     )
 
 
+def cpu_seconds(pid: int, system_only: bool = False) -> float:
+    """User + system CPU of a process and its descendants (py-spy runs the gateway as a child)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[12]) + (0 if system_only else int(fields[11]))) / tick
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child), system_only)
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
+
+
 # -- orchestration ----------------------------------------------------------------------------
 
 
@@ -234,6 +251,12 @@ class RunResult:
     messages: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float = float("nan")  # of the consumer process (user + system), if measured
+    system_seconds: float = float("nan")  # the system part of it
+
+    @property
+    def cpu_us_per_msg(self) -> float:
+        return self.cpu_seconds / self.messages * 1e6 if self.messages else float("nan")
 
     @property
     def rate(self) -> float:
@@ -326,19 +349,30 @@ def run_ceiling(port: int, device_ids: list[str], messages: int, publishers: int
     ready = ctx.Event()
     consumer = ctx.Process(target=bare_consumer, args=(port, total, ready, out, 1000, False))
     consumer.start()
-    _, n, first, last = out.get(timeout=900)
+    _, n, first, last, cpu = out.get(timeout=900)
     consumer.join(10)
-    return RunResult(n, last - first, [])
+    return RunResult(n, last - first, [], cpu)
 
 
 class GatewayProcess:
-    def __init__(self, env: dict[str, str], profile: str | None) -> None:
+    def __init__(
+        self, env: dict[str, str], profile: str | None, gateway_id: str = "gw-bench"
+    ) -> None:
         self.env = env
         self.profile = profile
+        self.gateway_id = gateway_id
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, profile: bool = False) -> None:
-        command = [sys.executable, "-m", "anxin.cli", "run", "gateway", "--gateway-id", "gw-bench"]
+        command = [
+            sys.executable,
+            "-m",
+            "anxin.cli",
+            "run",
+            "gateway",
+            "--gateway-id",
+            self.gateway_id,
+        ]
         if profile and self.profile:
             fmt = "raw" if self.profile.endswith(".txt") else "flamegraph"
             command = [
@@ -349,6 +383,8 @@ class GatewayProcess:
                 "-f",
                 fmt,
                 "--nonblocking",
+                # Only the thread holding the GIL: where the process's one core of Python goes.
+                "--gil",
                 "--",
                 *command,
             ]
@@ -367,15 +403,21 @@ class GatewayProcess:
 
 
 def run_gateway_drain(
-    gateway: GatewayProcess, port: int, device_ids: list[str], messages: int, publishers: int
+    gateways: list[GatewayProcess],
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    publishers: int,
 ) -> RunResult:
-    """The gateway's session is filled while it is stopped; then it starts and drains it.
+    """The gateways' sessions are filled while they are stopped; then they start and drain them.
     Timed from the first device ack to the last, as the ceiling's drain is."""
-    gateway.stop()
+    for gateway in gateways:
+        gateway.stop()
     procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, True, 0.0)
     go.set()
     early = _wait_published(out, publishers)
-    gateway.start(profile=True)
+    for n, gateway in enumerate(gateways):
+        gateway.start(profile=n == 0)
     results = early + _results(out, publishers - len(early))
     for p in procs:
         p.join(10)
@@ -389,13 +431,22 @@ def run_gateway_drain(
 
 
 def run_gateway_live(
-    port: int, device_ids: list[str], messages: int, publishers: int, rate: float = 0.0
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    publishers: int,
+    rate: float = 0.0,
+    gateway_pids: list[int] | None = None,
 ) -> RunResult:
     """Publishers and the running gateway at once (sharing the cores): sustained rate from the
     first publish to the last ack, and publish → device-ack latency of every event."""
     procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, True, rate)
+    cpu0 = sum(cpu_seconds(pid) for pid in gateway_pids or [])
+    sys0 = sum(cpu_seconds(pid, True) for pid in gateway_pids or [])
     go.set()
     results = _results(out, publishers)
+    cpu = sum(cpu_seconds(pid) for pid in gateway_pids or []) - cpu0
+    system = sum(cpu_seconds(pid, True) for pid in gateway_pids or []) - sys0
     for p in procs:
         p.join(10)
     acked = sum(r[2] for r in results)
@@ -404,7 +455,13 @@ def run_gateway_live(
     expected = (messages // publishers) * publishers
     if acked != expected:
         print(f"  !! {expected - acked} events not acked", flush=True)
-    return RunResult(acked, last - first, [lat for r in results for lat in r[6]])
+    return RunResult(
+        acked,
+        last - first,
+        [lat for r in results for lat in r[6]],
+        cpu if gateway_pids else 0.0,
+        system if gateway_pids else 0.0,
+    )
 
 
 async def _scratch_database(admin_url: str, homes: int) -> tuple[str, str, list[str]]:
@@ -493,24 +550,37 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--batch-ms", type=int, default=20)
-    parser.add_argument("--profile", help="write a py-spy flame graph of the gateway here")
+    parser.add_argument("--event-workers", type=int, default=2)
+    parser.add_argument(
+        "--profile",
+        help="write a py-spy profile of the (first) gateway's drain here (.txt: raw stacks); "
+        "py-spy is a separate install (pip install py-spy)",
+    )
+    parser.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes on the shared subscription"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-"))
     broker, port = start_mosquitto(workdir)
     name, url, device_ids = asyncio.run(_scratch_database(args.database, args.homes))
-    gateway: GatewayProcess | None = None
+    gateways: list[GatewayProcess] = []
     try:
         print(
             f"machine: {os.cpu_count()} cores; mosquitto {port}; {len(device_ids)} devices; "
             f"{args.messages} QoS 1 events per run; {args.publishers} publisher processes",
             flush=True,
         )
-        ceilings = []
+        ceilings, ceiling_cpu = [], []
         for _ in range(args.repeat):
             ceiling = run_ceiling(port, device_ids, args.messages, args.publishers)
             ceilings.append(ceiling.rate)
-            print(f"ceiling (bare paho consumer, ack only): {ceiling.rate:,.0f} msg/s", flush=True)
+            ceiling_cpu.append(ceiling.cpu_us_per_msg)
+            print(
+                f"ceiling (bare paho consumer, ack only): {ceiling.rate:,.0f} msg/s; "
+                f"{ceiling.cpu_us_per_msg:,.0f} µs CPU per message",
+                flush=True,
+            )
 
         env = {
             **os.environ,
@@ -519,34 +589,47 @@ def main() -> None:
             "ANXIN_LOG_LEVEL": "warning",
             "ANXIN_GATEWAY_BATCH_SIZE": str(args.batch_size),
             "ANXIN_GATEWAY_BATCH_MS": str(args.batch_ms),
+            "ANXIN_GATEWAY_EVENT_WORKERS": str(args.event_workers),
         }
-        gateway = GatewayProcess(env, args.profile)
-        gateway.start()
-        _wait_gateway_ready(port, device_ids[0])
+        gateways = [
+            GatewayProcess(env, args.profile, f"gw-bench-{n}") for n in range(args.gateways)
+        ]
+        for gateway in gateways:
+            gateway.start()
+        for n in range(args.gateways):
+            _wait_gateway_ready(port, device_ids[n])
         drains = []
         for _ in range(args.repeat):
-            drain = run_gateway_drain(gateway, port, device_ids, args.messages, args.publishers)
+            drain = run_gateway_drain(gateways, port, device_ids, args.messages, args.publishers)
             drains.append(drain.rate)
             print(
                 f"gateway drain (commit, broker ack, device ack): {drain.rate:,.0f} msg/s",
                 flush=True,
             )
-        lives, p99s = [], []
+        lives, p99s, live_cpu = [], [], []
+        pids = [g.proc.pid for g in gateways if g.proc is not None]
         for _ in range(args.repeat):
-            live = run_gateway_live(port, device_ids, args.messages, args.publishers)
+            live = run_gateway_live(
+                port, device_ids, args.messages, args.publishers, gateway_pids=pids
+            )
             lives.append(live.rate)
             p99s.append(live.pct(99))
+            live_cpu.append(live.cpu_us_per_msg)
             print(
                 f"gateway live, publishers flat out on the same cores: {live.rate:,.0f} msg/s; "
                 f"publish→device-ack p50 {live.pct(50):,.0f} ms, p99 {live.pct(99):,.0f} ms "
-                "(saturated: the queue included)",
+                f"(saturated: the queue included); gateway CPU {live.cpu_us_per_msg:,.0f} µs "
+                f"per message ({live.system_seconds / max(live.messages, 1) * 1e6:,.0f} µs of "
+                "it in the kernel)" + (" (py-spy's included)" if args.profile else ""),
                 flush=True,
             )
         rate, ceil = statistics.median(drains), statistics.median(ceilings)
         print(
             f"RESULT gateway drain {rate:,.0f} msg/s vs bare-consumer drain {ceil:,.0f} msg/s "
             f"= {rate / ceil:.0%}; live {statistics.median(lives):,.0f} msg/s, saturated p99 "
-            f"{statistics.median(p99s):,.0f} ms",
+            f"{statistics.median(p99s):,.0f} ms; CPU per message: gateway "
+            f"{statistics.median(live_cpu):,.0f} µs, bare consumer "
+            f"{statistics.median(ceiling_cpu):,.0f} µs",
             flush=True,
         )
         if args.paced:
@@ -562,7 +645,7 @@ def main() -> None:
         rows, distinct = asyncio.run(_count_events(url))
         print(f"stored: {rows} test events, {distinct} distinct (must be equal)", flush=True)
     finally:
-        if gateway is not None:
+        for gateway in gateways:
             gateway.stop()
         broker.terminate()
         broker.wait(10)

@@ -241,7 +241,7 @@ async def store_events(
             wanted[msg.device_id] = (dxmin, elder_id, exmin)
             stored.append((i, msg, parsed, int(new_pk)))
         elif old_pk is not None:
-            acks[i] = Ack.model_construct(
+            acks[i] = Ack(
                 event_id=parsed.event_id, status="duplicate", alert_id=alert_code(old_alert)
             )
         else:
@@ -269,7 +269,7 @@ async def store_events(
                 await session.execute(
                     update(Event).where(col(Event.id) == event_pk).values(alert_id=alert_id)
                 )
-            acks[i] = Ack.model_construct(
+            acks[i] = Ack(
                 event_id=parsed.event_id, status="accepted", alert_id=alert_code(alert_id)
             )
     if unseen:
@@ -282,7 +282,7 @@ async def store_events(
         # A row inserted by this very batch has its alert_id set above, in this transaction.
         alert_of = {(d, e): a for d, e, a in earlier}
         for i, msg, parsed in unseen:
-            acks[i] = Ack.model_construct(
+            acks[i] = Ack(
                 event_id=parsed.event_id,
                 status="duplicate",
                 alert_id=alert_code(alert_of.get((msg.device_id, parsed.event_id))),

@@ -99,7 +99,7 @@ class Gateway:
         batch_ms: int = 20,
         sweep_seconds: float = 2.0,
         status_settle_s: float = 10.0,
-        event_workers: int = 1,
+        event_workers: int = 2,
     ) -> None:
         self.sessions = sessions
         self.clock = clock
@@ -147,11 +147,17 @@ class Gateway:
         await self.heartbeat_client.connect()
         log.info("gateway_connected", client_id=self.client.client_id)
         try:
+            # Two workers by default: while one batch waits on Postgres the other is parsed and
+            # acked (docs/sizing.md). A device's events always go to the same worker, in order,
+            # so one replica never reorders a device's events; the unique key and the alert's
+            # partial unique index keep parallel transactions from doubling anything, as they
+            # do between replicas.
+            lanes: list[asyncio.Queue[MqttMessage]] = [
+                asyncio.Queue() for _ in range(self.event_workers)
+            ]
             await asyncio.gather(
-                # event_workers > 1: batches in parallel transactions, as replicas run them (the
-                # unique key and the alert's partial unique index keep them from doubling
-                # anything). No gain measured on 2 cores, so one by default.
-                *(self._event_loop(stop) for _ in range(self.event_workers)),
+                self._route_events(stop, lanes),
+                *(self._event_loop(stop, lane) for lane in lanes),
                 self._heartbeat_loop(stop),
                 self._status_loop(stop),
                 self._sweep_loop(stop),
@@ -249,10 +255,27 @@ class Gateway:
                 )
             )
 
-    async def _event_loop(self, stop: asyncio.Event) -> None:
+    async def _route_events(
+        self, stop: asyncio.Event, lanes: list[asyncio.Queue[MqttMessage]]
+    ) -> None:
+        """Each device's event topic to one lane (worker), whole bursts at a time."""
+        n = len(lanes)
+        while not stop.is_set():
+            try:
+                msg = await asyncio.wait_for(self.events.get(), 0.5)
+            except TimeoutError:
+                continue
+            while True:
+                lanes[hash(msg.topic) % n if n > 1 else 0].put_nowait(msg)
+                try:
+                    msg = self.events.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+
+    async def _event_loop(self, stop: asyncio.Event, lane: asyncio.Queue[MqttMessage]) -> None:
         cache = service.DeviceCache()
         while not stop.is_set():
-            batch = await _take_batch(self.events, self.batch_size, self.batch_s, stop)
+            batch = await _take_batch(lane, self.batch_size, self.batch_s, stop)
             if not batch:
                 continue
             good: list[tuple[MqttMessage, service.Incoming]] = []
