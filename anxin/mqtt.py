@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -95,6 +96,10 @@ class _BufferedSocket:
         return getattr(self._sock, name)
 
 
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_PUBACK_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
 class _Client(paho.Client):
     """paho's client with two costs taken off the hot path (paho 2.x internals, pinned <3):
     buffered socket reads, and one wake-up of the network thread per burst of acks and
@@ -102,6 +107,18 @@ class _Client(paho.Client):
 
     _defer_thread: int | None = None
     _deferred = False
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        # The usual PUBACK: a packet id and nothing else (success, no properties). paho would
+        # build a reason code and a properties object for each; one shared pair does.
+        (mid,) = struct.unpack("!H", packet)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _PUBACK_NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: paho.MQTTMessage) -> None:
         # paho's own matches every topic against per-filter callbacks (message_callback_add),
