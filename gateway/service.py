@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -346,8 +345,7 @@ async def record_heartbeats(
         },
     )
     back = [device_id for device_id, was_online in result if not was_online]
-    for device_id in back:
-        await _transition(session, device_id, "online", now, source="heartbeat")
+    await _transitions(session, back, "online", now, source="heartbeat")
     return back
 
 
@@ -361,26 +359,59 @@ async def _transition(
     timezone: str = "Asia/Shanghai",
 ) -> int | None:
     """Offline and back-online are events too: stored, and seen by the alert service."""
-    found = (await _devices(session, {device_id})).get(device_id)
-    if found is None:
-        return None
-    device, elder = found
-    event_id = f"sys-{kind}-{int(now.timestamp() * 1000)}"
+    return (
+        await _transitions(session, [device_id], kind, now, source=source, timezone=timezone)
+    ).get(device_id)
+
+
+_INSERT_TRANSITIONS = text(
+    """
+    INSERT INTO events (device_id, event_id, type, elder_id, received_at, payload)
+    SELECT d.id, :event_id, :kind, d.elder_id, :now, CAST(:payload AS jsonb)
+      FROM devices d WHERE d.id = ANY(CAST(:ids AS text[]))
+    ON CONFLICT ON CONSTRAINT uq_events_device_event DO NOTHING
+    """
+)
+
+
+async def _transitions(
+    session: AsyncSession,
+    device_ids: list[str],
+    kind: str,
+    now: datetime,
+    *,
+    source: str,
+    timezone: str = "Asia/Shanghai",
+) -> dict[str, int | None]:
+    """Many devices' transitions at once (a township's power cut): one read of their rows and
+    one INSERT of their events, then each through the alert service's rules."""
+    if not device_ids:
+        return {}
+    found = await _devices(session, set(device_ids))
     await session.execute(
-        insert(Event)
-        .values(
-            device_id=device_id,
-            event_id=event_id,
-            type=kind,
-            elder_id=elder.id,
-            received_at=now,
-            payload={"source": source},
-        )
-        .on_conflict_do_nothing(constraint="uq_events_device_event")
+        _INSERT_TRANSITIONS,
+        {
+            "ids": list(found),
+            "event_id": f"sys-{kind}-{int(now.timestamp() * 1000)}",
+            "kind": kind,
+            "now": now,
+            "payload": json.dumps({"source": source}),
+        },
     )
-    return await alerts.apply_event(
-        session, device=device, elder=elder, event_type=kind, data={}, now=now, timezone=timezone
-    )
+    alerts_of: dict[str, int | None] = {}
+    for device_id in device_ids:
+        if device_id in found and device_id not in alerts_of:
+            device, elder = found[device_id]
+            alerts_of[device_id] = await alerts.apply_event(
+                session,
+                device=device,
+                elder=elder,
+                event_type=kind,
+                data={},
+                now=now,
+                timezone=timezone,
+            )
+    return alerts_of
 
 
 async def mark_online(session: AsyncSession, device_id: str, now: datetime) -> bool:
@@ -454,6 +485,67 @@ async def sweep_silent(session: AsyncSession, now: datetime, limit: int = 1000) 
         {"now": now, "limit": limit},
     )
     silent = [str(r) for r in result.scalars()]
-    for device_id in silent:
-        await _transition(session, device_id, "offline", now, source="missed_heartbeats")
+    await _transitions(session, silent, "offline", now, source="missed_heartbeats")
     return silent
+
+
+async def mark_statuses(
+    session: AsyncSession,
+    latest: dict[str, tuple[bytes, datetime]],
+    now: datetime,
+    *,
+    source: str = "last_will",
+) -> tuple[list[str], list[str]]:
+    """A batch of `status` messages (the latest per device): `offline` as `mark_offline` with
+    `unless_seen_after` its receive time, `online` as `mark_online`, each in one statement for
+    all devices and the transitions batched. Returns (gone offline, back online)."""
+    offline = [(d, at) for d, (state, at) in latest.items() if state == b"offline"]
+    online = [(d, at) for d, (state, at) in latest.items() if state == b"online"]
+    gone: list[str] = []
+    back: list[str] = []
+    if offline:
+        result = await session.execute(
+            text(
+                """
+                UPDATE devices d SET online = false
+                  FROM unnest(CAST(:ids AS text[]), CAST(:received AS timestamptz[]))
+                       AS s(id, received)
+                 WHERE d.id = s.id AND d.online
+                   AND (d.last_seen_at IS NULL OR d.last_seen_at <= s.received)
+             RETURNING d.id
+                """
+            ),
+            {"ids": [d for d, _ in offline], "received": [at for _, at in offline]},
+        )
+        gone = [str(r) for r in result.scalars()]
+        await _transitions(session, gone, "offline", now, source=source)
+    if online:
+        result = await session.execute(
+            text(
+                """
+                WITH s AS (
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:received AS timestamptz[]))
+                           AS s(id, received)
+                ), old AS (
+                    SELECT d.id, d.online FROM devices d JOIN s ON s.id = d.id
+                     WHERE d.enabled ORDER BY d.id FOR UPDATE OF d
+                )
+                UPDATE devices d
+                   SET online = true,
+                       last_seen_at = GREATEST(COALESCE(d.last_seen_at, s.received), s.received),
+                       offline_after = s.received
+                           + make_interval(secs => d.heartbeat_interval_s * :missed)
+                  FROM s, old
+                 WHERE d.id = s.id AND old.id = d.id
+             RETURNING d.id, old.online
+                """
+            ),
+            {
+                "ids": [d for d, _ in online],
+                "received": [at for _, at in online],
+                "missed": MISSED_BEATS_OFFLINE,
+            },
+        )
+        back = [str(d) for d, was_online in result if not was_online]
+        await _transitions(session, back, "online", now, source="status")
+    return gone, back

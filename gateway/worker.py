@@ -354,14 +354,7 @@ class Gateway:
 
     async def _store_statuses(self, latest: dict[str, tuple[bytes, datetime]]) -> None:
         async with transaction(self.sessions) as session:
-            now = self.clock.now()
-            for device_id, (state, received) in latest.items():
-                if state == b"offline":
-                    await service.mark_offline(
-                        session, device_id, now, source="last_will", unless_seen_after=received
-                    )
-                elif state == b"online":
-                    await service.mark_online(session, device_id, received)
+            await service.mark_statuses(session, latest, self.clock.now())
             self.stats.statuses += len(latest)
 
     def _settle_delay(self) -> float:
