@@ -9,10 +9,20 @@ machine's Postgres (schema by Alembic, dropped afterwards), in one run:
    (commit, then broker ack, then the device ack); every publisher waits for the device ack
    of each of its events and records publish → ack latency.
 
-Reported: msg/s of each, the ratio, and p50/p99 publish → device-ack latency; then, optionally,
-a paced run at a fraction of the measured rate for latency below saturation.
+Reported: msg/s of each, the ratio, p50/p99 publish → device-ack latency, and the CPU time
+(user + system) each consumer spent per message: on a shared machine the rates move with the
+other helpers' load, the CPU per message much less. Then, optionally, a paced run at a fraction
+of the measured rate for latency below saturation.
 
     .venv/bin/python bench/bench_gateway.py --messages 100000 --publishers 3
+    .venv/bin/python bench/bench_gateway.py --messages 100000 --gateways 2   # scale-out
+    .venv/bin/python bench/bench_gateway.py --sweep 500   # liveness sweeper, 500 silent devices
+    .venv/bin/python bench/bench_gateway.py --messages 30000 --paced 0 --profile /tmp/gw.txt
+        # py-spy (pip install py-spy) raw stacks of the gateway's GIL holder during the drain
+
+Fairness: the ceiling and the gateway drain the same broker (same configuration) after the
+same publishers filled it, so publishers are not timed in either drain. The gateway's drain
+also has the publishers receiving their device acks on the same cores: that is part of its job.
 
 Publishers and the bare consumer use paho directly: they are load tools, not platform code.
 """
@@ -530,6 +540,84 @@ def _wait_gateway_ready(port: int, device_id: str, timeout: float = 60) -> None:
     client.disconnect()
 
 
+async def _sweep_bench(url: str, device_ids: list[str], n: int) -> None:
+    """A township's power cut: `n` devices fall silent at once. Times the liveness sweeper
+    taking them offline (each transition stored and run through the alert service's rules),
+    batched as now, then one device at a time as before (same database, same rules)."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from anxin.clock import SystemClock
+    from anxin.db import make_engine, make_sessionmaker, transaction
+    from anxin.schemas import Heartbeat
+    from gateway import service
+
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    clock = SystemClock()
+    n = min(n, len(device_ids) // 2)
+    # Two disjoint sets of homes (devices are listed home by home), so neither run joins the
+    # device-trouble alerts the other raised.
+    for label, one_by_one, ids in (
+        ("batched", False, device_ids[:n]),
+        ("one device at a time", True, device_ids[-n:]),
+    ):
+        async with transaction(sessions) as session:
+            await service.record_heartbeats(
+                session, {i: (Heartbeat(), clock.now()) for i in ids}, clock.now()
+            )
+            await session.execute(
+                text(
+                    "UPDATE devices SET offline_after = now() - interval '1 s' WHERE id = ANY(:ids)"
+                ),
+                {"ids": ids},
+            )
+        started = time.monotonic()
+        swept = 0
+        while True:
+            async with transaction(sessions) as session:
+                if one_by_one:
+                    batch = await _sweep_one_by_one(session, clock.now() + timedelta(seconds=1))
+                else:
+                    batch = await service.sweep_silent(session, clock.now() + timedelta(seconds=1))
+            if not batch:
+                break
+            swept += len(batch)
+        took = time.monotonic() - started
+        print(
+            f"sweeper, {label}: {swept} devices offline in {took:.2f} s = {swept / took:,.0f} "
+            "devices/s (transition events stored, alert rules applied)",
+            flush=True,
+        )
+    await engine.dispose()
+
+
+async def _sweep_one_by_one(session: Any, now: Any) -> list[str]:
+    """The previous sweeper: the same UPDATE, then a read, an INSERT and the rules per device."""
+    from sqlalchemy import text
+
+    from gateway import service
+
+    result = await session.execute(
+        text(
+            """
+            WITH due AS (
+                SELECT id FROM devices
+                 WHERE online AND enabled AND offline_after <= :now
+                 ORDER BY offline_after LIMIT 1000 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE devices d SET online = false FROM due WHERE d.id = due.id RETURNING d.id
+            """
+        ),
+        {"now": now},
+    )
+    silent = [str(r) for r in result.scalars()]
+    for device_id in silent:
+        await service._transitions(session, [device_id], "offline", now, source="bench")
+    return silent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -559,12 +647,27 @@ def main() -> None:
     parser.add_argument(
         "--gateways", type=int, default=1, help="gateway processes on the shared subscription"
     )
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        default=0,
+        help="only time the liveness sweeper taking this many silent devices offline",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-"))
     broker, port = start_mosquitto(workdir)
     name, url, device_ids = asyncio.run(_scratch_database(args.database, args.homes))
     gateways: list[GatewayProcess] = []
+    if args.sweep:
+        try:
+            asyncio.run(_sweep_bench(url, device_ids, args.sweep))
+        finally:
+            broker.terminate()
+            broker.wait(10)
+            asyncio.run(_drop_database(args.database, name))
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     try:
         print(
             f"machine: {os.cpu_count()} cores; mosquitto {port}; {len(device_ids)} devices; "
