@@ -16,7 +16,7 @@ import ssl
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -107,6 +107,42 @@ class _Client(paho.Client):
 
     _defer_thread: int | None = None
     _deferred = False
+
+    # Set by MqttClient: takes (topic, payload, qos, retain, mid) of a received message.
+    on_plain_message: Callable[[str, bytes, int, bool, int], None] | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """The usual PUBLISH (QoS 0 or 1, no MQTT 5 properties, a UTF-8 topic) is decoded here
+        and handed on as plain values: paho builds a message, its info with a Condition and a
+        properties object for each, a fifth of the gateway's CPU. Anything else, or paho
+        logging on, goes through paho's own handler."""
+        deliver = self.on_plain_message
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if deliver is None or qos == 2 or self._logger is not None or self.on_log is not None:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        try:
+            (length,) = struct.unpack_from("!H", packet, 0)
+            pos = 2 + length
+            if length == 0 or len(packet) < pos:
+                return super()._handle_publish()
+            topic = bytes(packet[2:pos]).decode("utf-8")
+            mid = 0
+            if qos:
+                (mid,) = struct.unpack_from("!H", packet, pos)
+                pos += 2
+            if self._protocol == MQTTProtocolVersion.MQTTv5:
+                if packet[pos] != 0:  # properties: paho's decoder
+                    return super()._handle_publish()
+                pos += 1
+        except (struct.error, IndexError, UnicodeDecodeError):
+            return super()._handle_publish()
+        with self._in_callback_mutex:
+            deliver(topic, bytes(packet[pos:]), qos, bool(header & 0x01), mid)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]
@@ -256,6 +292,7 @@ class MqttClient:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_plain_message = self._on_plain_message
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         self.connect_count = 0
@@ -334,6 +371,11 @@ class MqttClient:
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         message = MqttMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
         self._call(self._dispatch, message)
+
+    def _on_plain_message(
+        self, topic: str, payload: bytes, qos: int, retain: bool, mid: int
+    ) -> None:
+        self._call(self._dispatch, MqttMessage(topic, payload, qos, retain, mid))
 
     def _dispatch(self, message: MqttMessage) -> None:
         sub = self._route.get(message.topic)
