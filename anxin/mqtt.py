@@ -10,16 +10,19 @@ acknowledged to the broker only when the caller says so (after its row is commit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import ssl
+import struct
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -63,8 +66,155 @@ class BrokerAddress:
         return BrokerAddress(self.host, self.port, username, password, self.tls, self.mqtt5)
 
 
-@dataclass(frozen=True)
-class MqttMessage:
+class _BufferedSocket:
+    """The broker socket, read 64 KiB at a time. paho reads a packet in three or more `recv`
+    calls (type byte, each length byte, body): a system call and a release of the GIL each,
+    most of what its network thread cost under load. paho asks `pending()` before it waits in
+    select(), so bytes held here are never left waiting for more to arrive."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(max(bufsize, 65536))
+            if len(data) <= bufsize:
+                self._data, self._pos = b"", 0
+                return bytes(data)
+            self._data, self._pos = data, 0
+        chunk = self._data[self._pos : self._pos + bufsize]
+        self._pos += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._data) - self._pos + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_PUBACK_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
+class _Client(paho.Client):
+    """paho's client with two costs taken off the hot path (paho 2.x internals, pinned <3):
+    buffered socket reads, and one wake-up of the network thread per burst of acks and
+    publishes from the event loop instead of one per packet."""
+
+    _defer_thread: int | None = None
+    _deferred = False
+
+    # Set by MqttClient: takes (topic, payload, qos, retain, mid) of a received message.
+    on_plain_message: Callable[[str, bytes, int, bool, int], None] | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """The usual PUBLISH (QoS 0 or 1, no MQTT 5 properties, a UTF-8 topic) is decoded here
+        and handed on as plain values: paho builds a message, its info with a Condition and a
+        properties object for each, a fifth of the gateway's CPU. Anything else, or paho
+        logging on, goes through paho's own handler."""
+        deliver = self.on_plain_message
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if deliver is None or qos == 2 or self._logger is not None or self.on_log is not None:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        try:
+            (length,) = struct.unpack_from("!H", packet, 0)
+            pos = 2 + length
+            if length == 0 or len(packet) < pos:
+                return super()._handle_publish()
+            topic = bytes(packet[2:pos]).decode("utf-8")
+            mid = 0
+            if qos:
+                (mid,) = struct.unpack_from("!H", packet, pos)
+                pos += 2
+            if self._protocol == MQTTProtocolVersion.MQTTv5:
+                if packet[pos] != 0:  # properties: paho's decoder
+                    return super()._handle_publish()
+                pos += 1
+        except (struct.error, IndexError, UnicodeDecodeError):
+            return super()._handle_publish()
+        with self._in_callback_mutex:
+            deliver(topic, bytes(packet[pos:]), qos, bool(header & 0x01), mid)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        # The usual PUBACK: a packet id and nothing else (success, no properties). paho would
+        # build a reason code and a properties object for each; one shared pair does.
+        (mid,) = struct.unpack("!H", packet)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _PUBACK_NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        # paho's own matches every topic against per-filter callbacks (message_callback_add),
+        # which MqttClient never registers: straight to on_message.
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                on_message(self, self._userdata, message)
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if self._transport == "websockets":
+            return sock
+        return _BufferedSocket(sock)
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: paho.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        if self._defer_thread != threading.get_ident():
+            return super()._packet_queue(command, packet, mid, qos, info)
+        # Inside `MqttClient.burst()` on the loop's thread: queue only; the burst's end wakes
+        # the network thread once (paho's own _packet_queue, less the wake-up byte).
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": info,
+            }
+        )
+        self._deferred = True
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    @contextlib.contextmanager
+    def deferring_wakeup(self) -> Iterator[None]:
+        self._defer_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._defer_thread = None
+            if self._deferred:
+                self._deferred = False
+                wake = self._sockpairW
+                if wake is not None:
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        wake.send(b"0")
+                self._call_socket_register_write()
+
+
+class MqttMessage(NamedTuple):
+    """A received message (a tuple: built on paho's thread for every message, so cheap)."""
+
     topic: str
     payload: bytes
     qos: int
@@ -108,7 +258,6 @@ class MqttClient:
         # have published the last will meanwhile.
         self._birth = list(birth or [])
         self._inbox: deque[tuple[Any, tuple[Any, ...]]] = deque()
-        self._inbox_lock = threading.Lock()
         self._inbox_scheduled = False
         self._subacks_pending: set[int] = set()
         self._subscribed = asyncio.Event()
@@ -118,7 +267,9 @@ class MqttClient:
             kwargs["clean_session"] = not persistent_session
         self._persistent = persistent_session
         self._session_expiry_s = session_expiry_s
-        self._client = paho.Client(
+        # Publishes awaited right now: only then are PUBACKs handed over to the event loop.
+        self._publish_waiters = 0
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=protocol,
@@ -141,6 +292,7 @@ class MqttClient:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_plain_message = self._on_plain_message
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         self.connect_count = 0
@@ -150,26 +302,27 @@ class MqttClient:
     # -- paho thread → event loop -------------------------------------------------------------
     def _call(self, fn: Any, *args: Any) -> None:
         """Run fn(*args) on the event loop, in order. Calls are queued in a mailbox and the loop
-        is woken once per burst: under load the loop drains hundreds per wake-up."""
-        with self._inbox_lock:
-            self._inbox.append((fn, args))
-            if self._inbox_scheduled:
-                return
-            self._inbox_scheduled = True
+        is woken once per burst: under load the loop drains hundreds per wake-up.
+
+        No lock: deque appends and pops are atomic, and the drain clears the flag before it
+        reads the mailbox, so a call appended meanwhile is either drained now or schedules a
+        drain of its own (at worst one wake-up finds the mailbox empty)."""
+        self._inbox.append((fn, args))
+        if self._inbox_scheduled:
+            return
+        self._inbox_scheduled = True
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._drain_inbox)
         else:  # no loop yet, or it is gone: nobody to deliver to
-            with self._inbox_lock:
-                self._inbox.clear()
-                self._inbox_scheduled = False
-
-    def _drain_inbox(self) -> None:
-        with self._inbox_lock:
-            calls = list(self._inbox)
             self._inbox.clear()
             self._inbox_scheduled = False
-        for fn, args in calls:
+
+    def _drain_inbox(self) -> None:
+        self._inbox_scheduled = False
+        inbox = self._inbox
+        for _ in range(len(inbox)):
+            fn, args = inbox.popleft()
             try:
                 fn(*args)
             except Exception:
@@ -219,6 +372,11 @@ class MqttClient:
         message = MqttMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
         self._call(self._dispatch, message)
 
+    def _on_plain_message(
+        self, topic: str, payload: bytes, qos: int, retain: bool, mid: int
+    ) -> None:
+        self._call(self._dispatch, MqttMessage(topic, payload, qos, retain, mid))
+
     def _dispatch(self, message: MqttMessage) -> None:
         sub = self._route.get(message.topic)
         if sub is None:
@@ -243,7 +401,11 @@ class MqttClient:
         self.ack(message)
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        self._call(self._resolve_publish, mid)
+        # A burst of fire-and-forget publishes (the gateway's device acks) costs no hand-over.
+        # The counter goes up before `publish` hands paho the message, so no PUBACK of an
+        # awaited publish can slip past it.
+        if self._publish_waiters:
+            self._call(self._resolve_publish, mid)
 
     def _resolve_publish(self, mid: int) -> None:
         fut = self._pending_pubs.pop(mid, None)
@@ -304,17 +466,29 @@ class MqttClient:
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
     ) -> None:
         """Publish; for QoS ≥ 1 wait until the broker has acknowledged it."""
-        info = self._client.publish(topic, payload, qos, retain)
         if qos == 0:
+            self._client.publish(topic, payload, qos, retain)
             return
-        if info.is_published():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending_pubs[info.mid] = fut
-        if info.is_published():  # raced with the paho thread
-            self._pending_pubs.pop(info.mid, None)
-            return
-        await fut
+        self._publish_waiters += 1
+        try:
+            info = self._client.publish(topic, payload, qos, retain)
+            if info.is_published():
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._pending_pubs[info.mid] = fut
+            if info.is_published():  # raced with the paho thread
+                self._pending_pubs.pop(info.mid, None)
+                return
+            await fut
+        finally:
+            self._publish_waiters -= 1
+
+    @contextlib.contextmanager
+    def burst(self) -> Iterator[None]:
+        """Acks and publishes made inside (on the loop's thread, without awaiting) wake paho's
+        network thread once at the end, not once each."""
+        with self._client.deferring_wakeup():
+            yield
 
     def publish_nowait(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         """Queue a publish without waiting for the broker (paho resends QoS 1 on reconnect)."""

@@ -125,6 +125,7 @@ def role_tasks(
             ),
             batch_size=s.gateway_batch_size,
             batch_ms=s.gateway_batch_ms,
+            event_workers=s.gateway_event_workers,
         )
         work.append(gateway.run(stop))
     if "alerts" in roles:

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # Workers.
     gateway_batch_size: int = 500
     gateway_batch_ms: int = 20
+    gateway_event_workers: int = 2
     watcher_poll_ms: int = 200
     outbox_poll_ms: int = 200
     outbox_max_attempts: int = 8

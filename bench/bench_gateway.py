@@ -9,10 +9,20 @@ machine's Postgres (schema by Alembic, dropped afterwards), in one run:
    (commit, then broker ack, then the device ack); every publisher waits for the device ack
    of each of its events and records publish → ack latency.
 
-Reported: msg/s of each, the ratio, and p50/p99 publish → device-ack latency; then, optionally,
-a paced run at a fraction of the measured rate for latency below saturation.
+Reported: msg/s of each, the ratio, p50/p99 publish → device-ack latency, and the CPU time
+(user + system) each consumer spent per message: on a shared machine the rates move with the
+other helpers' load, the CPU per message much less. Then, optionally, a paced run at a fraction
+of the measured rate for latency below saturation.
 
     .venv/bin/python bench/bench_gateway.py --messages 100000 --publishers 3
+    .venv/bin/python bench/bench_gateway.py --messages 100000 --gateways 2   # scale-out
+    .venv/bin/python bench/bench_gateway.py --sweep 500   # liveness sweeper, 500 silent devices
+    .venv/bin/python bench/bench_gateway.py --messages 30000 --paced 0 --profile /tmp/gw.txt
+        # py-spy (pip install py-spy) raw stacks of the gateway's GIL holder during the drain
+
+Fairness: the ceiling and the gateway drain the same broker (same configuration) after the
+same publishers filled it, so publishers are not timed in either drain. The gateway's drain
+also has the publishers receiving their device acks on the same cores: that is part of its job.
 
 Publishers and the bare consumer use paho directly: they are load tools, not platform code.
 """
@@ -108,14 +118,16 @@ def bare_consumer(
     """Only acks: the ceiling of what one Python process can drain from this broker. With
     `prime`, it only leaves its persistent session subscribed, for the broker to fill."""
     client = _paho_client("bare-consumer", manual_ack=True)
-    state = {"n": 0, "first": 0.0, "last": 0.0}
+    state = {"n": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0, "cpu1": 0.0}
 
     def on_message(c: Any, _u: Any, msg: Any) -> None:
         c.ack(msg.mid, msg.qos)
         if state["n"] == 0:
             state["first"] = time.monotonic()
+            state["cpu0"] = time.process_time()
         state["n"] += 1
         state["last"] = time.monotonic()
+        state["cpu1"] = time.process_time()
 
     subscribed = mp.Event()
     client.on_message = on_message
@@ -137,12 +149,12 @@ def bare_consumer(
     time.sleep(0.2)
     client.disconnect()
     client.loop_stop()
-    out.put(("bare", state["n"], state["first"], state["last"]))
+    out.put(("bare", state["n"], state["first"], state["last"], state["cpu1"] - state["cpu0"]))
 
 
 def publisher(
     port: int,
-    index: int,
+    index: str,
     device_ids: list[str],
     count: int,
     wait_acks: bool,
@@ -226,6 +238,21 @@ def publisher(
     )
 
 
+def cpu_seconds(pid: int, system_only: bool = False) -> float:
+    """User + system CPU of a process and its descendants (py-spy runs the gateway as a child)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[12]) + (0 if system_only else int(fields[11]))) / tick
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child), system_only)
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
+
+
 # -- orchestration ----------------------------------------------------------------------------
 
 
@@ -234,6 +261,12 @@ class RunResult:
     messages: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float = float("nan")  # of the consumer process (user + system), if measured
+    system_seconds: float = float("nan")  # the system part of it
+
+    @property
+    def cpu_us_per_msg(self) -> float:
+        return self.cpu_seconds / self.messages * 1e6 if self.messages else float("nan")
 
     @property
     def rate(self) -> float:
@@ -260,6 +293,8 @@ def _spawn_publishers(
     procs: list[Any] = []
     readies = []
     share = messages // publishers
+    # Event ids unique per run: a repeated run must be stored again, not acked as duplicates.
+    run = uuid.uuid4().hex[:6]
     for i in range(publishers):
         ready = ctx.Event()
         mine = device_ids[i::publishers]
@@ -267,7 +302,7 @@ def _spawn_publishers(
             target=publisher,
             args=(
                 port,
-                i,
+                f"{run}-{i}",
                 mine,
                 share,
                 wait_acks,
@@ -326,19 +361,30 @@ def run_ceiling(port: int, device_ids: list[str], messages: int, publishers: int
     ready = ctx.Event()
     consumer = ctx.Process(target=bare_consumer, args=(port, total, ready, out, 1000, False))
     consumer.start()
-    _, n, first, last = out.get(timeout=900)
+    _, n, first, last, cpu = out.get(timeout=900)
     consumer.join(10)
-    return RunResult(n, last - first, [])
+    return RunResult(n, last - first, [], cpu)
 
 
 class GatewayProcess:
-    def __init__(self, env: dict[str, str], profile: str | None) -> None:
+    def __init__(
+        self, env: dict[str, str], profile: str | None, gateway_id: str = "gw-bench"
+    ) -> None:
         self.env = env
         self.profile = profile
+        self.gateway_id = gateway_id
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, profile: bool = False) -> None:
-        command = [sys.executable, "-m", "anxin.cli", "run", "gateway", "--gateway-id", "gw-bench"]
+        command = [
+            sys.executable,
+            "-m",
+            "anxin.cli",
+            "run",
+            "gateway",
+            "--gateway-id",
+            self.gateway_id,
+        ]
         if profile and self.profile:
             fmt = "raw" if self.profile.endswith(".txt") else "flamegraph"
             command = [
@@ -349,6 +395,8 @@ class GatewayProcess:
                 "-f",
                 fmt,
                 "--nonblocking",
+                # Only the thread holding the GIL: where the process's one core of Python goes.
+                "--gil",
                 "--",
                 *command,
             ]
@@ -367,15 +415,21 @@ class GatewayProcess:
 
 
 def run_gateway_drain(
-    gateway: GatewayProcess, port: int, device_ids: list[str], messages: int, publishers: int
+    gateways: list[GatewayProcess],
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    publishers: int,
 ) -> RunResult:
-    """The gateway's session is filled while it is stopped; then it starts and drains it.
+    """The gateways' sessions are filled while they are stopped; then they start and drain them.
     Timed from the first device ack to the last, as the ceiling's drain is."""
-    gateway.stop()
+    for gateway in gateways:
+        gateway.stop()
     procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, True, 0.0)
     go.set()
     early = _wait_published(out, publishers)
-    gateway.start(profile=True)
+    for n, gateway in enumerate(gateways):
+        gateway.start(profile=n == 0)
     results = early + _results(out, publishers - len(early))
     for p in procs:
         p.join(10)
@@ -388,14 +442,86 @@ def run_gateway_drain(
     return RunResult(acked, last - first, [lat for r in results for lat in r[6]])
 
 
+def run_gateway_drain_quiet(
+    gateways: list[GatewayProcess],
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    publishers: int,
+    url: str,
+) -> RunResult:
+    """As `run_gateway_drain`, but nobody listens to the device acks (the devices are not on
+    this machine in the field): the gateway still publishes every one, and the broker drops
+    them. Timed from the first committed batch to the last, by their receive times."""
+    for gateway in gateways:
+        gateway.stop()
+    before = asyncio.run(_latest_received(url))
+    procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, False, 0.0)
+    go.set()
+    _results(out, publishers)
+    for p in procs:
+        p.join(10)
+    for gateway in gateways:
+        gateway.start()
+    expected = (messages // publishers) * publishers
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        n, first, later, last = asyncio.run(_batches_since(url, before))
+        if n >= expected:
+            break
+        time.sleep(0.5)
+    if n != expected:
+        print(f"  !! {expected - n} events not stored", flush=True)
+    return RunResult(later, (last - first).total_seconds(), [])
+
+
+async def _latest_received(url: str) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    value = await conn.fetchval("SELECT coalesce(max(received_at), '-infinity') FROM events")
+    await conn.close()
+    return value
+
+
+async def _batches_since(url: str, after: Any) -> tuple[int, Any, int, Any]:
+    """Events stored after `after`: their count, the first batch's receive time, how many came
+    in later batches, and the last batch's receive time."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    row = await conn.fetchrow(
+        """
+        WITH e AS (SELECT received_at FROM events WHERE type = 'test' AND received_at > $1)
+        SELECT count(*), min(received_at),
+               count(*) FILTER (WHERE received_at > (SELECT min(received_at) FROM e)),
+               max(received_at)
+          FROM e
+        """,
+        after,
+    )
+    await conn.close()
+    assert row is not None
+    return int(row[0]), row[1], int(row[2]), row[3]
+
+
 def run_gateway_live(
-    port: int, device_ids: list[str], messages: int, publishers: int, rate: float = 0.0
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    publishers: int,
+    rate: float = 0.0,
+    gateway_pids: list[int] | None = None,
 ) -> RunResult:
     """Publishers and the running gateway at once (sharing the cores): sustained rate from the
     first publish to the last ack, and publish → device-ack latency of every event."""
     procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, True, rate)
+    cpu0 = sum(cpu_seconds(pid) for pid in gateway_pids or [])
+    sys0 = sum(cpu_seconds(pid, True) for pid in gateway_pids or [])
     go.set()
     results = _results(out, publishers)
+    cpu = sum(cpu_seconds(pid) for pid in gateway_pids or []) - cpu0
+    system = sum(cpu_seconds(pid, True) for pid in gateway_pids or []) - sys0
     for p in procs:
         p.join(10)
     acked = sum(r[2] for r in results)
@@ -404,7 +530,13 @@ def run_gateway_live(
     expected = (messages // publishers) * publishers
     if acked != expected:
         print(f"  !! {expected - acked} events not acked", flush=True)
-    return RunResult(acked, last - first, [lat for r in results for lat in r[6]])
+    return RunResult(
+        acked,
+        last - first,
+        [lat for r in results for lat in r[6]],
+        cpu if gateway_pids else 0.0,
+        system if gateway_pids else 0.0,
+    )
 
 
 async def _scratch_database(admin_url: str, homes: int) -> tuple[str, str, list[str]]:
@@ -473,6 +605,84 @@ def _wait_gateway_ready(port: int, device_id: str, timeout: float = 60) -> None:
     client.disconnect()
 
 
+async def _sweep_bench(url: str, device_ids: list[str], n: int) -> None:
+    """A township's power cut: `n` devices fall silent at once. Times the liveness sweeper
+    taking them offline (each transition stored and run through the alert service's rules),
+    batched as now, then one device at a time as before (same database, same rules)."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from anxin.clock import SystemClock
+    from anxin.db import make_engine, make_sessionmaker, transaction
+    from anxin.schemas import Heartbeat
+    from gateway import service
+
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    clock = SystemClock()
+    n = min(n, len(device_ids) // 2)
+    # Two disjoint sets of homes (devices are listed home by home), so neither run joins the
+    # device-trouble alerts the other raised.
+    for label, one_by_one, ids in (
+        ("batched", False, device_ids[:n]),
+        ("one device at a time", True, device_ids[-n:]),
+    ):
+        async with transaction(sessions) as session:
+            await service.record_heartbeats(
+                session, {i: (Heartbeat(), clock.now()) for i in ids}, clock.now()
+            )
+            await session.execute(
+                text(
+                    "UPDATE devices SET offline_after = now() - interval '1 s' WHERE id = ANY(:ids)"
+                ),
+                {"ids": ids},
+            )
+        started = time.monotonic()
+        swept = 0
+        while True:
+            async with transaction(sessions) as session:
+                if one_by_one:
+                    batch = await _sweep_one_by_one(session, clock.now() + timedelta(seconds=1))
+                else:
+                    batch = await service.sweep_silent(session, clock.now() + timedelta(seconds=1))
+            if not batch:
+                break
+            swept += len(batch)
+        took = time.monotonic() - started
+        print(
+            f"sweeper, {label}: {swept} devices offline in {took:.2f} s = {swept / took:,.0f} "
+            "devices/s (transition events stored, alert rules applied)",
+            flush=True,
+        )
+    await engine.dispose()
+
+
+async def _sweep_one_by_one(session: Any, now: Any) -> list[str]:
+    """The previous sweeper: the same UPDATE, then a read, an INSERT and the rules per device."""
+    from sqlalchemy import text
+
+    from gateway import service
+
+    result = await session.execute(
+        text(
+            """
+            WITH due AS (
+                SELECT id FROM devices
+                 WHERE online AND enabled AND offline_after <= :now
+                 ORDER BY offline_after LIMIT 1000 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE devices d SET online = false FROM due WHERE d.id = due.id RETURNING d.id
+            """
+        ),
+        {"now": now},
+    )
+    silent = [str(r) for r in result.scalars()]
+    for device_id in silent:
+        await service._transitions(session, [device_id], "offline", now, source="bench")
+    return silent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -493,24 +703,52 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--batch-ms", type=int, default=20)
-    parser.add_argument("--profile", help="write a py-spy flame graph of the gateway here")
+    parser.add_argument("--event-workers", type=int, default=2)
+    parser.add_argument(
+        "--profile",
+        help="write a py-spy profile of the (first) gateway's drain here (.txt: raw stacks); "
+        "py-spy is a separate install (pip install py-spy)",
+    )
+    parser.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes on the shared subscription"
+    )
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        default=0,
+        help="only time the liveness sweeper taking this many silent devices offline",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="anxin-bench-"))
     broker, port = start_mosquitto(workdir)
     name, url, device_ids = asyncio.run(_scratch_database(args.database, args.homes))
-    gateway: GatewayProcess | None = None
+    gateways: list[GatewayProcess] = []
+    if args.sweep:
+        try:
+            asyncio.run(_sweep_bench(url, device_ids, args.sweep))
+        finally:
+            broker.terminate()
+            broker.wait(10)
+            asyncio.run(_drop_database(args.database, name))
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     try:
         print(
             f"machine: {os.cpu_count()} cores; mosquitto {port}; {len(device_ids)} devices; "
             f"{args.messages} QoS 1 events per run; {args.publishers} publisher processes",
             flush=True,
         )
-        ceilings = []
+        ceilings, ceiling_cpu = [], []
         for _ in range(args.repeat):
             ceiling = run_ceiling(port, device_ids, args.messages, args.publishers)
             ceilings.append(ceiling.rate)
-            print(f"ceiling (bare paho consumer, ack only): {ceiling.rate:,.0f} msg/s", flush=True)
+            ceiling_cpu.append(ceiling.cpu_us_per_msg)
+            print(
+                f"ceiling (bare paho consumer, ack only): {ceiling.rate:,.0f} msg/s; "
+                f"{ceiling.cpu_us_per_msg:,.0f} µs CPU per message",
+                flush=True,
+            )
 
         env = {
             **os.environ,
@@ -519,34 +757,59 @@ def main() -> None:
             "ANXIN_LOG_LEVEL": "warning",
             "ANXIN_GATEWAY_BATCH_SIZE": str(args.batch_size),
             "ANXIN_GATEWAY_BATCH_MS": str(args.batch_ms),
+            "ANXIN_GATEWAY_EVENT_WORKERS": str(args.event_workers),
         }
-        gateway = GatewayProcess(env, args.profile)
-        gateway.start()
-        _wait_gateway_ready(port, device_ids[0])
+        gateways = [
+            GatewayProcess(env, args.profile, f"gw-bench-{n}") for n in range(args.gateways)
+        ]
+        for gateway in gateways:
+            gateway.start()
+        for n in range(args.gateways):
+            _wait_gateway_ready(port, device_ids[n])
         drains = []
         for _ in range(args.repeat):
-            drain = run_gateway_drain(gateway, port, device_ids, args.messages, args.publishers)
+            drain = run_gateway_drain(gateways, port, device_ids, args.messages, args.publishers)
             drains.append(drain.rate)
             print(
                 f"gateway drain (commit, broker ack, device ack): {drain.rate:,.0f} msg/s",
                 flush=True,
             )
-        lives, p99s = [], []
+        quiets = []
         for _ in range(args.repeat):
-            live = run_gateway_live(port, device_ids, args.messages, args.publishers)
+            quiet = run_gateway_drain_quiet(
+                gateways, port, device_ids, args.messages, args.publishers, url
+            )
+            quiets.append(quiet.rate)
+            print(
+                f"gateway drain, nobody listening to the device acks: {quiet.rate:,.0f} msg/s",
+                flush=True,
+            )
+        lives, p99s, live_cpu = [], [], []
+        pids = [g.proc.pid for g in gateways if g.proc is not None]
+        for _ in range(args.repeat):
+            live = run_gateway_live(
+                port, device_ids, args.messages, args.publishers, gateway_pids=pids
+            )
             lives.append(live.rate)
             p99s.append(live.pct(99))
+            live_cpu.append(live.cpu_us_per_msg)
             print(
                 f"gateway live, publishers flat out on the same cores: {live.rate:,.0f} msg/s; "
                 f"publish→device-ack p50 {live.pct(50):,.0f} ms, p99 {live.pct(99):,.0f} ms "
-                "(saturated: the queue included)",
+                f"(saturated: the queue included); gateway CPU {live.cpu_us_per_msg:,.0f} µs "
+                f"per message ({live.system_seconds / max(live.messages, 1) * 1e6:,.0f} µs of "
+                "it in the kernel)" + (" (py-spy's included)" if args.profile else ""),
                 flush=True,
             )
         rate, ceil = statistics.median(drains), statistics.median(ceilings)
         print(
             f"RESULT gateway drain {rate:,.0f} msg/s vs bare-consumer drain {ceil:,.0f} msg/s "
-            f"= {rate / ceil:.0%}; live {statistics.median(lives):,.0f} msg/s, saturated p99 "
-            f"{statistics.median(p99s):,.0f} ms",
+            f"= {rate / ceil:.0%} (nobody listening to the acks: "
+            f"{statistics.median(quiets):,.0f} msg/s = {statistics.median(quiets) / ceil:.0%}); "
+            f"live {statistics.median(lives):,.0f} msg/s, saturated p99 "
+            f"{statistics.median(p99s):,.0f} ms; CPU per message: gateway "
+            f"{statistics.median(live_cpu):,.0f} µs, bare consumer "
+            f"{statistics.median(ceiling_cpu):,.0f} µs",
             flush=True,
         )
         if args.paced:
@@ -562,7 +825,7 @@ def main() -> None:
         rows, distinct = asyncio.run(_count_events(url))
         print(f"stored: {rows} test events, {distinct} distinct (must be equal)", flush=True)
     finally:
-        if gateway is not None:
+        for gateway in gateways:
             gateway.stop()
         broker.terminate()
         broker.wait(10)

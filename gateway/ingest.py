@@ -51,6 +51,9 @@ class ParsedEvent:
     raw: dict[str, Any]
     # Optional fields that were present but unusable: kept for the record, never fatal.
     damaged: tuple[str, ...] = field(default=())
+    # The payload as received when it is storable as it stands (no NUL, no lone surrogate): the
+    # database parses it into jsonb itself, so it is not encoded again. None: store `raw`.
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,11 @@ def parse_event(payload: bytes) -> ParsedEvent | Rejection:
     if len(payload) > MAX_EVENT_BYTES:
         return Rejection(RejectReason.too_large, f"{len(payload)} bytes > {MAX_EVENT_BYTES}")
     try:
-        body = json.loads(payload.decode("utf-8"))
+        decoded = payload.decode("utf-8")
+        body = json.loads(decoded)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return Rejection(RejectReason.invalid_json, type(exc).__name__)
+    text: str | None = decoded
     if not isinstance(body, dict):
         return Rejection(RejectReason.invalid_payload, "payload is not a JSON object")
     event_id = body.get("event_id")
@@ -103,6 +108,7 @@ def parse_event(payload: bytes) -> ParsedEvent | Rejection:
     try:
         if _UNSTORABLE_ESCAPE.search(payload):
             body = _storable(body)
+            text = None
     except RecursionError:
         # Nested too deeply to clean: keep identity, type and time; the rest is damaged.
         body = {
@@ -111,6 +117,7 @@ def parse_event(payload: bytes) -> ParsedEvent | Rejection:
             if k in body and not isinstance(body[k], dict | list)
         }
         damaged.append("nesting")
+        text = None
     type_ = body.get("type")
     if not isinstance(type_, str):
         return Rejection(RejectReason.invalid_payload, "type must be a string", event_id)
@@ -127,7 +134,7 @@ def parse_event(payload: bytes) -> ParsedEvent | Rejection:
     if not isinstance(data, dict):
         damaged.append("data")
         data = {}
-    return ParsedEvent(event_id, event_type, device_ts, data, body, tuple(damaged))
+    return ParsedEvent(event_id, event_type, device_ts, data, body, tuple(damaged), text)
 
 
 def parse_heartbeat(payload: bytes) -> Heartbeat:

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -19,7 +17,7 @@ import alert_service.service as alerts
 from alert_service import rules
 from anxin.logging import get_logger
 from anxin.models import Device, Elder
-from anxin.schemas import Ack, Heartbeat, RejectReason, alert_code
+from anxin.schemas import Ack, EventType, Heartbeat, RejectReason, alert_code
 from gateway import ingest
 from gateway.models import DeadLetter, Event
 
@@ -75,128 +73,235 @@ async def _previous_vitals(
     return rules.vitals_state(alerts.profile_of(elder, tz), payload["data"])
 
 
+# One round trip per batch: the rows of registered, enabled devices are inserted (each key once)
+# and, for every message in order, the statement answers what the device is (registered?
+# enabled? which elder? the row versions of both, for the cache below), whether this message's
+# row was inserted now, and the row that was there before. Enabled-ness is read by the very
+# statement that inserts, so a device disabled a moment ago is rejected at once. Arrays, not N
+# VALUES rows: one statement of fixed shape, parsed and planned once per connection.
 _INSERT_EVENTS = text(
     """
-    INSERT INTO events (device_id, event_id, type, elder_id, device_ts, received_at, payload)
-    SELECT b.device_id, b.event_id, b.type, b.elder_id, b.device_ts, :now, b.payload::jsonb
-      FROM unnest(CAST(:device_ids AS text[]), CAST(:event_ids AS text[]),
-                  CAST(:types AS text[]), CAST(:elder_ids AS int[]),
-                  CAST(:device_ts AS timestamptz[]), CAST(:payloads AS text[]))
-           AS b(device_id, event_id, type, elder_id, device_ts, payload)
-    ON CONFLICT ON CONSTRAINT uq_events_device_event DO NOTHING
-    RETURNING id, device_id, event_id
+    WITH b AS (
+        SELECT * FROM unnest(CAST(:device_ids AS text[]), CAST(:event_ids AS text[]),
+                             CAST(:types AS text[]), CAST(:device_ts AS timestamptz[]),
+                             CAST(:payloads AS text[]))
+               WITH ORDINALITY AS b(device_id, event_id, type, device_ts, payload, ord)
+    ), ins AS (
+        INSERT INTO events (device_id, event_id, type, elder_id, device_ts, received_at, payload)
+        SELECT b.device_id, b.event_id, b.type, d.elder_id, b.device_ts, :now, b.payload::jsonb
+          FROM b JOIN devices d ON d.id = b.device_id AND d.enabled
+         ORDER BY b.ord
+        ON CONFLICT ON CONSTRAINT uq_events_device_event DO NOTHING
+        RETURNING id, device_id, event_id
+    )
+    SELECT d.enabled, d.elder_id, d.xmin::text, e.xmin::text, ins.id, old.id, old.alert_id
+      FROM b
+      LEFT JOIN devices d ON d.id = b.device_id
+      LEFT JOIN elders e ON e.id = d.elder_id
+      LEFT JOIN ins ON ins.device_id = b.device_id AND ins.event_id = b.event_id
+      LEFT JOIN events old ON old.device_id = b.device_id AND old.event_id = b.event_id
+     ORDER BY b.ord
     """
 )
 
 
+class DeviceCache:
+    """Device and Elder rows for `apply_event`, kept between batches of one worker.
+
+    Never stale: an entry is used only while the row versions (`xmin`) the insert statement
+    reads for that device and elder are the ones it was loaded at; any update of either row
+    (registry edit, heartbeat) makes the next batch load it again. Enabled-ness is not taken from
+    here at all but from the insert itself. Loading ORM rows per batch was ~25 % of the event
+    loop's time at full rate (docs/sizing.md). One per worker: an entry is attached to that
+    worker's session while it runs. Cleared after any failed batch (a rollback expires them)."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self.devices: dict[str, tuple[str, Device]] = {}
+        self.elders: dict[int, tuple[str, Elder]] = {}
+
+    def clear(self) -> None:
+        self.devices.clear()
+        self.elders.clear()
+
+    async def rows(
+        self, session: AsyncSession, wanted: dict[str, tuple[str, int, str]]
+    ) -> dict[str, tuple[Device, Elder]]:
+        """`wanted`: device id → (device xmin, elder id, elder xmin), as the statement read them.
+        Returns the rows, attached to `session`."""
+        if len(self.devices) > self.max_entries or len(self.elders) > self.max_entries:
+            self.clear()
+        stale_devices = [
+            d
+            for d, (dx, _, _) in wanted.items()
+            if (hit := self.devices.get(d)) is None or hit[0] != dx
+        ]
+        elder_versions = {e: ex for _, e, ex in wanted.values()}
+        stale_elders = [
+            e
+            for e, ex in elder_versions.items()
+            if (cached := self.elders.get(e)) is None or cached[0] != ex
+        ]
+        # Loaded first (attached by the query), then the hits are attached: no identity clash.
+        if stale_devices:
+            devices = await session.execute(select(Device).where(col(Device.id).in_(stale_devices)))
+            for device in devices.scalars():
+                self.devices[device.id] = (wanted[device.id][0], device)
+        if stale_elders:
+            elders = await session.execute(select(Elder).where(col(Elder.id).in_(stale_elders)))
+            for elder in elders.scalars():
+                assert elder.id is not None
+                self.elders[elder.id] = (elder_versions[elder.id], elder)
+        fresh_devices, fresh_elders = set(stale_devices), set(stale_elders)
+        out: dict[str, tuple[Device, Elder]] = {}
+        attached: set[int] = set()
+        for device_id, (_, elder_id, _) in wanted.items():
+            d = self.devices.get(device_id)
+            e = self.elders.get(elder_id)
+            if d is None or e is None:
+                continue  # deleted meanwhile: the insert's foreign key had it already
+            if device_id not in fresh_devices:
+                session.add(d[1])
+            if elder_id not in fresh_elders and elder_id not in attached:
+                session.add(e[1])
+                attached.add(elder_id)
+            out[device_id] = (d[1], e[1])
+        return out
+
+
 async def store_events(
-    session: AsyncSession, batch: list[Incoming], now: datetime, timezone: str
+    session: AsyncSession,
+    batch: list[Incoming],
+    now: datetime,
+    timezone: str,
+    cache: DeviceCache | None = None,
 ) -> list[Ack]:
     """Validate, store once and apply a batch of events; one ack per message, in order."""
     acks: list[Ack | None] = [None] * len(batch)
-    devices = await _devices(session, {m.device_id for m in batch})
-    rows: list[dict[str, Any]] = []
-    row_index: list[int] = []
+    parsed_ok: list[tuple[int, Incoming, ingest.ParsedEvent]] = []
     for i, msg in enumerate(batch):
         parsed = ingest.parse_event(msg.payload)
-        found = devices.get(msg.device_id)
-        event_id = (
-            parsed.event_id if isinstance(parsed, ingest.ParsedEvent | ingest.Rejection) else None
-        )
-        reason: RejectReason | None = None
-        detail = ""
         if isinstance(parsed, ingest.Rejection):
-            reason, detail = parsed.reason, parsed.detail
-        elif found is None:
-            reason, detail = RejectReason.unknown_device, "device is not registered"
-        elif not found[0].enabled:
-            reason, detail = RejectReason.disabled_device, "device is disabled"
-        if reason is not None:
-            session.add(_dead_letter(msg, reason, detail, now))
-            acks[i] = Ack(event_id=event_id, status="rejected", reason=reason)
-            log.info("event_rejected", device=msg.device_id, reason=reason, detail=detail)
-            continue
-        assert isinstance(parsed, ingest.ParsedEvent) and found is not None
-        rows.append(
-            {
-                "device_id": msg.device_id,
-                "event_id": parsed.event_id,
-                "type": parsed.type.value,
-                "elder_id": found[1].id,
-                "device_ts": parsed.device_ts,
-                "received_at": now,
-                "payload": parsed.raw,
-            }
-        )
-        row_index.append(i)
-    if rows:
-        # One statement of fixed shape whatever the batch size (arrays, not N VALUES rows): it
-        # is parsed and planned once per connection, and nothing is compiled per batch.
-        inserted = await session.execute(
-            _INSERT_EVENTS,
-            {
-                "device_ids": [r["device_id"] for r in rows],
-                "event_ids": [r["event_id"] for r in rows],
-                "types": [r["type"] for r in rows],
-                "elder_ids": [r["elder_id"] for r in rows],
-                "device_ts": [r["device_ts"] for r in rows],
-                "payloads": [json.dumps(r["payload"], ensure_ascii=False) for r in rows],
-                "now": now,
-            },
-        )
-        new_ids: dict[tuple[str, str], int] = {
-            (d, e): int(event_pk) for event_pk, d, e in inserted if event_pk is not None
-        }
-        seen: set[tuple[str, str]] = set()
-        duplicates: list[tuple[str, str]] = []
-        for row, i in zip(rows, row_index, strict=True):
-            key = (row["device_id"], row["event_id"])
-            if key in new_ids and key not in seen:
-                seen.add(key)
-                device, elder = devices[row["device_id"]]
-                previous = "normal"
-                if row["type"] == "vitals":
-                    previous = await _previous_vitals(
-                        session, device.id, new_ids[key], elder, timezone
-                    )
-                alert_id = await alerts.apply_event(
-                    session,
-                    device=device,
-                    elder=elder,
-                    event_type=row["type"],
-                    data=row["payload"].get("data")
-                    if isinstance(row["payload"].get("data"), dict)
-                    else {},
-                    now=now,
-                    timezone=timezone,
-                    previous_vitals=previous,
-                )
-                if alert_id is not None:
-                    await session.execute(
-                        update(Event).where(col(Event.id) == new_ids[key]).values(alert_id=alert_id)
-                    )
-                acks[i] = Ack(
-                    event_id=row["event_id"], status="accepted", alert_id=alert_code(alert_id)
-                )
-            else:
-                duplicates.append(key)
-        if duplicates:
-            earlier = await session.execute(
-                select(col(Event.device_id), col(Event.event_id), col(Event.alert_id)).where(
-                    tuple_(col(Event.device_id), col(Event.event_id)).in_(duplicates)
-                )
+            _reject(session, acks, i, msg, parsed.event_id, parsed.reason, parsed.detail, now)
+        else:
+            parsed_ok.append((i, msg, parsed))
+    if not parsed_ok:
+        return [a for a in acks if a is not None]
+    result = await session.execute(
+        _INSERT_EVENTS,
+        {
+            "device_ids": [m.device_id for _, m, _ in parsed_ok],
+            "event_ids": [p.event_id for _, _, p in parsed_ok],
+            "types": [p.type.value for _, _, p in parsed_ok],
+            "device_ts": [p.device_ts for _, _, p in parsed_ok],
+            "payloads": [
+                p.text if p.text is not None else json.dumps(p.raw, ensure_ascii=False)
+                for _, _, p in parsed_ok
+            ],
+            "now": now,
+        },
+    )
+    answers = result.all()
+    # Rejections first, then the devices the stored rows need for the rules.
+    wanted: dict[str, tuple[str, int, str]] = {}
+    stored: list[tuple[int, Incoming, ingest.ParsedEvent, int]] = []
+    unseen: list[tuple[int, Incoming, ingest.ParsedEvent]] = []
+    seen: set[tuple[str, str]] = set()
+    for (i, msg, parsed), (enabled, elder_id, dxmin, exmin, new_pk, old_pk, old_alert) in zip(
+        parsed_ok, answers, strict=True
+    ):
+        if enabled is None:
+            _reject(
+                session,
+                acks,
+                i,
+                msg,
+                parsed.event_id,
+                RejectReason.unknown_device,
+                "device is not registered",
+                now,
             )
-            # A row inserted by this very batch has its alert_id set above, in this transaction.
-            alert_of = {(d, e): a for d, e, a in earlier}
-            for row, i in zip(rows, row_index, strict=True):
-                key = (row["device_id"], row["event_id"])
-                if acks[i] is None:
-                    acks[i] = Ack(
-                        event_id=row["event_id"],
-                        status="duplicate",
-                        alert_id=alert_code(alert_of.get(key)),
-                    )
+            continue
+        if not enabled:
+            _reject(
+                session,
+                acks,
+                i,
+                msg,
+                parsed.event_id,
+                RejectReason.disabled_device,
+                "device is disabled",
+                now,
+            )
+            continue
+        key = (msg.device_id, parsed.event_id)
+        if new_pk is not None and key not in seen:
+            seen.add(key)
+            wanted[msg.device_id] = (dxmin, elder_id, exmin)
+            stored.append((i, msg, parsed, int(new_pk)))
+        elif old_pk is not None:
+            acks[i] = Ack(
+                event_id=parsed.event_id, status="duplicate", alert_id=alert_code(old_alert)
+            )
+        else:
+            # A resend within this batch, or a row another replica committed while this
+            # statement waited on its key: its alert id is read after the rules ran.
+            unseen.append((i, msg, parsed))
+    if stored:
+        found = await (cache or DeviceCache()).rows(session, wanted)
+        for i, msg, parsed, event_pk in stored:
+            device, elder = found[msg.device_id]
+            previous = "normal"
+            if parsed.type is EventType.vitals:
+                previous = await _previous_vitals(session, device.id, event_pk, elder, timezone)
+            alert_id = await alerts.apply_event(
+                session,
+                device=device,
+                elder=elder,
+                event_type=parsed.type.value,
+                data=parsed.data,
+                now=now,
+                timezone=timezone,
+                previous_vitals=previous,
+            )
+            if alert_id is not None:
+                await session.execute(
+                    update(Event).where(col(Event.id) == event_pk).values(alert_id=alert_id)
+                )
+            acks[i] = Ack(
+                event_id=parsed.event_id, status="accepted", alert_id=alert_code(alert_id)
+            )
+    if unseen:
+        keys = list({(m.device_id, p.event_id) for _, m, p in unseen})
+        earlier = await session.execute(
+            select(col(Event.device_id), col(Event.event_id), col(Event.alert_id)).where(
+                tuple_(col(Event.device_id), col(Event.event_id)).in_(keys)
+            )
+        )
+        # A row inserted by this very batch has its alert_id set above, in this transaction.
+        alert_of = {(d, e): a for d, e, a in earlier}
+        for i, msg, parsed in unseen:
+            acks[i] = Ack(
+                event_id=parsed.event_id,
+                status="duplicate",
+                alert_id=alert_code(alert_of.get((msg.device_id, parsed.event_id))),
+            )
     return [a for a in acks if a is not None]
+
+
+def _reject(
+    session: AsyncSession,
+    acks: list[Ack | None],
+    i: int,
+    msg: Incoming,
+    event_id: str | None,
+    reason: RejectReason,
+    detail: str,
+    now: datetime,
+) -> None:
+    session.add(_dead_letter(msg, reason, detail, now))
+    acks[i] = Ack(event_id=event_id, status="rejected", reason=reason)
+    log.info("event_rejected", device=msg.device_id, reason=reason, detail=detail)
 
 
 async def record_heartbeats(
@@ -240,8 +345,7 @@ async def record_heartbeats(
         },
     )
     back = [device_id for device_id, was_online in result if not was_online]
-    for device_id in back:
-        await _transition(session, device_id, "online", now, source="heartbeat")
+    await _transitions(session, back, "online", now, source="heartbeat")
     return back
 
 
@@ -255,26 +359,59 @@ async def _transition(
     timezone: str = "Asia/Shanghai",
 ) -> int | None:
     """Offline and back-online are events too: stored, and seen by the alert service."""
-    found = (await _devices(session, {device_id})).get(device_id)
-    if found is None:
-        return None
-    device, elder = found
-    event_id = f"sys-{kind}-{int(now.timestamp() * 1000)}"
+    return (
+        await _transitions(session, [device_id], kind, now, source=source, timezone=timezone)
+    ).get(device_id)
+
+
+_INSERT_TRANSITIONS = text(
+    """
+    INSERT INTO events (device_id, event_id, type, elder_id, received_at, payload)
+    SELECT d.id, :event_id, :kind, d.elder_id, :now, CAST(:payload AS jsonb)
+      FROM devices d WHERE d.id = ANY(CAST(:ids AS text[]))
+    ON CONFLICT ON CONSTRAINT uq_events_device_event DO NOTHING
+    """
+)
+
+
+async def _transitions(
+    session: AsyncSession,
+    device_ids: list[str],
+    kind: str,
+    now: datetime,
+    *,
+    source: str,
+    timezone: str = "Asia/Shanghai",
+) -> dict[str, int | None]:
+    """Many devices' transitions at once (a township's power cut): one read of their rows and
+    one INSERT of their events, then each through the alert service's rules."""
+    if not device_ids:
+        return {}
+    found = await _devices(session, set(device_ids))
     await session.execute(
-        insert(Event)
-        .values(
-            device_id=device_id,
-            event_id=event_id,
-            type=kind,
-            elder_id=elder.id,
-            received_at=now,
-            payload={"source": source},
-        )
-        .on_conflict_do_nothing(constraint="uq_events_device_event")
+        _INSERT_TRANSITIONS,
+        {
+            "ids": list(found),
+            "event_id": f"sys-{kind}-{int(now.timestamp() * 1000)}",
+            "kind": kind,
+            "now": now,
+            "payload": json.dumps({"source": source}),
+        },
     )
-    return await alerts.apply_event(
-        session, device=device, elder=elder, event_type=kind, data={}, now=now, timezone=timezone
-    )
+    alerts_of: dict[str, int | None] = {}
+    for device_id in device_ids:
+        if device_id in found and device_id not in alerts_of:
+            device, elder = found[device_id]
+            alerts_of[device_id] = await alerts.apply_event(
+                session,
+                device=device,
+                elder=elder,
+                event_type=kind,
+                data={},
+                now=now,
+                timezone=timezone,
+            )
+    return alerts_of
 
 
 async def mark_online(session: AsyncSession, device_id: str, now: datetime) -> bool:
@@ -348,6 +485,67 @@ async def sweep_silent(session: AsyncSession, now: datetime, limit: int = 1000) 
         {"now": now, "limit": limit},
     )
     silent = [str(r) for r in result.scalars()]
-    for device_id in silent:
-        await _transition(session, device_id, "offline", now, source="missed_heartbeats")
+    await _transitions(session, silent, "offline", now, source="missed_heartbeats")
     return silent
+
+
+async def mark_statuses(
+    session: AsyncSession,
+    latest: dict[str, tuple[bytes, datetime]],
+    now: datetime,
+    *,
+    source: str = "last_will",
+) -> tuple[list[str], list[str]]:
+    """A batch of `status` messages (the latest per device): `offline` as `mark_offline` with
+    `unless_seen_after` its receive time, `online` as `mark_online`, each in one statement for
+    all devices and the transitions batched. Returns (gone offline, back online)."""
+    offline = [(d, at) for d, (state, at) in latest.items() if state == b"offline"]
+    online = [(d, at) for d, (state, at) in latest.items() if state == b"online"]
+    gone: list[str] = []
+    back: list[str] = []
+    if offline:
+        result = await session.execute(
+            text(
+                """
+                UPDATE devices d SET online = false
+                  FROM unnest(CAST(:ids AS text[]), CAST(:received AS timestamptz[]))
+                       AS s(id, received)
+                 WHERE d.id = s.id AND d.online
+                   AND (d.last_seen_at IS NULL OR d.last_seen_at <= s.received)
+             RETURNING d.id
+                """
+            ),
+            {"ids": [d for d, _ in offline], "received": [at for _, at in offline]},
+        )
+        gone = [str(r) for r in result.scalars()]
+        await _transitions(session, gone, "offline", now, source=source)
+    if online:
+        result = await session.execute(
+            text(
+                """
+                WITH s AS (
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:received AS timestamptz[]))
+                           AS s(id, received)
+                ), old AS (
+                    SELECT d.id, d.online FROM devices d JOIN s ON s.id = d.id
+                     WHERE d.enabled ORDER BY d.id FOR UPDATE OF d
+                )
+                UPDATE devices d
+                   SET online = true,
+                       last_seen_at = GREATEST(COALESCE(d.last_seen_at, s.received), s.received),
+                       offline_after = s.received
+                           + make_interval(secs => d.heartbeat_interval_s * :missed)
+                  FROM s, old
+                 WHERE d.id = s.id AND old.id = d.id
+             RETURNING d.id, old.online
+                """
+            ),
+            {
+                "ids": [d for d, _ in online],
+                "received": [at for _, at in online],
+                "missed": MISSED_BEATS_OFFLINE,
+            },
+        )
+        back = [str(d) for d, was_online in result if not was_online]
+        await _transitions(session, back, "online", now, source="status")
+    return gone, back

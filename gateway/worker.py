@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,25 @@ class GatewayStats:
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     heartbeats: int = 0
     statuses: int = 0
+
+
+_gc_tuned = False
+
+
+def _tune_gc() -> None:
+    """Every message allocates a few dozen short-lived objects (paho's message and its
+    Condition, the row, the ack). At the default threshold the cyclic collector ran every ~700
+    allocations and walked all that was imported and cached each time: a third of the gateway's
+    CPU (docs/sizing.md). What is alive once the gateway is up stays (modules, mappers): it is
+    frozen out of the collector's walks, and the young generation is collected less often.
+    Once per process (tests start many gateways)."""
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(max(gc.get_threshold()[0], 50_000), 20, 100)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -99,7 +119,7 @@ class Gateway:
         batch_ms: int = 20,
         sweep_seconds: float = 2.0,
         status_settle_s: float = 10.0,
-        event_workers: int = 1,
+        event_workers: int = 2,
     ) -> None:
         self.sessions = sessions
         self.clock = clock
@@ -145,13 +165,20 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         await self.client.connect()
         await self.heartbeat_client.connect()
+        _tune_gc()
         log.info("gateway_connected", client_id=self.client.client_id)
         try:
+            # Two workers by default: while one batch waits on Postgres the other is parsed and
+            # acked (docs/sizing.md). A device's events always go to the same worker, in order,
+            # so one replica never reorders a device's events; the unique key and the alert's
+            # partial unique index keep parallel transactions from doubling anything, as they
+            # do between replicas.
+            lanes: list[asyncio.Queue[MqttMessage]] = [
+                asyncio.Queue() for _ in range(self.event_workers)
+            ]
             await asyncio.gather(
-                # event_workers > 1: batches in parallel transactions, as replicas run them (the
-                # unique key and the alert's partial unique index keep them from doubling
-                # anything). No gain measured on 2 cores, so one by default.
-                *(self._event_loop(stop) for _ in range(self.event_workers)),
+                self._route_events(stop, lanes),
+                *(self._event_loop(stop, lane) for lane in lanes),
                 self._heartbeat_loop(stop),
                 self._status_loop(stop),
                 self._sweep_loop(stop),
@@ -180,7 +207,23 @@ class Gateway:
                 delay = min(delay * 2, 5.0)
 
     async def _store_events(
-        self, good: list[tuple[MqttMessage, service.Incoming]], strays: list[MqttMessage]
+        self,
+        good: list[tuple[MqttMessage, service.Incoming]],
+        strays: list[MqttMessage],
+        cache: service.DeviceCache | None = None,
+    ) -> list[Ack]:
+        try:
+            return await self._store_events_once(good, strays, cache)
+        except BaseException:
+            if cache is not None:
+                cache.clear()  # a rollback expired the rows attached to that session
+            raise
+
+    async def _store_events_once(
+        self,
+        good: list[tuple[MqttMessage, service.Incoming]],
+        strays: list[MqttMessage],
+        cache: service.DeviceCache | None,
     ) -> list[Ack]:
         async with transaction(self.sessions) as session:
             now = self.clock.now()
@@ -194,7 +237,9 @@ class Gateway:
                         payload=ingest.truncate_payload(msg.payload),
                     )
                 )
-            return await service.store_events(session, [inc for _, inc in good], now, self.timezone)
+            return await service.store_events(
+                session, [inc for _, inc in good], now, self.timezone, cache
+            )
 
     async def _store_one_by_one(
         self, good: list[tuple[MqttMessage, service.Incoming]], strays: list[MqttMessage]
@@ -231,9 +276,27 @@ class Gateway:
                 )
             )
 
-    async def _event_loop(self, stop: asyncio.Event) -> None:
+    async def _route_events(
+        self, stop: asyncio.Event, lanes: list[asyncio.Queue[MqttMessage]]
+    ) -> None:
+        """Each device's event topic to one lane (worker), whole bursts at a time."""
+        n = len(lanes)
         while not stop.is_set():
-            batch = await _take_batch(self.events, self.batch_size, self.batch_s, stop)
+            try:
+                msg = await asyncio.wait_for(self.events.get(), 0.5)
+            except TimeoutError:
+                continue
+            while True:
+                lanes[hash(msg.topic) % n if n > 1 else 0].put_nowait(msg)
+                try:
+                    msg = self.events.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+
+    async def _event_loop(self, stop: asyncio.Event, lane: asyncio.Queue[MqttMessage]) -> None:
+        cache = service.DeviceCache()
+        while not stop.is_set():
+            batch = await _take_batch(lane, self.batch_size, self.batch_s, stop)
             if not batch:
                 continue
             good: list[tuple[MqttMessage, service.Incoming]] = []
@@ -246,24 +309,27 @@ class Gateway:
                     good.append((msg, service.Incoming(msg.topic, parts.device_id, msg.payload)))
             try:
                 acks = await self._with_retry(
-                    "events", partial(self._store_events, good, strays), refusals_raise=True
+                    "events", partial(self._store_events, good, strays, cache), refusals_raise=True
                 )
             except Exception as exc:
                 # Not lost: one message the database refuses must not block the rest either.
                 log.error("event_batch_refused", size=len(batch), error=repr(exc))
                 acks = await self._store_one_by_one(good, strays)
-            for msg in strays:
-                self.client.ack(msg)
-                self.stats.rejected += 1
-                self.stats.rejected_by_reason["bad_topic"] += 1
-            for (msg, inc), ack in zip(good, acks, strict=True):
-                self.client.ack(msg)
-                self.client.publish_nowait(topic(inc.device_id, "ack"), ack.to_json(), 1)
-                if ack.status == "rejected":
+            # Committed: now the broker acks, then the device acks (one wake-up of paho's
+            # network thread for the whole batch).
+            with self.client.burst():
+                for msg in strays:
+                    self.client.ack(msg)
                     self.stats.rejected += 1
-                    self.stats.rejected_by_reason[str(ack.reason)] += 1
-                else:
-                    self.stats.events += 1
+                    self.stats.rejected_by_reason["bad_topic"] += 1
+                for (msg, inc), ack in zip(good, acks, strict=True):
+                    self.client.ack(msg)
+                    self.client.publish_nowait(topic(inc.device_id, "ack"), ack.to_json(), 1)
+                    if ack.status == "rejected":
+                        self.stats.rejected += 1
+                        self.stats.rejected_by_reason[str(ack.reason)] += 1
+                    else:
+                        self.stats.events += 1
 
     async def _store_heartbeats(self, beats: dict[str, tuple[Heartbeat, datetime]]) -> None:
         async with transaction(self.sessions) as session:
@@ -281,20 +347,14 @@ class Gateway:
                 if parts is not None:
                     beats[parts.device_id] = (ingest.parse_heartbeat(msg.payload), now)
             await self._with_retry("heartbeats", partial(self._store_heartbeats, beats))
-            for msg in batch:
-                self.heartbeat_client.ack(msg)
+            with self.heartbeat_client.burst():
+                for msg in batch:
+                    self.heartbeat_client.ack(msg)
             self.stats.heartbeats += len(batch)
 
     async def _store_statuses(self, latest: dict[str, tuple[bytes, datetime]]) -> None:
         async with transaction(self.sessions) as session:
-            now = self.clock.now()
-            for device_id, (state, received) in latest.items():
-                if state == b"offline":
-                    await service.mark_offline(
-                        session, device_id, now, source="last_will", unless_seen_after=received
-                    )
-                elif state == b"online":
-                    await service.mark_online(session, device_id, received)
+            await service.mark_statuses(session, latest, self.clock.now())
             self.stats.statuses += len(latest)
 
     def _settle_delay(self) -> float:

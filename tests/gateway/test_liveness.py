@@ -168,3 +168,44 @@ async def test_last_will_marks_offline_at_once_and_reconnect_brings_it_back(
             await eventually(online, what="back online")
         # A clean DISCONNECT sends no will: the device stays online until it goes silent.
         assert (await _events(region.sessions, device_id))[-1] == "online"
+
+
+async def test_a_power_cut_batch_of_last_wills_and_returns_is_applied_device_by_device(
+    region: Seeded,
+) -> None:
+    """One batch of statuses, as a township's power cut brings them: each will takes its device
+    offline unless the device was heard from after it, each `online` brings its device back,
+    and every transition is an event of its own device."""
+    clock = FakeClock()
+    ids = [d.device_id for d in region.plan.devices][:40]
+    async with transaction(region.sessions) as session:
+        await service.record_heartbeats(
+            session, {i: (Heartbeat(), clock.now()) for i in ids}, clock.now()
+        )
+    will_at = clock.now()
+    clock.advance(timedelta(seconds=5))
+    stale, quiet = ids[0], ids[1:30]
+    async with transaction(region.sessions) as session:
+        # `stale` beat after its will was received: the will is old news.
+        await service.record_heartbeats(session, {stale: (Heartbeat(), clock.now())}, clock.now())
+        gone, back = await service.mark_statuses(
+            session, {i: (b"offline", will_at) for i in [stale, *quiet]}, clock.now()
+        )
+    assert sorted(gone) == sorted(quiet) and back == []
+    assert (await _device(region.sessions, stale)).online
+    for device_id in quiet[:3]:
+        assert not (await _device(region.sessions, device_id)).online
+        assert (await _events(region.sessions, device_id))[-1] == "offline"
+
+    clock.advance(timedelta(minutes=1))
+    steady = await _events(region.sessions, ids[35])
+    async with transaction(region.sessions) as session:
+        gone, back = await service.mark_statuses(
+            session, {i: (b"online", clock.now()) for i in [*quiet[:10], ids[35]]}, clock.now()
+        )
+    assert gone == [] and sorted(back) == sorted(quiet[:10])  # ids[35] never went offline
+    for device_id in quiet[:3]:
+        device = await _device(region.sessions, device_id)
+        assert device.online and device.last_seen_at == clock.now()
+        assert (await _events(region.sessions, device_id))[-2:] == ["offline", "online"]
+    assert await _events(region.sessions, ids[35]) == steady  # no transition: it was online

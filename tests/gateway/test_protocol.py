@@ -239,3 +239,37 @@ async def test_bytes_postgres_refuses_never_block_the_batch_they_came_in(
         await device.publish("event", b'{"event_id": "bad\\u0000id", "type": "sos"}')
         rejected = await _next_rejection(device, "None", 0)
     assert rejected["reason"] == "invalid_payload"
+
+
+async def test_a_device_disabled_while_the_gateway_runs_is_rejected_on_its_next_event(
+    region: Seeded, mosquitto: Mosquitto
+) -> None:
+    """The gateway keeps device rows between batches; a registry change must still count from
+    the very next event (no time window in which a disabled device is accepted)."""
+    device_id = list(device_ids_of_kind(region.plan, "sos_button"))[2]
+
+    async def set_enabled(enabled: bool) -> None:
+        async with transaction(region.sessions) as session:
+            await session.execute(
+                update(Device).where(col(Device.id) == device_id).values(enabled=enabled)
+            )
+
+    async with (
+        running_gateway(region.sessions, mosquitto.url(), client_id="gw-dis"),
+        connected_device(BrokerAddress.parse(mosquitto.url()), device_id, will=False) as device,
+    ):
+        await device.publish("event", event_json("before-1", "test"))
+        assert (await device.ack_for("before-1"))["status"] == "accepted"
+        await set_enabled(False)
+        await device.publish("event", event_json("while-1", "test"))
+        ack = await device.ack_for("while-1")
+        assert ack["status"] == "rejected" and ack["reason"] == "disabled_device"
+        await set_enabled(True)
+        await device.publish("event", event_json("after-1", "sos"))
+        ack = await device.ack_for("after-1")
+        assert ack["status"] == "accepted" and str(ack["alert_id"]).startswith("A")
+    async with region.sessions() as session:
+        stored = await session.execute(
+            select(col(Event.event_id)).where(col(Event.device_id) == device_id)
+        )
+        assert sorted(stored.scalars()) == ["after-1", "before-1"]
