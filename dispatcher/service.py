@@ -12,6 +12,7 @@ Per-number daily limits: see `dispatcher.worker.send_due`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -626,6 +627,16 @@ async def sms_failed(session: AsyncSession, sms: SmsMessage, reason: str, now: d
 FAILED_RECEIPTS = {"undelivered": SmsStatus.undelivered, "failed": SmsStatus.failed}
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """One delivery receipt (a status callback), as Twilio posts it."""
+
+    sid: str
+    status: str
+    error_code: str | None = None
+    sms_id: int | None = None
+
+
 async def handle_status(
     session: AsyncSession,
     sid: str,
@@ -642,13 +653,46 @@ async def handle_status(
     waits for the worker's commit) never loses one. The SID is the fallback for receipts
     configured elsewhere (e.g. on a Twilio messaging service).
     """
-    query = select(SmsMessage).where(col(SmsMessage.direction) == "out")
-    if sms_id is not None:
-        query = query.where(col(SmsMessage.id) == sms_id)
-    else:
-        query = query.where(col(SmsMessage.provider_sid) == sid)
-    sms = (await session.execute(query.with_for_update())).scalars().first()
-    if sms is None or (sms.provider_sid is not None and sid and sms.provider_sid != sid):
+    return (await handle_statuses(session, [Receipt(sid, status, error_code, sms_id)], now))[0]
+
+
+async def handle_statuses(
+    session: AsyncSession, receipts: Sequence[Receipt], now: datetime
+) -> list[bool]:
+    """Apply delivery receipts in order (`handle_status` for many, one query to find and lock
+    their rows); for each, whether it named an SMS of ours.
+
+    Every row is locked up front, in id order, before any alert is: a failed receipt locks its
+    alert after its SMS row, as the outbox worker does, so two of them never wait on each other.
+    """
+    ids = {r.sms_id for r in receipts if r.sms_id is not None}
+    sids = {r.sid for r in receipts if r.sms_id is None and r.sid}
+    if not ids and not sids:
+        return [False] * len(receipts)
+    rows = await session.execute(
+        select(SmsMessage)
+        .where(
+            col(SmsMessage.direction) == "out",
+            or_(col(SmsMessage.id).in_(ids), col(SmsMessage.provider_sid).in_(sids)),
+        )
+        .order_by(col(SmsMessage.id))
+        .with_for_update()
+    )
+    found = list(rows.scalars())
+    by_id = {pk(sms): sms for sms in found}
+    by_sid = {sms.provider_sid: sms for sms in found if sms.provider_sid}
+    applied: list[bool] = []
+    for receipt in receipts:
+        sms = by_id.get(receipt.sms_id) if receipt.sms_id is not None else by_sid.get(receipt.sid)
+        applied.append(sms is not None and await _apply_receipt(session, sms, receipt, now))
+    return applied
+
+
+async def _apply_receipt(
+    session: AsyncSession, sms: SmsMessage, receipt: Receipt, now: datetime
+) -> bool:
+    sid, status = receipt.sid, receipt.status
+    if sms.provider_sid is not None and sid and sms.provider_sid != sid:
         return False
     if sms.provider_sid is None and sid:
         # The provider has it although the worker's commit was lost: never send it again.
@@ -656,7 +700,7 @@ async def handle_status(
         sms.sent_at = sms.sent_at or now
     if status in FAILED_RECEIPTS:
         if sms.status not in FAILED_RECEIPTS.values():
-            await sms_failed(session, sms, receipt_failure_reason(status, error_code), now)
+            await sms_failed(session, sms, receipt_failure_reason(status, receipt.error_code), now)
             sms.status = FAILED_RECEIPTS[status]
     elif status == "delivered" or (status == "sent" and sms.status == SmsStatus.queued):
         # (a queued row that gets a receipt stops being queued: it is not sent a second time)
