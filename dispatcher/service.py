@@ -685,6 +685,8 @@ async def handle_statuses(
     for receipt in receipts:
         sms = by_id.get(receipt.sms_id) if receipt.sms_id is not None else by_sid.get(receipt.sid)
         applied.append(sms is not None and await _apply_receipt(session, sms, receipt, now))
+        if sms is not None and sms.provider_sid:
+            by_sid[sms.provider_sid] = sms  # a SID stored by an earlier receipt of this batch
     return applied
 
 
