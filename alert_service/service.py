@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select, text, update
+from sqlalchemy import JSON, DateTime, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -24,6 +24,7 @@ from anxin.models import Device, Elder, Region, Responder, pk
 from dispatcher.models import AttemptAnswer, DispatchAttempt
 
 log = get_logger("alert_service")
+_ALERTS = Alert.__table__  # type: ignore[attr-defined]
 OUTCOMES = ("handled", "false_alarm", "hospital", "elder_cancelled", "device_recovered")
 RETRY_FAILED_AFTER = timedelta(seconds=30)
 
@@ -224,8 +225,10 @@ async def raise_or_join(
     township = next((r.id for r in chain if r.level == "township"), None)
     county = next((r.id for r in chain if r.level == "county"), None)
     # ON CONFLICT on the partial unique index: two gateways raising at once make one alert.
-    # RETURNING the whole row: the new alert without reading it back.
-    inserted = await session.scalars(
+    # One statement (one round trip on the gateway's ack path): the insert RETURNING the whole
+    # row, its "raised" timeline entry, and the watchers' NOTIFY when its response waits for
+    # them (delivered on commit, once per transaction whatever the number of alerts).
+    new_alert = (
         insert(Alert)
         .values(
             elder_id=elder.id,
@@ -252,26 +255,42 @@ async def raise_or_join(
         .on_conflict_do_nothing(
             index_elements=["elder_id", "kind"], index_where=text("status <> 'resolved'")
         )
-        .returning(Alert)
+        .returning(*_ALERTS.columns)
+        .cte("new_alert")
     )
-    alert = inserted.first()
-    if alert is None:
+    raised_entry = (
+        insert(AlertTimelineEntry)
+        .from_select(
+            ["alert_id", "at", "actor", "action", "detail"],
+            select(
+                new_alert.c.id,
+                literal(now.replace(microsecond=0), DateTime(timezone=True)),
+                literal(actor),
+                literal("raised"),
+                literal({"kind": decision.kind, "priority": decision.priority}, JSON),
+            ),
+        )
+        .cte("raised_entry")
+    )
+    notify = respond_by is not None and not respond_now
+    columns: list[Any] = [aliased(Alert, new_alert)]
+    if notify:
+        columns.append(func.pg_notify(ALERTS_CHANNEL, ""))
+    inserted = await session.execute(select(*columns).add_cte(raised_entry))
+    row = inserted.first()
+    if row is None:
         alert = await _open_alert(session, elder.id, decision.kind)
         assert alert is not None and alert.id is not None
         await _join(session, alert, decision, now, actor, respond_now=respond_now)
         return alert
+    alert = row[0]
+    assert isinstance(alert, Alert)
     new_id = pk(alert)
-    await add_timeline(
-        session, new_id, now, actor, "raised", kind=decision.kind, priority=decision.priority
-    )
     if decision.call_120:
         await add_timeline(session, new_id, now, "system", "call_120_flagged")
-    if respond_by is not None:
-        if respond_now:
-            await _start_response(session, alert, now, elder=elder, chain=chain)
-            await advance(session, alert, now)
-        else:
-            await wake_watchers(session)
+    if respond_by is not None and respond_now:
+        await _start_response(session, alert, now, elder=elder, chain=chain)
+        await advance(session, alert, now)
     log.info("alert_raised", alert=alert.code, kind=decision.kind, priority=decision.priority)
     return alert
 
