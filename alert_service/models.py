@@ -77,6 +77,10 @@ class Alert(SQLModel, table=True):
     ranking: list[dict[str, Any]] = json_column([])
     # The durable timer: when the watcher must look at this alert next.
     next_check_at: datetime | None = utc_column()
+    # When the response started (responders ranked, guardians told, step 0 run). NULL on an
+    # alert whose clock runs means the watcher has yet to do it: the gateway's ack path only
+    # makes the alert durable and sets `next_check_at` to now.
+    ranked_at: datetime | None = utc_column()
 
     @property
     def code(self) -> str:

@@ -9,19 +9,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import JSON, DateTime, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 import dispatcher.service as dispatch
 from alert_service import figures, rules
 from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry, RuleTimer
+from anxin.db import notify_on_commit
 from anxin.logging import get_logger
 from anxin.models import Device, Elder, Region, Responder, pk
 from dispatcher.models import AttemptAnswer, DispatchAttempt
 
 log = get_logger("alert_service")
+_ALERTS = Alert.__table__  # type: ignore[attr-defined]
 OUTCOMES = ("handled", "false_alarm", "hospital", "elder_cancelled", "device_recovered")
 RETRY_FAILED_AFTER = timedelta(seconds=30)
 
@@ -58,15 +61,37 @@ async def add_timeline(
 
 async def region_chain(session: AsyncSession, village_id: int) -> list[Region]:
     """The village, its township and its county (nearest first)."""
-    chain: list[Region] = []
-    region_id: int | None = village_id
-    while region_id is not None and len(chain) < 4:
-        region = await session.get(Region, region_id)
-        if region is None:
-            break
-        chain.append(region)
-        region_id = region.parent_id
-    return chain
+    return (await region_chains(session, {village_id})).get(village_id, [])
+
+
+async def region_chains(session: AsyncSession, village_ids: set[int]) -> dict[int, list[Region]]:
+    """`region_chain` for many villages in one query (a recursive walk up `parent_id`)."""
+    if not village_ids:
+        return {}
+    walk = (
+        select(
+            col(Region.id).label("start"),
+            col(Region.id).label("region_id"),
+            literal(0).label("depth"),
+        )
+        .where(col(Region.id).in_(village_ids))
+        .cte("region_walk", recursive=True)
+    )
+    up = aliased(Region)
+    walk = walk.union_all(
+        select(walk.c.start, col(up.parent_id), walk.c.depth + 1)
+        .join(up, col(up.id) == walk.c.region_id)
+        .where(col(up.parent_id).is_not(None), walk.c.depth < 3)
+    )
+    rows = await session.execute(
+        select(Region, walk.c.start)
+        .join(walk, walk.c.region_id == col(Region.id))
+        .order_by(walk.c.start, walk.c.depth)
+    )
+    chains: dict[int, list[Region]] = {}
+    for region, start in rows:
+        chains.setdefault(start, []).append(region)
+    return chains
 
 
 def _ladder_for(chain: list[Region]) -> rules.Ladder:
@@ -88,8 +113,14 @@ async def apply_event(
     now: datetime,
     timezone: str,
     previous_vitals: str = "normal",
+    respond_now: bool = False,
 ) -> int | None:
-    """Apply one stored event; returns the id of the alert it raised or joined, if any."""
+    """Apply one stored event; returns the id of the alert it raised or joined, if any.
+
+    The gateway's ack path: an alert it raises is durable when this transaction commits, and
+    the watcher (woken by NOTIFY) starts its response within milliseconds — see
+    `raise_or_join`. `respond_now` starts it in this transaction instead.
+    """
     decisions = rules.decide(
         event_type,
         data,
@@ -102,7 +133,9 @@ async def apply_event(
     actor = f"device:{device.id}"
     for decision in decisions:
         if isinstance(decision, rules.RaiseAlert):
-            alert = await raise_or_join(session, elder, decision, device.id, now, actor)
+            alert = await raise_or_join(
+                session, elder, decision, device.id, now, actor, respond_now=respond_now
+            )
             alert_id = alert_id or alert.id
         elif isinstance(decision, rules.StartTimer):
             await start_rule_timer(session, elder, device.id, decision)
@@ -167,8 +200,18 @@ async def raise_or_join(
     device_id: str | None,
     now: datetime,
     actor: str,
+    *,
+    respond_now: bool = True,
 ) -> Alert:
-    """One open alert per elder and kind: a repeat adds to its trigger count and timeline."""
+    """One open alert per elder and kind: a repeat adds to its trigger count and timeline.
+
+    An alert whose 15-minute clock runs needs its response started: responders ranked,
+    guardians told, step 0 of the ladder. With `respond_now` that happens in this transaction.
+    Without it (the gateway's ack path) only the alert is written, with `ranked_at` NULL and
+    `next_check_at` now, and the watchers are NOTIFYed on commit: a watcher claims it (SKIP
+    LOCKED) and starts the response in its batch. Nothing is lost if that watcher dies: the
+    row stays due until a watcher's transaction that started it commits.
+    """
     assert elder.id is not None
     chain = await region_chain(session, elder.village_id)
     ladder = _ladder_for(chain)
@@ -182,7 +225,10 @@ async def raise_or_join(
     township = next((r.id for r in chain if r.level == "township"), None)
     county = next((r.id for r in chain if r.level == "county"), None)
     # ON CONFLICT on the partial unique index: two gateways raising at once make one alert.
-    inserted = await session.execute(
+    # One statement (one round trip on the gateway's ack path): the insert RETURNING the whole
+    # row, its "raised" timeline entry, and the watchers' NOTIFY when its response waits for
+    # them (delivered on commit, once per transaction whatever the number of alerts).
+    new_alert = (
         insert(Alert)
         .values(
             elder_id=elder.id,
@@ -209,42 +255,99 @@ async def raise_or_join(
         .on_conflict_do_nothing(
             index_elements=["elder_id", "kind"], index_where=text("status <> 'resolved'")
         )
-        .returning(col(Alert.id))
+        .returning(*_ALERTS.columns)
+        .cte("new_alert")
     )
-    new_id = inserted.scalar()
-    if new_id is None:
+    raised_entry = (
+        insert(AlertTimelineEntry)
+        .from_select(
+            ["alert_id", "at", "actor", "action", "detail"],
+            select(
+                new_alert.c.id,
+                literal(now.replace(microsecond=0), DateTime(timezone=True)),
+                literal(actor),
+                literal("raised"),
+                literal({"kind": decision.kind, "priority": decision.priority}, JSON),
+            ),
+        )
+        .cte("raised_entry")
+    )
+    notify = respond_by is not None and not respond_now
+    columns: list[Any] = [aliased(Alert, new_alert)]
+    if notify:
+        columns.append(func.pg_notify(ALERTS_CHANNEL, ""))
+    inserted = await session.execute(select(*columns).add_cte(raised_entry))
+    row = inserted.first()
+    if row is None:
         alert = await _open_alert(session, elder.id, decision.kind)
         assert alert is not None and alert.id is not None
-        await _join(session, alert, decision, now, actor)
+        await _join(session, alert, decision, now, actor, respond_now=respond_now)
         return alert
-    alert = await session.get(Alert, new_id)
-    assert alert is not None
-    await add_timeline(
-        session, new_id, now, actor, "raised", kind=decision.kind, priority=decision.priority
-    )
+    alert = row[0]
+    assert isinstance(alert, Alert)
+    new_id = pk(alert)
     if decision.call_120:
         await add_timeline(session, new_id, now, "system", "call_120_flagged")
-    if respond_by is not None:
-        await _start_response(session, alert, elder, chain, now)
+    if respond_by is not None and respond_now:
+        await _start_response(session, alert, now, elder=elder, chain=chain)
+        await advance(session, alert, now)
     log.info("alert_raised", alert=alert.code, kind=decision.kind, priority=decision.priority)
     return alert
 
 
+# The gateway NOTIFYs this channel when it raises an alert; watchers LISTEN on it.
+ALERTS_CHANNEL = "anxin_alerts"
+
+
+async def wake_watchers(session: AsyncSession) -> None:
+    """NOTIFY the watchers (once per transaction, delivered on commit): an alert is due now."""
+    await notify_on_commit(session, ALERTS_CHANNEL)
+
+
+def needs_start(alert: Alert) -> bool:
+    """Its clock runs but its response has not started (no ranking, no guardians, no step 0)."""
+    return alert.respond_by is not None and alert.ranked_at is None
+
+
 async def _start_response(
-    session: AsyncSession, alert: Alert, elder: Elder, chain: list[Region], now: datetime
+    session: AsyncSession,
+    alert: Alert,
+    now: datetime,
+    *,
+    elder: Elder | None = None,
+    chain: list[Region] | None = None,
+    ranking: list[dict[str, Any]] | None = None,
+    guardians: bool = True,
 ) -> None:
-    """Rank the responders, tell the guardians, and run step 0 of the ladder."""
+    """Rank the responders and tell the guardians (the caller runs step 0 next, `advance`).
+
+    The caller holds the alert's row lock; `ranked_at` marks it done, so it runs once per
+    alert. The watcher passes `elder` and `ranking`, computed for its whole batch at once.
+    """
     assert alert.id is not None
-    alert.ranking = await dispatch.rank_for_alert(session, elder, chain, now)
-    await add_timeline(session, alert.id, now, "system", "ranked", candidates=len(alert.ranking))
-    if rules.Ladder.from_snapshot(alert.ladder).notify_guardians:
+    if elder is None:
+        elder = await session.get(Elder, alert.elder_id)
+        if elder is None:
+            return
+    if ranking is None:
+        if chain is None:
+            chain = await region_chain(session, alert.village_id)
+        ranking = await dispatch.rank_for_alert(session, elder, chain, now)
+    alert.ranking = ranking
+    alert.ranked_at = now
+    await add_timeline(session, alert.id, now, "system", "ranked", candidates=len(ranking))
+    if guardians and rules.Ladder.from_snapshot(alert.ladder).notify_guardians:
         await dispatch.notify_guardians(session, alert, elder, now)
-    # Step 0 at once, in the same transaction as the event: no gap where it could be lost.
-    await advance(session, alert, now)
 
 
 async def _join(
-    session: AsyncSession, alert: Alert, decision: rules.RaiseAlert, now: datetime, actor: str
+    session: AsyncSession,
+    alert: Alert,
+    decision: rules.RaiseAlert,
+    now: datetime,
+    actor: str,
+    *,
+    respond_now: bool = True,
 ) -> None:
     assert alert.id is not None
     alert.trigger_count += 1
@@ -260,11 +363,12 @@ async def _join(
             # clock starts now, with the ladder snapshotted when the alert was raised.
             ladder = rules.Ladder.from_snapshot(alert.ladder)
             alert.respond_by = now + timedelta(minutes=ladder.respond_minutes)
-            elder = await session.get(Elder, alert.elder_id)
-            assert elder is not None
-            await _start_response(
-                session, alert, elder, await region_chain(session, alert.village_id), now
-            )
+            alert.next_check_at = now
+            if respond_now:
+                await _start_response(session, alert, now)
+                await advance(session, alert, now)
+            else:
+                await wake_watchers(session)
     if alert.accepted_by is not None and alert.status in ("accepted", "on_scene"):
         await dispatch.tell_pressed_again(session, alert, now)
 
@@ -358,6 +462,10 @@ async def advance(
     be passed in (the watcher loads a whole batch's in one query).
     """
     assert alert.id is not None
+    if needs_start(alert):
+        # Whoever advances an alert first (the watcher, or a person acting within the few
+        # milliseconds before it) starts its response: no step 0 without a ranking.
+        await _start_response(session, alert, now)
     ladder = rules.Ladder.from_snapshot(alert.ladder)
     if attempts is None:
         attempts = await _attempts(session, alert.id)
@@ -601,16 +709,20 @@ async def run_due_alerts(
     With `isolate`, each alert runs in a savepoint and one that fails is put off for
     RETRY_FAILED_AFTER instead of failing the whole batch again and again.
     """
-    result = await session.execute(
-        select(Alert)
+    # The elder comes with the claim: new alerts need them for ranking and the call-out SMS.
+    claimed = await session.execute(
+        select(Alert, Elder)
+        .join(Elder, col(Elder.id) == col(Alert.elder_id))
         .where(col(Alert.next_check_at) <= now)
         .order_by(col(Alert.next_check_at))
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=Alert, skip_locked=True)
     )
-    alerts = list(result.scalars())
-    if not alerts:
+    pairs = [(alert, elder) for alert, elder in claimed]
+    if not pairs:
         return 0
+    alerts = [alert for alert, _ in pairs]
+    elders = {pk(elder): elder for _, elder in pairs}
     ids = [pk(a) for a in alerts]
     attempts: dict[int, list[DispatchAttempt]] = {alert_id: [] for alert_id in ids}
     loaded = await session.execute(
@@ -620,24 +732,57 @@ async def run_due_alerts(
     )
     for attempt in loaded.scalars():
         attempts[attempt.alert_id].append(attempt)
-    # What the call-out SMS needs, in three queries rather than three per alert. Held in a
-    # local: the session's identity map only keeps rows someone still refers to.
-    responder_ids = {int(c["responder_id"]) for a in alerts for c in a.ranking}
-    batch_rows = [
-        *(
-            await session.execute(
-                select(Elder).where(col(Elder.id).in_({a.elder_id for a in alerts}))
+    # Rows the ladder's SMS need (responders, villages), held in a local while the batch runs:
+    # the session's identity map keeps only rows someone still refers to, and then answers
+    # `session.get` for them without a query.
+    batch_rows: list[object] = [*elders.values()]
+    # New alerts from the gateway: rank them all at once (a handful of queries per batch),
+    # tell their guardians in one INSERT. Nothing is flushed before the commit: the timeline
+    # rows and alert updates of the whole batch go to the database together.
+    starting = [a for a in alerts if needs_start(a)]
+    if starting and not isolate:
+        chains = await region_chains(session, {a.village_id for a in starting})
+        batch_rows.extend(r for chain in chains.values() for r in chain)
+        with session.no_autoflush:
+            rankings = await dispatch.rank_for_alerts(
+                session,
+                [(elders[a.elder_id], chains.get(a.village_id, [])) for a in starting],
+                now,
+                keep=batch_rows,
             )
-        ).scalars(),
-        *(
-            await session.execute(select(Responder).where(col(Responder.id).in_(responder_ids)))
-        ).scalars(),
-        *(
-            await session.execute(
-                select(Region).where(col(Region.id).in_({a.village_id for a in alerts}))
+            for alert, ranking in zip(starting, rankings, strict=True):
+                await _start_response(
+                    session,
+                    alert,
+                    now,
+                    elder=elders[alert.elder_id],
+                    ranking=ranking,
+                    guardians=False,
+                )
+            await dispatch.notify_guardians_many(
+                session,
+                [
+                    (a, elders[a.elder_id])
+                    for a in starting
+                    if rules.Ladder.from_snapshot(a.ladder).notify_guardians
+                ],
+                now,
             )
-        ).scalars(),
-    ]
+    # What the other call-out SMS need, in two queries rather than two per alert.
+    have = {pk(r) for r in batch_rows if isinstance(r, Responder)}
+    responder_ids = {int(c["responder_id"]) for a in alerts for c in a.ranking} - have
+    if responder_ids:
+        batch_rows.extend(
+            (
+                await session.execute(select(Responder).where(col(Responder.id).in_(responder_ids)))
+            ).scalars()
+        )
+    have = {pk(r) for r in batch_rows if isinstance(r, Region)}
+    village_ids = {a.village_id for a in alerts} - have
+    if village_ids:
+        batch_rows.extend(
+            (await session.execute(select(Region).where(col(Region.id).in_(village_ids)))).scalars()
+        )
     for alert in alerts:
         if not isolate:
             await advance(session, alert, now, attempts[pk(alert)])

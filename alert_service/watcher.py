@@ -13,7 +13,7 @@ from datetime import datetime
 
 from alert_service import service
 from anxin.clock import Clock
-from anxin.db import SessionMaker, transaction
+from anxin.db import SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger
 
 log = get_logger("alert_service.watcher")
@@ -74,19 +74,32 @@ async def run_watcher(
     poll_seconds: float,
     stop: asyncio.Event,
     batch_size: int = BATCH_SIZE,
+    listen: bool = True,
 ) -> None:
-    while not stop.is_set():
-        next_due: datetime | None = None
-        try:
-            handled, next_due = await tick_and_look_ahead(
-                sessions, clock, timezone, batch_size=batch_size
+    """Tick until `stop` is set: at the next known timer, at the poll, and — with `listen` — as
+    soon as a gateway commits a new alert (it NOTIFYs `service.ALERTS_CHANNEL`), whose ranking,
+    guardian SMS and step 0 this watcher then does. The poll stays as the safety net (a lost
+    listening connection, a pooler that cannot LISTEN)."""
+    wakeup = asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        if listen:
+            await stack.enter_async_context(
+                listening(sessions, service.ALERTS_CHANNEL, wakeup.set)
             )
-        except Exception as exc:  # the database may be restarting: back off, never die
-            log.warning("watcher_error", error=repr(exc))
-            handled = 0
-            await asyncio.sleep(1)
-        if handled >= batch_size:
-            continue  # a full batch: more are due now
-        wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
+        while not stop.is_set():
+            # Cleared before the tick: a NOTIFY that arrives during it triggers another.
+            wakeup.clear()
+            next_due: datetime | None = None
+            try:
+                handled, next_due = await tick_and_look_ahead(
+                    sessions, clock, timezone, batch_size=batch_size
+                )
+            except Exception as exc:  # the database may be restarting: back off, never die
+                log.warning("watcher_error", error=repr(exc))
+                handled = 0
+                await asyncio.sleep(1)
+            if handled >= batch_size:
+                continue  # a full batch: more are due now
+            wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
+            await first_of(stop, wakeup, timeout=wait)
+

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -75,6 +77,61 @@ async def transaction(sessions: SessionMaker) -> AsyncIterator[AsyncSession]:
     """One unit of work: commits on success, rolls back on error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def notify_on_commit(session: AsyncSession, channel: str) -> None:
+    """NOTIFY `channel` once per transaction; Postgres delivers it when the transaction commits
+    (and never if it rolls back), so a listener woken by it finds the rows committed."""
+    transaction = session.get_transaction()
+    key = f"notified:{channel}"
+    if transaction is not None and session.info.get(key) is transaction:
+        return
+    await session.execute(text(f"NOTIFY {channel}"))
+    session.info[key] = transaction
+
+
+@asynccontextmanager
+async def listening(
+    sessions: SessionMaker, channel: str, on_notify: Callable[[], None]
+) -> AsyncIterator[bool]:
+    """LISTEN on `channel` on a connection of our own while the block runs, calling `on_notify`
+    for each notification. Yields False (and the caller polls alone) when that is impossible:
+    not Postgres through asyncpg, or a pooler that cannot LISTEN."""
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine):
+        yield False
+        return
+
+    def callback(*_: object) -> None:
+        on_notify()
+
+    try:
+        connection = await engine.connect()
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.add_listener(channel, callback)
+    except Exception as exc:
+        log.warning("listen_unavailable", channel=channel, error=repr(exc))
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(Exception):
+            await driver.remove_listener(channel, callback)
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+
+async def first_of(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until one of `events` is set (e.g. stop, or a notification), or `timeout` passes."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def alembic_config(url: str) -> Any:

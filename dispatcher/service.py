@@ -11,16 +11,20 @@ Per-number daily limits: see `dispatcher.worker.send_due`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import and_, func, literal, or_, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 import alert_service.service as alerts
 from alert_service.models import Alert, AlertStatus
+from anxin.db import notify_on_commit
 from anxin.logging import get_logger, mask_phone
 from anxin.models import Elder, Region, Responder, ServiceCentre, pk
 from dispatcher import routing, templates
@@ -39,113 +43,173 @@ async def rank_for_alert(
     session: AsyncSession, elder: Elder, chain: list[Region], now: datetime
 ) -> list[dict[str, Any]]:
     """Rank on-duty aides of the elder's township, then its centres, by estimated arrival."""
-    township = next((r for r in chain if r.level == "township"), None)
-    county = next((r for r in chain if r.level == "county"), None)
-    circuity = next((r.circuity for r in chain if r.circuity), 1.4)
-    village_ids: list[int] = [elder.village_id]
-    if township is not None:
-        rows = await session.execute(
-            select(col(Region.id)).where(col(Region.parent_id) == township.id)
-        )
-        village_ids = [r for r in rows.scalars() if r is not None]
-    aides = list(
-        (
-            await session.execute(
-                select(Responder).where(
-                    col(Responder.kind) == "aide",
-                    col(Responder.village_id).in_(village_ids),
-                )
-            )
-        ).scalars()
-    )
-    centre_regions = [r.id for r in (township, county) if r is not None]
-    centres = list(
+    return (await rank_for_alerts(session, [(elder, chain)], now))[0]
+
+
+async def rank_for_alerts(
+    session: AsyncSession,
+    homes: Sequence[tuple[Elder, Sequence[Region]]],
+    now: datetime,
+    *,
+    keep: list[object] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """`rank_for_alert` for many elders at once (the watcher's batch): three queries whatever
+    their number, then the pure ranking per elder. `homes` pairs each elder with the region
+    chain of their village (nearest first); the rankings come back in the same order.
+
+    `keep` receives the responder rows loaded: while the caller holds them, the session's
+    identity map answers `session.get(Responder, id)` for them without a query."""
+    if not homes:
+        return []
+    township_of = [next((r for r in chain if r.level == "township"), None) for _, chain in homes]
+    county_of = [next((r for r in chain if r.level == "county"), None) for _, chain in homes]
+    township_ids = {pk(t) for t in township_of if t is not None}
+    lone_villages = {
+        e.village_id for (e, _), t in zip(homes, township_of, strict=True) if t is None
+    }
+    centre_regions = township_ids | {pk(c) for c in county_of if c is not None}
+    # One query for both kinds: the aides of every village under those townships (or of a
+    # village with no township), and the duty responders of their township and county centres.
+    aide_places: list[ColumnElement[bool]] = []
+    if township_ids:
+        aide_places.append(col(Region.parent_id).in_(township_ids))
+    if lone_villages:
+        aide_places.append(col(Responder.village_id).in_(lone_villages))
+    wanted: list[ColumnElement[bool]] = [col(ServiceCentre.region_id).in_(centre_regions)]
+    if aide_places:
+        wanted.append(and_(col(Responder.kind) == "aide", or_(*aide_places)))
+    rows = list(
         await session.execute(
-            select(Responder, ServiceCentre)
-            .join(ServiceCentre, col(Responder.centre_id) == col(ServiceCentre.id))
-            .where(col(ServiceCentre.region_id).in_(centre_regions))
+            select(Responder, col(Region.parent_id), ServiceCentre)
+            .outerjoin(Region, col(Region.id) == col(Responder.village_id))
+            .outerjoin(ServiceCentre, col(ServiceCentre.id) == col(Responder.centre_id))
+            .where(or_(*wanted))
         )
     )
-    # Only these responders' commitments and counts matter: a city has many more.
-    candidate_ids = [pk(a) for a in aides] + [pk(r) for r, _ in centres]
-    committed = set(
-        (
-            await session.execute(
-                select(col(Alert.accepted_by)).where(
-                    col(Alert.priority) == 1,
-                    col(Alert.status).in_(("accepted", "on_scene")),
-                    col(Alert.accepted_by).in_(candidate_ids),
-                )
+    aides_of_township: dict[int, list[Responder]] = {}
+    aides_of_village: dict[int, list[Responder]] = {}
+    centres_of: dict[int, list[tuple[Responder, ServiceCentre]]] = {}
+    for responder, parent_id, centre in rows:
+        if centre is not None and centre.region_id in centre_regions:
+            centres_of.setdefault(centre.region_id, []).append((responder, centre))
+        if responder.kind != "aide":
+            continue
+        if parent_id in township_ids:
+            aides_of_township.setdefault(parent_id, []).append(responder)
+        if responder.village_id in lone_villages:
+            aides_of_village.setdefault(responder.village_id, []).append(responder)
+    if keep is not None:
+        keep.extend(responder for responder, _, _ in rows)
+    # Only these responders' commitments and counts matter: a city has many more. One query:
+    # a P1 they have taken (marked -1), and how often each was asked in the last 24 hours.
+    candidate_ids = {pk(responder) for responder, _, _ in rows}
+    load: Any = await session.execute(
+        union_all(
+            select(col(Alert.accepted_by), literal(-1)).where(
+                col(Alert.priority) == 1,
+                col(Alert.status).in_(("accepted", "on_scene")),
+                col(Alert.accepted_by).in_(candidate_ids),
+            ),
+            select(col(DispatchAttempt.responder_id), func.count())
+            .where(
+                col(DispatchAttempt.asked_at) >= now - timedelta(hours=24),
+                col(DispatchAttempt.responder_id).in_(candidate_ids),
             )
-        ).scalars()
-    )
-    counted = await session.execute(
-        select(col(DispatchAttempt.responder_id), func.count())
-        .where(
-            col(DispatchAttempt.asked_at) >= now - timedelta(hours=24),
-            col(DispatchAttempt.responder_id).in_(candidate_ids),
+            .group_by(col(DispatchAttempt.responder_id)),
         )
-        .group_by(col(DispatchAttempt.responder_id))
     )
-    # (a Result has .keys(), so dict(result) would treat it as a mapping)
-    today = {responder_id: int(n) for responder_id, n in counted}
-    candidates = [
-        routing.Candidate(
-            responder_id=pk(a),
-            kind="aide",
-            name=a.name,
-            village_id=a.village_id,
-            location=routing.LatLon(a.lat, a.lon),
-            travel_mode=routing.TravelMode(a.travel_mode),
-            on_duty=a.on_duty,
-            committed_to_p1=pk(a) in committed,
-            dispatches_today=int(today.get(pk(a), 0)),
-            setup_minutes=a.setup_minutes,
+    committed: set[int] = set()
+    today: dict[int, int] = {}
+    for row in load:
+        responder_id, n = int(row[0]), int(row[1])
+        if n < 0:
+            committed.add(responder_id)
+        else:
+            today[responder_id] = n
+    tables = await travel_tables_for(session, {pk(e) for e, _ in homes})
+    rankings: list[list[dict[str, Any]]] = []
+    for (elder, chain), township, county in zip(homes, township_of, county_of, strict=True):
+        aides = (
+            aides_of_township.get(pk(township), [])
+            if township is not None
+            else aides_of_village.get(elder.village_id, [])
         )
-        for a in aides
-    ] + [
-        routing.Candidate(
-            responder_id=pk(r),
-            kind="township_centre" if c.level == "township" else "county_centre",
-            name=c.name,
-            village_id=None,
-            location=routing.LatLon(r.lat, r.lon),
-            travel_mode=routing.TravelMode(r.travel_mode),
-            on_duty=True,
-            committed_to_p1=False,
-            dispatches_today=int(today.get(pk(r), 0)),
-            setup_minutes=r.setup_minutes,
+        centres = [
+            pair
+            for region in (township, county)
+            if region is not None
+            for pair in centres_of.get(pk(region), [])
+        ]
+        candidates = [
+            routing.Candidate(
+                responder_id=pk(a),
+                kind="aide",
+                name=a.name,
+                village_id=a.village_id,
+                location=routing.LatLon(a.lat, a.lon),
+                travel_mode=routing.TravelMode(a.travel_mode),
+                on_duty=a.on_duty,
+                committed_to_p1=pk(a) in committed,
+                dispatches_today=int(today.get(pk(a), 0)),
+                setup_minutes=a.setup_minutes,
+            )
+            for a in aides
+        ] + [
+            routing.Candidate(
+                responder_id=pk(r),
+                kind="township_centre" if c.level == "township" else "county_centre",
+                name=c.name,
+                village_id=None,
+                location=routing.LatLon(r.lat, r.lon),
+                travel_mode=routing.TravelMode(r.travel_mode),
+                on_duty=True,
+                committed_to_p1=False,
+                dispatches_today=int(today.get(pk(r), 0)),
+                setup_minutes=r.setup_minutes,
+            )
+            for r, c in centres
+        ]
+        ranked = routing.nearest_responders(
+            routing.LatLon(elder.lat, elder.lon),
+            elder.village_id,
+            candidates,
+            circuity=next((r.circuity for r in chain if r.circuity), 1.4),
+            travel_table=tables.get(pk(elder), {}),
         )
-        for r, c in centres
-    ]
-    ranked = routing.nearest_responders(
-        routing.LatLon(elder.lat, elder.lon),
-        elder.village_id,
-        candidates,
-        circuity=circuity,
-        travel_table=await travel_table_for(session, pk(elder)),
-    )
-    return [
-        {
-            "responder_id": r.responder_id,
-            "kind": r.kind,
-            "name": r.name,
-            "distance_km": round(r.distance_km, 2),
-            "eta_minutes": round(r.eta_minutes, 1),
-            "source": r.source,
-        }
-        for r in ranked
-    ]
+        rankings.append(
+            [
+                {
+                    "responder_id": r.responder_id,
+                    "kind": r.kind,
+                    "name": r.name,
+                    "distance_km": round(r.distance_km, 2),
+                    "eta_minutes": round(r.eta_minutes, 1),
+                    "source": r.source,
+                }
+                for r in ranked
+            ]
+        )
+    return rankings
 
 
 async def travel_table_for(session: AsyncSession, elder_id: int) -> dict[int, float]:
     """Routed minutes to this elder's home, per responder (only those someone imported)."""
+    return (await travel_tables_for(session, {elder_id})).get(elder_id, {})
+
+
+async def travel_tables_for(
+    session: AsyncSession, elder_ids: set[int]
+) -> dict[int, dict[int, float]]:
+    """`travel_table_for` for many elders in one query: elder_id → responder_id → minutes."""
     rows = await session.execute(
-        select(col(TravelTime.responder_id), col(TravelTime.minutes)).where(
-            col(TravelTime.elder_id) == elder_id
-        )
+        select(
+            col(TravelTime.elder_id), col(TravelTime.responder_id), col(TravelTime.minutes)
+        ).where(col(TravelTime.elder_id).in_(elder_ids))
     )
-    return {responder_id: float(minutes) for responder_id, minutes in rows}
+    tables: dict[int, dict[int, float]] = {}
+    for elder_id, responder_id, minutes in rows:
+        tables.setdefault(elder_id, {})[responder_id] = float(minutes)
+    return tables
 
 
 # Rows per statement: Postgres takes at most 32,767 bind parameters in one.
@@ -222,16 +286,11 @@ async def _import_chunk(
 
 # queue_sms NOTIFYs this channel; outbox workers LISTEN on it (dispatcher.worker).
 OUTBOX_CHANNEL = "anxin_outbox"
-_NOTIFIED_TRANSACTION = "anxin_outbox_notified"
 
 
 async def _wake_outbox(session: AsyncSession) -> None:
     """NOTIFY the outbox workers, once per transaction; Postgres delivers it on commit."""
-    transaction = session.get_transaction()
-    if transaction is not None and session.info.get(_NOTIFIED_TRANSACTION) is transaction:
-        return
-    await session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
-    session.info[_NOTIFIED_TRANSACTION] = transaction
+    await notify_on_commit(session, OUTBOX_CHANNEL)
 
 
 async def queue_sms(
@@ -246,26 +305,55 @@ async def queue_sms(
     purpose: str = "",
 ) -> bool:
     """Write an SMS into the outbox; returns False when its key was already written."""
+    written = await queue_sms_many(
+        session,
+        [
+            {
+                "to": to,
+                "body": body,
+                "key": key,
+                "alert_id": alert_id,
+                "responder_id": responder_id,
+                "purpose": purpose,
+            }
+        ],
+        now,
+    )
+    return written == 1
+
+
+async def queue_sms_many(
+    session: AsyncSession, messages: list[dict[str, Any]], now: datetime
+) -> int:
+    """Write SMS into the outbox in one statement (each a dict of `queue_sms`'s arguments but
+    `now`); returns how many were written (a key already written is skipped)."""
+    if not messages:
+        return 0
     result = await session.execute(
         insert(SmsMessage)
         .values(
-            direction="out",
-            idempotency_key=key,
-            alert_id=alert_id,
-            responder_id=responder_id,
-            purpose=purpose,
-            to_phone=to,
-            from_phone="",
-            body=body,
-            status=SmsStatus.queued,
-            attempts=0,
-            created_at=now,
-            next_attempt_at=now,
+            [
+                {
+                    "direction": "out",
+                    "idempotency_key": m["key"],
+                    "alert_id": m.get("alert_id"),
+                    "responder_id": m.get("responder_id"),
+                    "purpose": m.get("purpose", ""),
+                    "to_phone": m["to"],
+                    "from_phone": "",
+                    "body": m["body"],
+                    "status": SmsStatus.queued,
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                }
+                for m in messages
+            ]
         )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(col(SmsMessage.id))
     )
-    written = result.scalar() is not None
+    written = len(result.all())
     if written:
         await _wake_outbox(session)
     return written
@@ -332,19 +420,28 @@ async def notify_guardians(
     session: AsyncSession, alert: Alert, elder: Elder, now: datetime
 ) -> None:
     """Guardians get an informational SMS (never asked to respond)."""
-    if not elder.consent:
-        return
-    body = templates.guardian_sms(elder.name, alert.kind, "zh")
-    for phone in elder.guardian_phones or []:
-        await queue_sms(
-            session,
-            to=phone,
-            body=body,
-            key=f"alert:{alert.id}:guardian:{phone}",
-            now=now,
-            alert_id=alert.id,
-            purpose="guardian",
-        )
+    await notify_guardians_many(session, [(alert, elder)], now)
+
+
+async def notify_guardians_many(
+    session: AsyncSession, alerts_of: Sequence[tuple[Alert, Elder]], now: datetime
+) -> None:
+    """`notify_guardians` for a batch of alerts, in one INSERT. One SMS per alert and guardian
+    ever (the idempotency key), however often this runs."""
+    rows = [
+        {
+            "to": phone,
+            "body": templates.guardian_sms(elder.name, alert.kind, "zh"),
+            "key": f"alert:{alert.id}:guardian:{phone}",
+            "alert_id": alert.id,
+            "responder_id": None,
+            "purpose": "guardian",
+        }
+        for alert, elder in alerts_of
+        if elder.consent
+        for phone in elder.guardian_phones or []
+    ]
+    await queue_sms_many(session, rows, now)
 
 
 async def _responder(session: AsyncSession, responder_id: int | None) -> Responder | None:
@@ -530,6 +627,16 @@ async def sms_failed(session: AsyncSession, sms: SmsMessage, reason: str, now: d
 FAILED_RECEIPTS = {"undelivered": SmsStatus.undelivered, "failed": SmsStatus.failed}
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """One delivery receipt (a status callback), as Twilio posts it."""
+
+    sid: str
+    status: str
+    error_code: str | None = None
+    sms_id: int | None = None
+
+
 async def handle_status(
     session: AsyncSession,
     sid: str,
@@ -546,13 +653,48 @@ async def handle_status(
     waits for the worker's commit) never loses one. The SID is the fallback for receipts
     configured elsewhere (e.g. on a Twilio messaging service).
     """
-    query = select(SmsMessage).where(col(SmsMessage.direction) == "out")
-    if sms_id is not None:
-        query = query.where(col(SmsMessage.id) == sms_id)
-    else:
-        query = query.where(col(SmsMessage.provider_sid) == sid)
-    sms = (await session.execute(query.with_for_update())).scalars().first()
-    if sms is None or (sms.provider_sid is not None and sid and sms.provider_sid != sid):
+    return (await handle_statuses(session, [Receipt(sid, status, error_code, sms_id)], now))[0]
+
+
+async def handle_statuses(
+    session: AsyncSession, receipts: Sequence[Receipt], now: datetime
+) -> list[bool]:
+    """Apply delivery receipts in order (`handle_status` for many, one query to find and lock
+    their rows); for each, whether it named an SMS of ours.
+
+    Every row is locked up front, in id order, before any alert is: a failed receipt locks its
+    alert after its SMS row, as the outbox worker does, so two of them never wait on each other.
+    """
+    ids = {r.sms_id for r in receipts if r.sms_id is not None}
+    sids = {r.sid for r in receipts if r.sms_id is None and r.sid}
+    if not ids and not sids:
+        return [False] * len(receipts)
+    rows = await session.execute(
+        select(SmsMessage)
+        .where(
+            col(SmsMessage.direction) == "out",
+            or_(col(SmsMessage.id).in_(ids), col(SmsMessage.provider_sid).in_(sids)),
+        )
+        .order_by(col(SmsMessage.id))
+        .with_for_update()
+    )
+    found = list(rows.scalars())
+    by_id = {pk(sms): sms for sms in found}
+    by_sid = {sms.provider_sid: sms for sms in found if sms.provider_sid}
+    applied: list[bool] = []
+    for receipt in receipts:
+        sms = by_id.get(receipt.sms_id) if receipt.sms_id is not None else by_sid.get(receipt.sid)
+        applied.append(sms is not None and await _apply_receipt(session, sms, receipt, now))
+        if sms is not None and sms.provider_sid:
+            by_sid[sms.provider_sid] = sms  # a SID stored by an earlier receipt of this batch
+    return applied
+
+
+async def _apply_receipt(
+    session: AsyncSession, sms: SmsMessage, receipt: Receipt, now: datetime
+) -> bool:
+    sid, status = receipt.sid, receipt.status
+    if sms.provider_sid is not None and sid and sms.provider_sid != sid:
         return False
     if sms.provider_sid is None and sid:
         # The provider has it although the worker's commit was lost: never send it again.
@@ -560,7 +702,7 @@ async def handle_status(
         sms.sent_at = sms.sent_at or now
     if status in FAILED_RECEIPTS:
         if sms.status not in FAILED_RECEIPTS.values():
-            await sms_failed(session, sms, receipt_failure_reason(status, error_code), now)
+            await sms_failed(session, sms, receipt_failure_reason(status, receipt.error_code), now)
             sms.status = FAILED_RECEIPTS[status]
     elif status == "delivered" or (status == "sent" and sms.status == SmsStatus.queued):
         # (a queued row that gets a receipt stops being queued: it is not sent a second time)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from anxin.clock import Clock
-from anxin.db import SessionMaker, transaction
+from anxin.db import SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger, mask_phone
 from dispatcher import service
 from dispatcher.models import SmsMessage, SmsStatus
@@ -177,17 +174,8 @@ async def _passes(
             handled = 0
             await asyncio.sleep(1)
         if not handled:
-            await _first_of(stop, wakeup, timeout=poll_seconds)
+            await first_of(stop, wakeup, timeout=poll_seconds)
 
-
-async def _first_of(*events: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -195,28 +183,13 @@ async def _listening(
     sessions: SessionMaker, wakeups: list[asyncio.Event], *, enabled: bool
 ) -> AsyncIterator[None]:
     """LISTEN on the outbox channel on a connection of our own; polling alone if that fails."""
-    engine = sessions.kw.get("bind")
-    if not enabled or not isinstance(engine, AsyncEngine):
+    if not enabled:
         yield
         return
 
-    def on_notify(*_: object) -> None:
+    def on_notify() -> None:
         for wakeup in wakeups:
             wakeup.set()
 
-    try:
-        connection = await engine.connect()
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.add_listener(service.OUTBOX_CHANNEL, on_notify)
-    except Exception as exc:
-        log.warning("outbox_listen_unavailable", error=repr(exc))
+    async with listening(sessions, service.OUTBOX_CHANNEL, on_notify):
         yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            await driver.remove_listener(service.OUTBOX_CHANNEL, on_notify)
-        with contextlib.suppress(Exception):
-            await connection.close()

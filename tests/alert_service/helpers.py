@@ -54,12 +54,13 @@ async def event(
     data: dict[str, Any] | None = None,
     previous_vitals: str = "normal",
 ) -> int | None:
-    """What the gateway does with a stored event: apply it in its own transaction."""
+    """What the gateway does with a stored event (apply it in its own transaction), then what
+    the watcher it NOTIFYs does next: start the response of an alert it raised."""
     device = where.devices.get(device_kind) or next(iter(where.devices.values()))
     async with transaction(sessions) as session:
         elder = await session.get(Elder, where.elder_id)
         assert elder is not None
-        return await service.apply_event(
+        alert_id = await service.apply_event(
             session,
             device=device,
             elder=elder,
@@ -69,6 +70,17 @@ async def event(
             timezone=TZ,
             previous_vitals=previous_vitals,
         )
+    if alert_id is not None:
+        await start_response(sessions, alert_id, now)
+    return alert_id
+
+
+async def start_response(sessions: SessionMaker, alert_id: int, now: datetime) -> None:
+    """The watcher's part for one alert the gateway raised: ranking, guardians and step 0."""
+    async with transaction(sessions) as session:
+        found = await service.lock_alert(session, alert_id)
+        if found is not None and service.needs_start(found):
+            await service.advance(session, found, now)
 
 
 async def alert(sessions: SessionMaker, alert_id: int) -> Alert:

@@ -52,7 +52,7 @@ async def test_nobody_answers_the_whole_ladder_runs_once_each_step_on_time(
     centre = next(c for c in raised.ranking if c["kind"] == "township_centre")
     county = next(c for c in raised.ranking if c["kind"] == "county_centre")
 
-    # T0: the nearest aide, in the same transaction as the event.
+    # T0: the nearest aide, asked by the watcher that the raising transaction woke.
     tried = await attempts(sessions, alert_id)
     assert [(a.responder_id, a.role, a.asked_at) for a in tried][:1] == [(aides[0], "aide", T0)]
     dispatch_sms = await outbox(sessions, alert_id, "dispatch")

@@ -118,6 +118,8 @@ async def _open_alerts(sessions: SessionMaker, count: int, cast: Cast) -> list[i
                 "ranking": ranking,
                 "note": "",
                 "next_check_at": T0,
+                # ranked as it was raised: this test is about the ladder's steps
+                "ranked_at": T0,
             }
             for kind in KINDS
             for elder_id, village_id in elders

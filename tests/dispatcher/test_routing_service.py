@@ -108,3 +108,38 @@ async def test_no_aide_in_time_asks_the_nearest_aide_and_the_township_centre_at_
         assert again is not None
         await alerts.advance(session, again, bench.clock.now())
     assert len(await bench.asked(alert.id)) == 2  # the ladder at T0 again: nobody new
+
+
+async def test_ranking_a_batch_of_alerts_ranks_each_as_alone(bench: DispatchBench) -> None:
+    """The watcher ranks its whole batch of new alerts with a few queries; each elder's
+    ranking is the one they would get alone (same people, same order, same ETAs)."""
+    # Something to tell apart: an aide off duty, one already committed to a P1, a routed time.
+    taken = await bench.raise_alert(ELDER)
+    taker = taken.ranking[0]["responder_id"]
+    async with transaction(bench.sessions) as session:
+        alert = await alerts.lock_alert(session, taken.id or 0)
+        assert alert is not None
+        await alerts.accept(session, alert, taker, bench.clock.now(), "test")
+        off = taken.ranking[1]["responder_id"]
+        await session.execute(
+            update(Responder).where(col(Responder.id) == off).values(on_duty=False)
+        )
+    far = await bench.responder(taken.ranking[2]["responder_id"])
+    await import_csv(bench, f"elder_code,responder_phone,minutes\nE0002,{far.phone},1\n")
+
+    codes = [e.code for e in bench.seeded.plan.elders[::9]]
+    assert len(codes) >= 10
+    async with bench.sessions() as session:
+        elders = [await bench.elder(code, session) for code in codes]
+        chains = [await alerts.region_chain(session, e.village_id) for e in elders]
+        assert {c[1].id for c in chains if len(c) > 1} and len({c[0].id for c in chains}) > 3
+        now = bench.clock.now()
+        alone = [
+            await dispatch.rank_for_alert(session, e, c, now)
+            for e, c in zip(elders, chains, strict=True)
+        ]
+        together = await dispatch.rank_for_alerts(
+            session, list(zip(elders, chains, strict=True)), now
+        )
+    assert together == alone
+    assert all(ranking for ranking in together)

@@ -1,0 +1,178 @@
+"""The gateway's ack path makes an alert durable; the watcher starts its response.
+
+The gateway's transaction stores the event and the alert (`ranked_at` NULL, `next_check_at`
+now) and NOTIFYs the watchers; a watcher then ranks the responders, tells the guardians and
+asks step 0, for a whole batch of new alerts at once. Whatever happens in between — a watcher
+dying mid-batch, two watchers at once — each alert gets exactly one ranking, one guardian
+notice per guardian and one first SMS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from alert_service import service, watcher
+from alert_service.models import Alert, AlertTimelineEntry
+from anxin.clock import FakeClock
+from anxin.db import SessionMaker, transaction
+from anxin.models import Elder
+from dispatcher.models import SmsMessage
+from tests.alert_service.helpers import TZ, Home, alert, home, outbox, phone_of, steps
+from tests.conftest import Seeded, eventually
+
+T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+async def gateway_sos(sessions: SessionMaker, where: Home, now: datetime) -> int:
+    """What the gateway does with an SOS: apply it in its own transaction, nothing more."""
+    device = where.devices["sos_button"]
+    async with transaction(sessions) as session:
+        elder = await session.get(Elder, where.elder_id)
+        assert elder is not None
+        alert_id = await service.apply_event(
+            session, device=device, elder=elder, event_type="sos", data={}, now=now, timezone=TZ
+        )
+    assert alert_id is not None
+    return alert_id
+
+
+async def sms_per_alert(sessions: SessionMaker) -> dict[int, Counter[str]]:
+    async with sessions() as session:
+        rows = await session.execute(select(col(SmsMessage.alert_id), col(SmsMessage.purpose)))
+        counts: dict[int, Counter[str]] = {}
+        for alert_id, purpose in rows:
+            assert alert_id is not None
+            counts.setdefault(alert_id, Counter())[purpose] += 1
+        return counts
+
+
+async def ranked_entries(sessions: SessionMaker) -> Counter[int]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(col(AlertTimelineEntry.alert_id)).where(
+                col(AlertTimelineEntry.action) == "ranked"
+            )
+        )
+        return Counter(rows.scalars())
+
+
+async def due_now(sessions: SessionMaker, now: datetime) -> int:
+    async with sessions() as session:
+        rows = await session.execute(select(col(Alert.id)).where(col(Alert.next_check_at) <= now))
+        return len(rows.all())
+
+
+async def test_the_ack_path_stores_the_alert_and_the_watcher_starts_its_response(
+    region: Seeded,
+) -> None:
+    sessions, clock = region.sessions, FakeClock(T0)
+    where = await home(sessions)
+    alert_id = await gateway_sos(sessions, where, T0)
+
+    # Acked: the alert is durable and due now, and nobody has been texted yet.
+    stored = await alert(sessions, alert_id)
+    assert (stored.status, stored.ranking, stored.ranked_at) == ("raised", [], None)
+    assert stored.next_check_at == T0
+    assert await outbox(sessions, alert_id) == []
+
+    assert await watcher.tick(sessions, clock, TZ) == 1
+    started = await alert(sessions, alert_id)
+    assert started.ranked_at == T0 and started.status == "dispatching" and started.ranking
+    nearest = started.ranking[0]["responder_id"]
+    dispatch = await outbox(sessions, alert_id, "dispatch")
+    assert [(s.to_phone, s.created_at) for s in dispatch] == [
+        (await phone_of(sessions, nearest), T0)
+    ]
+    guardians = await outbox(sessions, alert_id, "guardian")
+    assert sorted(s.to_phone for s in guardians) == sorted(where.elder.guardian_phones)
+    assert [action for _, _, action in await steps(sessions, alert_id)] == [
+        "raised",
+        "ranked",
+        "asked",
+    ]
+
+    # Looked at again at the same instant: nothing more is sent.
+    clock.set(T0)
+    await watcher.tick(sessions, clock, TZ)
+    assert len(await outbox(sessions, alert_id)) == len(dispatch) + len(guardians)
+
+
+async def test_a_watcher_that_dies_mid_batch_leaves_the_alerts_to_the_next(
+    region: Seeded,
+) -> None:
+    sessions, clock = region.sessions, FakeClock(T0)
+    ids = [await gateway_sos(sessions, await home(sessions, index=i), T0) for i in range(5)]
+
+    class Killed(Exception):
+        pass
+
+    # The first watcher does the whole batch's work, then dies before its commit.
+    with contextlib.suppress(Killed):
+        async with transaction(sessions) as session:
+            assert await service.run_due_alerts(session, T0) == 5
+            raise Killed
+    assert await sms_per_alert(sessions) == {}
+    assert await due_now(sessions, T0) == 5
+
+    # The next watcher finds them all still due and starts each once.
+    assert await watcher.tick(sessions, clock, TZ) == 5
+    sent = await sms_per_alert(sessions)
+    assert sorted(sent) == sorted(ids)
+    assert all(c["dispatch"] == 1 for c in sent.values())
+    assert await ranked_entries(sessions) == Counter({i: 1 for i in ids})
+
+
+async def test_two_watchers_at_once_start_every_new_alert_exactly_once(region: Seeded) -> None:
+    sessions, clock = region.sessions, FakeClock(T0)
+    homes = [await home(sessions, index=i) for i in range(40)]
+    ids = [await gateway_sos(sessions, where, T0) for where in homes]
+
+    async def one_watcher() -> None:
+        # Small batches, so the two keep meeting over the same rows (SKIP LOCKED).
+        while await watcher.tick(sessions, clock, TZ, batch_size=7):
+            pass
+
+    await asyncio.gather(one_watcher(), one_watcher())
+
+    assert await due_now(sessions, T0) == 0
+    sent = await sms_per_alert(sessions)
+    assert sorted(sent) == sorted(ids)
+    guardians = {
+        h.elder_id: len(h.elder.guardian_phones or []) if h.elder.consent else 0 for h in homes
+    }
+    async with sessions() as session:
+        rows = await session.execute(select(col(Alert.id), col(Alert.elder_id)))
+        elder_of = {alert_id: elder_id for alert_id, elder_id in rows}
+    for alert_id, counts in sent.items():
+        assert counts["dispatch"] == 1, alert_id
+        assert counts["guardian"] == guardians[elder_of[alert_id]], alert_id
+    assert await ranked_entries(sessions) == Counter({i: 1 for i in ids})
+
+
+async def test_the_watcher_wakes_on_the_gateways_notify_not_its_poll(region: Seeded) -> None:
+    """The watcher's poll is an hour here: only the NOTIFY of the raising transaction can
+    wake it in time for this test to see step 0."""
+    sessions, clock = region.sessions, FakeClock(T0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        watcher.run_watcher(sessions, clock, TZ, poll_seconds=3600, stop=stop)
+    )
+    try:
+        # Its first tick finds nothing due; then it sleeps on the poll, listening.
+        await asyncio.sleep(0.5)
+        alert_id = await gateway_sos(sessions, await home(sessions), T0)
+
+        async def asked() -> list[SmsMessage] | None:
+            return await outbox(sessions, alert_id, "dispatch") or None
+
+        sms = await eventually(asked, what="step 0 after the NOTIFY")
+        assert len(sms) == 1
+    finally:
+        stop.set()
+        await running
