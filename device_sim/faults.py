@@ -15,9 +15,13 @@ What must hold after each scenario, and how it is counted exactly:
 * every alert got exactly one call-out SMS per ladder step, no step missing. The steps an alert
   should have had come from the pure ladder (`alert_service.rules.plan`) replayed on the alert's
   own ranking and ladder, with nobody answering: the suite's region has a short accept timeout
-  (aide 1 at once, aide 2 after it); the suite closes each alert, as an operator would, once all
-  of its home's presses are acked and the steps due so far have all reached the phones (the
-  Twilio-compatible sandbox, served here, sees every SMS the platform sends);
+  (aide 1 at once, aide 2 one timeout later, aide 3 at two, then the township centre). Acting
+  as the operator, the suite confirms aide 2 as taking the alert once aides 1 and 2 have had
+  their call-outs (the Twilio-compatible sandbox, served here, sees every SMS the platform
+  sends), which stops the ladder, and closes the alert once all of its home's presses are
+  acked. A step the ladder makes later than required (aide 3 when the confirmation itself came
+  late) is allowed once; any second call-out to the same responder for the same alert, or one
+  to a responder the ladder would not have asked by then, is a duplicate;
 * the max delay is the longest wait from an elder's first press to the first call-out.
 
 Between scenarios the SMS and dispatch history is moved a day back (the carriers' daily limit
@@ -275,7 +279,11 @@ async def _prepare_region(sessions: SessionMaker, options: SuiteOptions) -> None
     """The suite's ladder (a short accept timeout, two aides), and a fleet that is known,
     online and not expected to heartbeat during the run: the suite is about the alert chain;
     liveness has its own tests (and a silent fleet would raise offline alerts mid-run)."""
-    ladder = json.dumps({"accept_timeout_s": options.accept_timeout_s, "max_aides": 2})
+    # Three aides one accept timeout apart, then the township centre: the suite requires
+    # aides 1 and 2 before it closes an alert, and the third aide gives a slow platform
+    # slack before the ladder reaches the centres (three duty phones for 500 homes would hit
+    # the carriers' daily limit per number within one scenario).
+    ladder = json.dumps({"accept_timeout_s": options.accept_timeout_s, "max_aides": 3})
     async with transaction(sessions) as session:
         await session.execute(text("UPDATE regions SET ladder = CAST(:l AS json)"), {"l": ladder})
         await session.execute(
@@ -293,7 +301,7 @@ async def _connect_homes(
     for d in plan.devices:
         by_elder[d.elder_code].append(SimDevice(d.device_id, d.kind.value, d.password))
     homes = [
-        SimHome(address, by_elder[e.code], name=e.code, resend_after_s=3.0) for e in plan.elders
+        SimHome(address, by_elder[e.code], name=e.code, resend_after_s=5.0) for e in plan.elders
     ]
     slots = asyncio.Semaphore(100)
 
@@ -339,6 +347,7 @@ class _HomeTrack:
     first_send: float | None = None
     acked: set[str] = field(default_factory=set)
     alert_codes: set[str] = field(default_factory=set)
+    taken: set[str] = field(default_factory=set)  # alerts an aide took (by the operator)
     resolved: bool = False
 
 
@@ -495,42 +504,52 @@ async def _close_ready(
     resolved_at: dict[str, datetime],
     callouts: Counter[tuple[str, str]],
 ) -> None:
-    """Close, as an operator would, each alert whose home's presses are all acked and whose
-    ladder steps due by then (aide 1, aide 2) have all reached the phones."""
-    ready = [
-        t for t in tracks if not t.resolved and len(t.acked) == len(t.event_ids) and t.alert_codes
-    ]
-    if not ready:
+    """Act as the operator. Once the ladder steps an alert must have had (aide 1 at once, aide
+    2 one accept timeout later) have reached the phones, the operator confirms the last aide
+    asked as taking it (the ladder stops there: nothing more is due for minutes); once every
+    press of the home is acked, the operator closes the alert."""
+    from alert_service import service
+
+    pending = [t for t in tracks if not t.resolved and t.alert_codes]
+    if not pending:
         return
     try:
-        async with platform.sessions() as session:
-            wanted = [int(c[1:]) for t in ready for c in t.alert_codes if c not in alerts]
-            if wanted:
+        wanted = [int(c[1:]) for t in pending for c in t.alert_codes if c not in alerts]
+        if wanted:
+            async with platform.sessions() as session:
                 rows = await session.execute(select(Alert).where(col(Alert.id).in_(wanted)))
                 for alert in rows.scalars():
                     alerts[alert.code] = alert
         horizon = _horizon(options)
+        taking: list[tuple[_HomeTrack, str, int]] = []
         closing: list[_HomeTrack] = []
-        for t in ready:
+        for t in pending:
             codes = [c for c in t.alert_codes if c in alerts]
             if len(codes) < len(t.alert_codes):
                 continue
             complete = True
             for code in codes:
-                alert = alerts[code]
                 if code not in required:
-                    required[code] = expected_steps(alert, alert.raised_at + horizon)
-                for step in required[code]:
-                    if callouts[(code, platform.phone_of.get(step.responder_id, ""))] == 0:
-                        complete = False
-            if complete:
+                    required[code] = expected_steps(alerts[code], alerts[code].raised_at + horizon)
+                steps = required[code]
+                if any(
+                    callouts[(code, platform.phone_of.get(s.responder_id, ""))] == 0 for s in steps
+                ):
+                    complete = False
+                elif code not in t.taken and steps:
+                    taking.append((t, code, steps[-1].responder_id))
+            if complete and len(t.acked) == len(t.event_ids):
                 closing.append(t)
-        if not closing:
+        if not taking and not closing:
             return
-        from alert_service import service
-
         async with transaction(platform.sessions) as session:
             now = SystemClock().now()
+            for _, code, responder_id in taking:
+                locked = await service.lock_alert(session, int(code[1:]))
+                if locked is not None:
+                    await service.accept(
+                        session, locked, responder_id, now, actor="operator:fault-suite"
+                    )
             for t in closing:
                 for code in t.alert_codes:
                     locked = await service.lock_alert(session, int(code[1:]))
@@ -539,6 +558,8 @@ async def _close_ready(
                             session, locked, now, actor="operator:fault-suite", outcome="handled"
                         )
                         resolved_at[code] = now
+        for t, code, _ in taking:
+            t.taken.add(code)
         for t in closing:
             t.resolved = True
     except Exception as exc:  # Postgres restarting under us: try again on the next round
@@ -624,7 +645,8 @@ async def _count(
     for alert in found:
         code = alert.code
         must = required.get(code) or expected_steps(alert, alert.raised_at + horizon)
-        closed = resolved_at.get(code) or alert.resolved_at or alert.raised_at
+        # The ladder stops when the operator confirms a taker (or closes the alert).
+        closed = alert.accepted_at or alert.resolved_at or resolved_at.get(code) or alert.raised_at
         may = {s.responder_id for s in expected_steps(alert, closed + horizon_extra)}
         steps_expected += len(must)
         for step in must:
