@@ -307,7 +307,8 @@ async def _connect_homes(
 
     async def connect(home: SimHome) -> None:
         async with slots:
-            await home.connect(announce=False)
+            # As a real hub does on every (re)connect: `online`, retained, for each device.
+            await home.connect(announce=True)
 
     with console.status(f"connecting {len(homes)} homes…"):
         await asyncio.gather(*(connect(h) for h in homes))
@@ -492,7 +493,15 @@ def _horizon(options: SuiteOptions) -> timedelta:
 def _fault_label(name: str, roles: RoleProcesses) -> str:
     if name in ("mosquitto", "postgres"):
         return f"{name} restarted"
+    if "#" in name:
+        return f"{name} (one replica) SIGKILLed, restarted 1 s later"
     return f"{name} ×{roles.replicas.get(name, 1)} SIGKILLed, restarted 1 s later"
+
+
+def valid_scenario(name: str) -> bool:
+    """A scenario of SCENARIOS, or `ROLE#N`: only replica N of that role is killed."""
+    role, _, replica = name.partition("#")
+    return name in SCENARIOS or (role in ("gateway", "alerts", "dispatcher") and replica.isdigit())
 
 
 async def _close_ready(
@@ -542,26 +551,44 @@ async def _close_ready(
                 closing.append(t)
         if not taking and not closing:
             return
-        async with transaction(platform.sessions) as session:
-            now = SystemClock().now()
-            for _, code, responder_id in taking:
-                locked = await service.lock_alert(session, int(code[1:]))
-                if locked is not None:
-                    await service.accept(
-                        session, locked, responder_id, now, actor="operator:fault-suite"
-                    )
-            for t in closing:
-                for code in t.alert_codes:
-                    locked = await service.lock_alert(session, int(code[1:]))
-                    if locked is not None:
-                        await service.resolve(
-                            session, locked, now, actor="operator:fault-suite", outcome="handled"
+        slots = asyncio.Semaphore(8)
+
+        async def act(code: str, taker: int | None) -> bool:
+            """One short transaction per alert, its time read once the row is ours: the
+            operator's action happens when it commits, not when the round began. An alert
+            a gateway batch or the watcher holds right now is skipped until the next round."""
+            async with slots, transaction(platform.sessions) as session:
+                locked = (
+                    (
+                        await session.execute(
+                            select(Alert)
+                            .where(col(Alert.id) == int(code[1:]))
+                            .with_for_update(skip_locked=True)
                         )
-                        resolved_at[code] = now
-        for t, code, _ in taking:
-            t.taken.add(code)
+                    )
+                    .scalars()
+                    .first()
+                )
+                if locked is None:
+                    return False
+                now = SystemClock().now()
+                if taker is not None:
+                    await service.accept(session, locked, taker, now, actor="operator:fault-suite")
+                else:
+                    await service.resolve(
+                        session, locked, now, actor="operator:fault-suite", outcome="handled"
+                    )
+                    resolved_at[code] = now
+                return True
+
+        took = await asyncio.gather(*(act(code, taker) for _, code, taker in taking))
+        for (t, code, _), done in zip(taking, took, strict=True):
+            if done:
+                t.taken.add(code)
+        to_close = [(t, code) for t in closing for code in t.alert_codes]
+        closed = await asyncio.gather(*(act(code, None) for _, code in to_close))
         for t in closing:
-            t.resolved = True
+            t.resolved = all(done for (u, _), done in zip(to_close, closed, strict=True) if u is t)
     except Exception as exc:  # Postgres restarting under us: try again on the next round
         log.info("suite_close_retry", error=repr(exc))
 
@@ -642,6 +669,7 @@ async def _count(
     steps_expected = steps_seen = 0
     horizon_extra = timedelta(seconds=1)
     phone_to_responder = {p: r for r, p in platform.phone_of.items()}
+    examples: list[str] = []
     for alert in found:
         code = alert.code
         must = required.get(code) or expected_steps(alert, alert.raised_at + horizon)
@@ -661,6 +689,15 @@ async def _count(
                 detail["callouts_sent_twice"] += n - 1
             if phone_to_responder.get(phone) not in may:
                 detail["callouts_unexpected"] += n
+                if len(examples) < 3:
+                    examples.append(
+                        f"{code}: call-out to responder {phone_to_responder.get(phone)} "
+                        f"({n}×), raised {alert.raised_at:%H:%M:%S.%f}, confirmed "
+                        f"{alert.accepted_at and f'{alert.accepted_at:%H:%M:%S.%f}'}, ladder "
+                        f"by then: {[(s.responder_id, s.role, f'{s.due_at:%S.%f}') for s in expected_steps(alert, closed + horizon_extra)]}"
+                    )
+    if examples:
+        examples = await _explain(platform.sessions, examples)
     delays = [
         first_callout[c] - t.first_send
         for t in tracks
@@ -697,7 +734,52 @@ async def _count(
         steps_seen=steps_seen,
         wall_s=round(wall_s, 1),
         detail={k: v for k, v in detail.items() if v},
+        notes=examples,
     )
+
+
+async def _explain(sessions: SessionMaker, examples: list[str]) -> list[str]:
+    """For an unexpected call-out: what the platform recorded (attempts and timeline)."""
+    from alert_service.models import AlertTimelineEntry
+    from dispatcher.models import DispatchAttempt
+
+    out: list[str] = []
+    async with sessions() as session:
+        for example in examples:
+            alert_id = int(example.split(":", 1)[0][1:])
+            attempts = (
+                await session.execute(
+                    select(DispatchAttempt)
+                    .where(col(DispatchAttempt.alert_id) == alert_id)
+                    .order_by(col(DispatchAttempt.step))
+                )
+            ).scalars()
+            timeline = (
+                await session.execute(
+                    select(AlertTimelineEntry)
+                    .where(col(AlertTimelineEntry.alert_id) == alert_id)
+                    .order_by(col(AlertTimelineEntry.id))
+                )
+            ).scalars()
+            out.append(
+                example
+                + "; attempts: "
+                + str(
+                    [
+                        (a.step, a.responder_id, a.role, f"{a.asked_at:%S.%f}", a.answer)
+                        for a in attempts
+                    ]
+                )
+                + "; timeline: "
+                + str(
+                    [
+                        (f"{e.at:%S}", e.action, e.detail)
+                        for e in timeline
+                        if e.action != "triggered_again"
+                    ]
+                )
+            )
+    return out
 
 
 def suite_table(report: SuiteReport) -> Table:

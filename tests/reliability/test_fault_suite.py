@@ -10,6 +10,7 @@ time: the max delay column is a figure to read, not a pass mark."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,16 @@ from device_sim.faults import SCENARIOS, SuiteOptions, print_suite, report_text,
 from tests.conftest import mosquitto_binary
 
 
-@pytest.mark.timeout(900)
+# The issue's figures; a slower CI machine may scale the burst down (the counts stay exact).
+HOMES = int(os.environ.get("ANXIN_FAULT_SUITE_HOMES", "500"))
+PRESSES = int(os.environ.get("ANXIN_FAULT_SUITE_PRESSES", str(HOMES * 4)))
+
+
+@pytest.mark.timeout(1200)
 async def test_no_sos_lost_or_doubled_under_crashes_and_restarts(artifacts_dir: Path) -> None:
     mosquitto_binary()  # skips outside CI when there is none
     console = Console(width=140)
-    report = await run_fault_suite(SuiteOptions(homes=500, presses=2000), console=console)
+    report = await run_fault_suite(SuiteOptions(homes=HOMES, presses=PRESSES), console=console)
     print_suite(report, console)
     (artifacts_dir / "fault_suite.json").write_text(report.to_json(), encoding="utf-8")
     (artifacts_dir / "fault_suite.txt").write_text(report_text(report), encoding="utf-8")
@@ -32,9 +38,9 @@ async def test_no_sos_lost_or_doubled_under_crashes_and_restarts(artifacts_dir: 
     assert [s["scenario"] for s in figures["scenarios"]] == list(SCENARIOS)
     for s in figures["scenarios"]:
         where = f"{s['scenario']}: {s['detail']} {s['notes']}"
-        assert s["messages_sent"] == 2000, where
+        assert s["messages_sent"] == PRESSES, where
         # One alert per home: its four presses joined it while it was open.
-        assert s["alerts_expected"] == s["alerts_found"] == 500, where
+        assert s["alerts_expected"] == s["alerts_found"] == min(HOMES, PRESSES), where
         assert s["steps_seen"] == s["steps_expected"] > 0, where
         assert s["missing"] == 0, where
         assert s["duplicates"] == 0, where
