@@ -19,7 +19,6 @@ from rich.console import Console
 from device_sim.faults import SCENARIOS, SuiteOptions, print_suite, report_text, run_fault_suite
 from tests.conftest import mosquitto_binary
 
-
 # The figures; a slower CI machine may scale the burst down (the counts stay exact).
 HOMES = int(os.environ.get("ANXIN_FAULT_SUITE_HOMES", "500"))
 PRESSES = int(os.environ.get("ANXIN_FAULT_SUITE_PRESSES", str(HOMES * 4)))
