@@ -45,7 +45,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlmodel import col
 
 from alert_service import rules
@@ -356,6 +356,7 @@ async def _run_scenario(
     platform: _Platform, options: SuiteOptions, name: str, console: Console
 ) -> ScenarioResult:
     started = time.monotonic()
+    started_at = SystemClock().now()
     tag = f"{name[:4]}{uuid.uuid4().hex[:4]}"
     homes = platform.homes
     per_home, extra = divmod(options.presses, len(homes))
@@ -477,6 +478,9 @@ async def _run_scenario(
         resends,
         time.monotonic() - started,
     )
+    others = await _other_alerts(platform.sessions, started_at)
+    if others:
+        result.notes.append(f"other alerts raised during the scenario: {others}")
     exited = platform.roles.exited()
     if exited:
         result.notes.append(f"replicas that exited on their own: {exited}")
@@ -736,6 +740,17 @@ async def _count(
         detail={k: v for k, v in detail.items() if v},
         notes=examples,
     )
+
+
+async def _other_alerts(sessions: SessionMaker, since: datetime) -> dict[str, int]:
+    """Alerts that are not the homes' SOS (a device taken for offline in a restart, say)."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(col(Alert.kind), func.count())
+            .where(col(Alert.raised_at) >= since, col(Alert.kind) != "sos")
+            .group_by(col(Alert.kind))
+        )
+        return {str(kind): int(n) for kind, n in rows}
 
 
 async def _explain(sessions: SessionMaker, examples: list[str]) -> list[str]:
