@@ -321,7 +321,16 @@ def _fault_suite(homes: int, presses: int, scenarios: list[str], json_out: Path 
     options = SuiteOptions(
         homes=homes, presses=presses, scenarios=tuple(scenarios) if scenarios else SCENARIOS
     )
-    report = _run(run_fault_suite(options, console=console))
+
+    def done(s: ScenarioResult) -> None:
+        console.print(
+            f"[bold]{s.scenario}[/]: sent {s.messages_sent} (+{s.resends} resent), alerts "
+            f"{s.alerts_found}/{s.alerts_expected}, duplicates {s.duplicates}, missing "
+            f"{s.missing}, max delay {s.max_delay_s} s, steps {s.steps_seen}/"
+            f"{s.steps_expected}, {s.wall_s:g} s {s.detail or ''}"
+        )
+
+    report = _run(run_fault_suite(options, console=console, on_result=done))
     print_suite(report, console)
     if json_out is not None:
         json_out.write_text(report.to_json(), encoding="utf-8")

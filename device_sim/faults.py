@@ -84,7 +84,10 @@ class SuiteOptions:
     accept_timeout_s: float = 8.0  # the suite region's ladder: next aide after this
     scenarios: tuple[str, ...] = SCENARIOS
     replicas: dict[str, int] = field(default_factory=lambda: dict(SUITE_REPLICAS))
-    settle_s: float = 120.0  # per scenario: how long to wait for acks and steps at most
+    # Per scenario, a safety net rather than a pass mark: wait while the platform makes
+    # progress (acks, call-outs, closings), give up after `stall_s` without any, or `settle_s`.
+    settle_s: float = 900.0
+    stall_s: float = 60.0
     seed: int = 2026
 
 
@@ -439,6 +442,8 @@ async def _run_scenario(
                 await asyncio.sleep(wait)
             sends.append(asyncio.create_task(press(track, track.event_ids[k])))
         deadline = time.monotonic() + options.settle_s
+        seen: tuple[int, int, int] = (-1, -1, -1)
+        last_change = time.monotonic()
         while time.monotonic() < deadline:
             acked = sum(len(t.acked) for t in tracks)
             await _close_ready(platform, options, tracks, alerts, required, resolved_at, callouts)
@@ -451,6 +456,11 @@ async def _run_scenario(
             )
             if done == len(tracks) and all(s.done() for s in sends):
                 break
+            now_seen = (acked, sum(callouts.values()), done)
+            if now_seen != seen:
+                seen, last_change = now_seen, time.monotonic()
+            elif time.monotonic() - last_change > options.stall_s:
+                break  # no progress at all for a minute: what is missing now stays missing
             await asyncio.sleep(0.5)
         if fault_task is not None:
             await fault_task
