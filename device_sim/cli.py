@@ -308,6 +308,7 @@ def bench_command(
 def _fault_suite(homes: int, presses: int, scenarios: list[str], json_out: Path | None) -> None:
     from device_sim.faults import (
         SCENARIOS,
+        ScenarioResult,
         SuiteOptions,
         print_suite,
         run_fault_suite,
