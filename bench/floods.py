@@ -1,0 +1,141 @@
+"""Floods: does one flooding SOS button, or a township's power cut, slow P1 alerts elsewhere?
+
+    .venv/bin/python bench/floods.py [--homes 300] [--sos-rate 5] [--duration 20]
+                                     [--flood 1000] [--flood-seconds 5] [--cut T01@5]
+                                     [--repeat 3] [--replicas gateway=2 …] [--json PATH]
+
+Each round runs `anxin bench` three times on the same options — no disruption, a flood (one
+home's SOS button sends `--flood` SOS a second, distinct event ids, for `--flood-seconds`), and
+a power cut (every home of township `--cut` reports power_lost, then drops off the broker at
+once) — with the roles as `anxin run` subprocesses, and prints the p50/p99 of the other homes'
+SOS → device ack and SOS → SMS request (the Twilio-compatible endpoint receiving the nearest
+aide's call-out), and the ratios disrupted / undisrupted (medians over `--repeat` rounds).
+The flooding home and the homes of the cut press nothing themselves.
+
+Needs ANXIN_DATABASE_URL (a scratch database is made and dropped there; default the machine's
+postgresql://postgres@127.0.0.1:5432/postgres) and ANXIN_MQTT_URL (a broker of your own: the
+bench connects one client per home), or --own-services to start both for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from anxin.logging import configure_logging
+from anxin.settings import Settings
+from device_sim.bench import BenchOptions, BenchReport, parse_replicas, print_report, run_bench
+
+VARIANTS = ("none", "flood", "power cut")
+
+
+def _options(args: argparse.Namespace, variant: str) -> BenchOptions:
+    return BenchOptions(
+        homes=args.homes,
+        sos_rate=args.sos_rate,
+        duration=args.duration,
+        heartbeat_s=60,
+        spawn_roles=True,
+        replicas=parse_replicas(args.replicas or []),
+        own_services=args.own_services,
+        flood_rate=args.flood if variant == "flood" else 0.0,
+        flood_s=args.flood_seconds,
+        power_cut=args.cut if variant == "power cut" else None,
+        drain_s=120,
+    )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 1) if present else None
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    console = Console()
+    settings = Settings(
+        database_url=SecretStr(
+            os.environ.get("ANXIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        ),
+        mqtt_url=SecretStr(os.environ["ANXIN_MQTT_URL"])
+        if "ANXIN_MQTT_URL" in os.environ
+        else None,
+    )
+    runs: dict[str, list[BenchReport]] = {v: [] for v in VARIANTS}
+    for round_ in range(args.repeat):
+        for variant in VARIANTS:
+            console.rule(f"round {round_ + 1}/{args.repeat}: {variant}")
+            report = await run_bench(settings, _options(args, variant), console=console)
+            print_report(report, console)
+            runs[variant].append(report)
+    figures: dict[str, Any] = {}
+    table = Table(title=f"P1 SOS of other homes — {args.homes} homes, {args.sos_rate:g} SOS/s")
+    for column in (
+        "disruption",
+        "ack p50 ms",
+        "ack p99 ms",
+        "SMS p50 ms",
+        "SMS p99 ms",
+        "SMS p99 ratio",
+        "lost / doubled",
+    ):
+        table.add_column(column, justify="right")
+    base_p99 = _median([r.sos_to_sms.p99_ms for r in runs["none"]])
+    for variant in VARIANTS:
+        reports = runs[variant]
+        row: dict[str, Any] = {
+            "ack_p50_ms": _median([r.sos_to_ack.p50_ms for r in reports]),
+            "ack_p99_ms": _median([r.sos_to_ack.p99_ms for r in reports]),
+            "sms_p50_ms": _median([r.sos_to_sms.p50_ms for r in reports]),
+            "sms_p99_ms": _median([r.sos_to_sms.p99_ms for r in reports]),
+            "lost": sum(r.lost for r in reports),
+            "duplicated": sum(r.duplicated_alerts + r.duplicated_sms for r in reports),
+            "flood_alerts": [r.flood.alerts for r in reports if r.flood],
+            "flood_trigger_counts": [r.flood.trigger_count for r in reports if r.flood],
+            "cut_homes": [r.power_cut.homes for r in reports if r.power_cut],
+        }
+        row["sms_p99_ratio"] = _ratio(row["sms_p99_ms"], base_p99)
+        figures[variant] = row
+        table.add_row(
+            variant,
+            str(row["ack_p50_ms"]),
+            str(row["ack_p99_ms"]),
+            str(row["sms_p50_ms"]),
+            str(row["sms_p99_ms"]),
+            str(row["sms_p99_ratio"]),
+            f"{row['lost']} / {row['duplicated']}",
+        )
+    console.print(table)
+    console.print(f"load average at the end: {os.getloadavg()}")
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--homes", type=int, default=300)
+    parser.add_argument("--sos-rate", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--flood", type=float, default=1000.0)
+    parser.add_argument("--flood-seconds", type=float, default=5.0)
+    parser.add_argument("--cut", default="T01@5")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--replicas", action="append")
+    parser.add_argument("--own-services", action="store_true")
+    parser.add_argument("--json", type=Path)
+    arguments = parser.parse_args()
+    configure_logging("warning")
+    result = asyncio.run(main(arguments))
+    if arguments.json:
+        arguments.json.write_text(json.dumps(result, indent=2, ensure_ascii=False))

@@ -1,0 +1,863 @@
+"""`anxin bench --fault-suite`: crashes and restarts under a burst of SOS, counted exactly.
+
+Every role runs as its own processes (gateway ×2 on a shared subscription, watcher ×2,
+dispatcher ×2, web) against a Postgres and a Mosquitto of the suite's own, so it can restart
+them without touching the machine's shared ones. Then, scenario by scenario, a burst of SOS
+(default 2,000 from 500 homes: each home presses 4 times, distinct event ids) while one fault
+happens: no fault (baseline), each role SIGKILLed and started again, Mosquitto restarted,
+Postgres restarted.
+
+What must hold after each scenario, and how it is counted exactly:
+
+* every press is stored once and acked, and belongs to its home's one alert: a home's repeated
+  presses while its alert is open join it, so a scenario expects exactly one alert per home,
+  with a trigger count equal to that home's presses;
+* every alert got exactly one call-out SMS per ladder step, no step missing. The steps an alert
+  should have had come from the pure ladder (`alert_service.rules.plan`) replayed on the alert's
+  own ranking and ladder, with nobody answering: the suite's region has a short accept timeout
+  (aide 1 at once, aide 2 one timeout later, aide 3 at two, then the township centre). Acting
+  as the operator, the suite confirms aide 2 as taking the alert once aides 1 and 2 have had
+  their call-outs (the Twilio-compatible sandbox, served here, sees every SMS the platform
+  sends), which stops the ladder, and closes the alert once all of its home's presses are
+  acked. A step the ladder makes later than required (aide 3 when the confirmation itself came
+  late) is allowed once; any second call-out to the same responder for the same alert, or one
+  to a responder the ladder would not have asked by then, is a duplicate;
+* the max delay is the longest wait from an elder's first press to the first call-out.
+
+Between scenarios the SMS and dispatch history is moved a day back (the carriers' daily limit
+per number counts a rolling 24 hours; each scenario plays a day of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select, text
+from sqlmodel import col
+
+from alert_service import rules
+from alert_service.models import Alert
+from anxin.clock import SystemClock
+from anxin.db import SessionMaker, make_sessionmaker, migrate, transaction
+from anxin.logging import get_logger
+from anxin.models import Responder
+from anxin.mqtt import BrokerAddress
+from device_sim.bench import (
+    BenchSandbox,
+    Percentiles,
+    RoleProcesses,
+    inject_fault,
+    raise_file_limit,
+    spawned_roles,
+)
+from device_sim.harness import OwnMosquitto, OwnPostgres, engine_for
+from device_sim.homes import SimDevice, SimHome
+from device_sim.region import RegionPlan, generate_region
+from device_sim.scenarios import ALERT_CODE, seed_plan
+from dispatcher.twilio_sandbox import SandboxMessage
+from gateway.models import Event
+
+log = get_logger("device_sim.faults")
+SCENARIOS = ("baseline", "gateway", "alerts", "dispatcher", "web", "mosquitto", "postgres")
+SUITE_REPLICAS = {"gateway": 2, "alerts": 2, "dispatcher": 2, "web": 1}
+
+
+@dataclass
+class SuiteOptions:
+    homes: int = 500
+    presses: int = 2000  # per scenario, spread evenly over the homes
+    burst_s: float = 6.0  # the presses of one scenario go out over this many seconds
+    fault_at: float = 0.35  # the fault happens this far into the burst (share of burst_s)
+    accept_timeout_s: float = 8.0  # the suite region's ladder: next aide after this
+    scenarios: tuple[str, ...] = SCENARIOS
+    replicas: dict[str, int] = field(default_factory=lambda: dict(SUITE_REPLICAS))
+    # Per scenario, a safety net rather than a pass mark: wait while the platform makes
+    # progress (acks, call-outs, closings), give up after `stall_s` without any, or `settle_s`.
+    settle_s: float = 900.0
+    stall_s: float = 60.0
+    seed: int = 2026
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    fault: str
+    messages_sent: int  # SOS presses (first sends)
+    resends: int  # the same event sent again by a device that had no ack yet
+    alerts_expected: int
+    alerts_found: int
+    duplicates: int
+    missing: int
+    max_delay_s: float | None
+    sos_to_callout: Percentiles
+    steps_expected: int
+    steps_seen: int
+    wall_s: float
+    detail: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.duplicates == 0 and self.missing == 0
+
+
+@dataclass
+class SuiteReport:
+    homes: int
+    presses_per_scenario: int
+    replicas: dict[str, int]
+    scenarios: list[ScenarioResult]
+    setup_s: float
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.scenarios)
+
+    def to_json(self) -> str:
+        data = asdict(self) | {"ok": self.ok}
+        for item, result in zip(data["scenarios"], self.scenarios, strict=True):
+            item["ok"] = result.ok
+        return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+# --- the oracle: which ladder steps an alert must have had ---------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    responder_id: int
+    role: str
+    due_at: datetime
+
+
+def expected_steps(alert: Alert, until: datetime) -> list[Step]:
+    """The call-outs the ladder makes for this alert up to `until` when nobody answers, every
+    SMS is delivered and nobody closes it: `rules.plan` replayed on the alert's own ranking and
+    ladder snapshot (the same pure function the watcher applies)."""
+    ladder = rules.Ladder.from_snapshot(alert.ladder)
+    state = rules.AlertState(
+        priority=alert.priority,
+        status="raised",
+        raised_at=alert.raised_at,
+        respond_by=alert.respond_by,
+        ranking=tuple(
+            rules.Candidate(int(c["responder_id"]), str(c["kind"]), float(c["eta_minutes"]))
+            for c in alert.ranking
+        ),
+    )
+    steps: list[Step] = []
+    now = alert.raised_at
+    for _ in range(200):
+        decided = rules.plan(state, ladder, now)
+        if decided.actions:
+            for action in decided.actions:
+                state = _apply(state, action, now)
+                if isinstance(action, rules.AskResponder):
+                    steps.append(Step(action.responder_id, action.role, now))
+            continue
+        if decided.next_check_at is None or decided.next_check_at > until:
+            break
+        now = decided.next_check_at
+    return steps
+
+
+def _apply(state: rules.AlertState, action: rules.Action, now: datetime) -> rules.AlertState:
+    from dataclasses import replace
+
+    if isinstance(action, rules.AskResponder):
+        eta = next(
+            (c.eta_minutes for c in state.ranking if c.responder_id == action.responder_id), None
+        )
+        attempt = rules.AttemptState(action.responder_id, action.role, now, "pending", eta)
+        return replace(state, attempts=(*state.attempts, attempt))
+    if isinstance(action, rules.TimeOutAttempt):
+        return replace(
+            state,
+            attempts=tuple(
+                replace(a, answer="timed_out")
+                if a.responder_id == action.responder_id and a.answer == "pending"
+                else a
+                for a in state.attempts
+            ),
+        )
+    if isinstance(action, rules.MarkAtRisk):
+        return replace(state, at_risk=True)
+    if isinstance(action, rules.MarkBreached):
+        return replace(state, breached=True)
+    return state
+
+
+# --- the suite ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Platform:
+    postgres: OwnPostgres
+    mosquitto: OwnMosquitto
+    sessions: SessionMaker
+    sandbox: BenchSandbox
+    roles: RoleProcesses
+    plan: RegionPlan
+    homes: list[SimHome]
+    phone_of: dict[int, str]  # responder id → phone
+
+
+def _is_callout(message: SandboxMessage) -> bool:
+    return "回1" in message.body or "Reply 1" in message.body
+
+
+async def run_fault_suite(
+    options: SuiteOptions,
+    *,
+    console: Console | None = None,
+    on_result: Callable[[ScenarioResult], None] | None = None,
+) -> SuiteReport:
+    console = console or Console()
+    started = time.monotonic()
+    raise_file_limit()
+    plan = generate_region(options.homes, options.seed)
+    results: list[ScenarioResult] = []
+    async with contextlib.AsyncExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="anxin-faults-")))
+        with console.status("starting Postgres, Mosquitto and every role…"):
+            postgres = OwnPostgres(workdir / "pg")
+            mosquitto = OwnMosquitto(workdir / "mosquitto")
+            url, _ = await asyncio.gather(postgres.start(), mosquitto.start())
+            stack.push_async_callback(postgres.close)
+            stack.push_async_callback(mosquitto.stop)
+            await migrate(url)
+            engine = await stack.enter_async_context(engine_for(url))
+            sessions = make_sessionmaker(engine)
+            await seed_plan(sessions, plan)
+            await _prepare_region(sessions, options)
+            sandbox, roles = await stack.enter_async_context(
+                spawned_roles(url, mosquitto.url, options.replicas)
+            )
+            async with sessions() as session:
+                phone_of = {
+                    int(r.id): r.phone
+                    for r in (await session.execute(select(Responder))).scalars()
+                    if r.id is not None
+                }
+        homes = await _connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
+        stack.push_async_callback(_close_homes, homes)
+        platform = _Platform(postgres, mosquitto, sessions, sandbox, roles, plan, homes, phone_of)
+        setup_s = time.monotonic() - started
+        console.print(
+            f"platform up in {setup_s:.0f} s: {len(homes)} homes, roles "
+            + ", ".join(f"{r}×{n}" for r, n in roles.replicas.items())
+            + f" (logs in {roles.log_dir})"
+        )
+        for name in options.scenarios:
+            result = await _run_scenario(platform, options, name, console)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            await _next_day(sessions)
+    return SuiteReport(
+        homes=options.homes,
+        presses_per_scenario=options.presses,
+        replicas=dict(options.replicas),
+        scenarios=results,
+        setup_s=round(setup_s, 1),
+        wall_s=round(time.monotonic() - started, 1),
+    )
+
+
+async def _prepare_region(sessions: SessionMaker, options: SuiteOptions) -> None:
+    """The suite's ladder (a short accept timeout, two aides), and a fleet that is known,
+    online and not expected to heartbeat during the run: the suite is about the alert chain;
+    liveness has its own tests (and a silent fleet would raise offline alerts mid-run)."""
+    # Three aides one accept timeout apart, then the township centre: the suite requires
+    # aides 1 and 2 before it closes an alert, and the third aide gives a slow platform
+    # slack before the ladder reaches the centres (three duty phones for 500 homes would hit
+    # the carriers' daily limit per number within one scenario).
+    ladder = json.dumps({"accept_timeout_s": options.accept_timeout_s, "max_aides": 3})
+    async with transaction(sessions) as session:
+        await session.execute(text("UPDATE regions SET ladder = CAST(:l AS json)"), {"l": ladder})
+        await session.execute(
+            text(
+                "UPDATE devices SET heartbeat_interval_s = 86400, online = true, "
+                "last_seen_at = now(), offline_after = now() + interval '3 days'"
+            )
+        )
+
+
+async def _connect_homes(
+    plan: RegionPlan, address: BrokerAddress, console: Console
+) -> list[SimHome]:
+    by_elder: dict[str, list[SimDevice]] = defaultdict(list)
+    for d in plan.devices:
+        by_elder[d.elder_code].append(SimDevice(d.device_id, d.kind.value, d.password))
+    homes = [
+        SimHome(address, by_elder[e.code], name=e.code, resend_after_s=5.0) for e in plan.elders
+    ]
+    slots = asyncio.Semaphore(100)
+
+    async def connect(home: SimHome) -> None:
+        async with slots:
+            # As a real hub does on every (re)connect: `online`, retained, for each device.
+            await home.connect(announce=True)
+
+    with console.status(f"connecting {len(homes)} homes…"):
+        await asyncio.gather(*(connect(h) for h in homes))
+    return homes
+
+
+async def _close_homes(homes: list[SimHome]) -> None:
+    await asyncio.gather(*(h.close(say_offline=False) for h in homes), return_exceptions=True)
+
+
+async def _next_day(sessions: SessionMaker) -> None:
+    """Every SMS and dispatch so far moves a day back: the next scenario is a day of its own
+    for the per-number daily SMS limit and the aides' dispatch counts."""
+    for attempt in range(30):
+        try:
+            async with transaction(sessions) as session:
+                await session.execute(
+                    text(
+                        "UPDATE sms_messages SET sent_at = sent_at - interval '1 day', "
+                        "created_at = created_at - interval '1 day'"
+                    )
+                )
+                await session.execute(
+                    text("UPDATE dispatch_attempts SET asked_at = asked_at - interval '1 day'")
+                )
+            return
+        except Exception as exc:
+            log.warning("suite_next_day_retry", attempt=attempt, error=repr(exc))
+            await asyncio.sleep(1)
+
+
+@dataclass
+class _HomeTrack:
+    home: SimHome
+    device_id: str
+    event_ids: list[str]
+    first_send: float | None = None
+    acked: set[str] = field(default_factory=set)
+    alert_codes: set[str] = field(default_factory=set)
+    taken: set[str] = field(default_factory=set)  # alerts an aide took (by the operator)
+    resolved: bool = False
+
+
+async def _run_scenario(
+    platform: _Platform, options: SuiteOptions, name: str, console: Console
+) -> ScenarioResult:
+    started = time.monotonic()
+    started_at = SystemClock().now()
+    tag = f"{name[:4]}{uuid.uuid4().hex[:4]}"
+    homes = platform.homes
+    per_home, extra = divmod(options.presses, len(homes))
+    tracks: list[_HomeTrack] = []
+    for i, home in enumerate(homes):
+        n = per_home + (1 if i < extra else 0)
+        if n:
+            device = home.device("sos_button").device_id
+            tracks.append(_HomeTrack(home, device, [f"{tag}-{i}-{k}" for k in range(n)]))
+    by_code: dict[str, _HomeTrack] = {}
+    callouts: Counter[tuple[str, str]] = Counter()  # (alert code, phone)
+    first_callout: dict[str, float] = {}
+    resends = 0
+
+    def on_sms(message: SandboxMessage) -> None:
+        found = ALERT_CODE.search(message.body)
+        if found is None or not _is_callout(message):
+            return
+        code = found.group(0)
+        callouts[(code, message.to)] += 1
+        first_callout.setdefault(code, time.monotonic())
+
+    unsubscribe = platform.sandbox.subscribe(on_sms)
+    # Round after round: every home's k-th press before any home's (k+1)-th.
+    order = [
+        (t, k)
+        for k in range(max(len(t.event_ids) for t in tracks))
+        for t in tracks
+        if k < len(t.event_ids)
+    ]
+    sends: list[asyncio.Task[None]] = []
+
+    async def press(track: _HomeTrack, event_id: str) -> None:
+        nonlocal resends
+
+        def sent(_: str) -> None:
+            if track.first_send is None:
+                track.first_send = time.monotonic()
+
+        try:
+            ack = await track.home.send_event(
+                track.device_id,
+                "sos",
+                event_id=event_id,
+                give_up_after_s=options.settle_s,
+                on_first_send=sent,
+            )
+        except TimeoutError:
+            return
+        resends += ack.sends - 1
+        track.acked.add(event_id)
+        if ack.alert_id:
+            track.alert_codes.add(ack.alert_id)
+            by_code[ack.alert_id] = track
+
+    fault_label = "none" if name == "baseline" else _fault_label(name, platform.roles)
+    progress = Progress(
+        TextColumn(f"[bold]{name:<10}[/]"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    alerts: dict[str, Alert] = {}
+    resolved_at: dict[str, datetime] = {}
+    required: dict[str, list[Step]] = {}
+    with progress:
+        task = progress.add_task(name, total=len(tracks) * 2, info="burst")
+
+        async def fault() -> None:
+            await asyncio.sleep(options.fault_at * options.burst_s)
+            await inject_fault(platform.roles, platform.postgres, platform.mosquitto, name)
+
+        fault_task = asyncio.create_task(fault()) if name != "baseline" else None
+        burst_start = time.monotonic()
+        for n, (track, k) in enumerate(order):
+            due = burst_start + n * options.burst_s / len(order)
+            if (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            sends.append(asyncio.create_task(press(track, track.event_ids[k])))
+        deadline = time.monotonic() + options.settle_s
+        seen: tuple[int, int, int] = (-1, -1, -1)
+        last_change = time.monotonic()
+        while time.monotonic() < deadline:
+            acked = sum(len(t.acked) for t in tracks)
+            await _close_ready(platform, options, tracks, alerts, required, resolved_at, callouts)
+            done = sum(t.resolved for t in tracks)
+            progress.update(
+                task,
+                completed=sum(len(t.acked) == len(t.event_ids) for t in tracks) + done,
+                info=f"{acked}/{len(order)} acked, {len(first_callout)} called out, "
+                f"{done}/{len(tracks)} closed",
+            )
+            if done == len(tracks) and all(s.done() for s in sends):
+                break
+            now_seen = (acked, sum(callouts.values()), done)
+            if now_seen != seen:
+                seen, last_change = now_seen, time.monotonic()
+            elif time.monotonic() - last_change > options.stall_s:
+                break  # no progress at all for a minute: what is missing now stays missing
+            await asyncio.sleep(0.5)
+        if fault_task is not None:
+            await fault_task
+        for s in sends:
+            s.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+        # Anything still open (a duplicate alert, a home whose steps never came) is closed now,
+        # so the next scenario starts clean; it is counted below all the same.
+        await _close_leftovers(platform.sessions)
+        await asyncio.sleep(1.0)  # a late SMS of a step that should not have been sent
+    unsubscribe()
+    result = await _count(
+        platform,
+        _horizon(options),
+        name,
+        fault_label,
+        tracks,
+        tag,
+        alerts,
+        required,
+        resolved_at,
+        callouts,
+        first_callout,
+        len(order),
+        resends,
+        time.monotonic() - started,
+    )
+    others = await _other_alerts(platform.sessions, started_at)
+    if others:
+        result.notes.append(f"other alerts raised during the scenario: {others}")
+    exited = platform.roles.exited()
+    if exited:
+        result.notes.append(f"replicas that exited on their own: {exited}")
+    return result
+
+
+def _horizon(options: SuiteOptions) -> timedelta:
+    """Steps due this long after the alert is raised must all be there before it is closed:
+    aide 1 at once, aide 2 one accept timeout later (the township centre would follow at
+    two)."""
+    return timedelta(seconds=options.accept_timeout_s * 1.5)
+
+
+def _fault_label(name: str, roles: RoleProcesses) -> str:
+    if name in ("mosquitto", "postgres"):
+        return f"{name} restarted"
+    if "#" in name:
+        return f"{name} (one replica) SIGKILLed, restarted 1 s later"
+    return f"{name} ×{roles.replicas.get(name, 1)} SIGKILLed, restarted 1 s later"
+
+
+def valid_scenario(name: str) -> bool:
+    """A scenario of SCENARIOS, or `ROLE#N`: only replica N of that role is killed."""
+    role, _, replica = name.partition("#")
+    return name in SCENARIOS or (role in ("gateway", "alerts", "dispatcher") and replica.isdigit())
+
+
+async def _close_ready(
+    platform: _Platform,
+    options: SuiteOptions,
+    tracks: list[_HomeTrack],
+    alerts: dict[str, Alert],
+    required: dict[str, list[Step]],
+    resolved_at: dict[str, datetime],
+    callouts: Counter[tuple[str, str]],
+) -> None:
+    """Act as the operator. Once the ladder steps an alert must have had (aide 1 at once, aide
+    2 one accept timeout later) have reached the phones, the operator confirms the last aide
+    asked as taking it (the ladder stops there: nothing more is due for minutes); once every
+    press of the home is acked, the operator closes the alert."""
+    from alert_service import service
+
+    pending = [t for t in tracks if not t.resolved and t.alert_codes]
+    if not pending:
+        return
+    try:
+        wanted = [int(c[1:]) for t in pending for c in t.alert_codes if c not in alerts]
+        if wanted:
+            async with platform.sessions() as session:
+                rows = await session.execute(select(Alert).where(col(Alert.id).in_(wanted)))
+                for alert in rows.scalars():
+                    alerts[alert.code] = alert
+        horizon = _horizon(options)
+        taking: list[tuple[_HomeTrack, str, int]] = []
+        closing: list[_HomeTrack] = []
+        for t in pending:
+            codes = [c for c in t.alert_codes if c in alerts]
+            if len(codes) < len(t.alert_codes):
+                continue
+            complete = True
+            for code in codes:
+                if code not in required:
+                    required[code] = expected_steps(alerts[code], alerts[code].raised_at + horizon)
+                steps = required[code]
+                if any(
+                    callouts[(code, platform.phone_of.get(s.responder_id, ""))] == 0 for s in steps
+                ):
+                    complete = False
+                elif code not in t.taken and steps:
+                    taking.append((t, code, steps[-1].responder_id))
+            if complete and len(t.acked) == len(t.event_ids):
+                closing.append(t)
+        if not taking and not closing:
+            return
+        slots = asyncio.Semaphore(8)
+
+        async def act(code: str, taker: int | None) -> bool:
+            """One short transaction per alert, its time read once the row is ours: the
+            operator's action happens when it commits, not when the round began. An alert
+            a gateway batch or the watcher holds right now is skipped until the next round."""
+            async with slots, transaction(platform.sessions) as session:
+                locked = (
+                    (
+                        await session.execute(
+                            select(Alert)
+                            .where(col(Alert.id) == int(code[1:]))
+                            .with_for_update(skip_locked=True)
+                        )
+                    )
+                    .scalars()
+                    .first()
+                )
+                if locked is None:
+                    return False
+                now = SystemClock().now()
+                if taker is not None:
+                    await service.accept(session, locked, taker, now, actor="operator:fault-suite")
+                else:
+                    await service.resolve(
+                        session, locked, now, actor="operator:fault-suite", outcome="handled"
+                    )
+                    resolved_at[code] = now
+                return True
+
+        took = await asyncio.gather(*(act(code, taker) for _, code, taker in taking))
+        for (t, code, _), done in zip(taking, took, strict=True):
+            if done:
+                t.taken.add(code)
+        to_close = [(t, code) for t in closing for code in t.alert_codes]
+        closed = await asyncio.gather(*(act(code, None) for _, code in to_close))
+        for t in closing:
+            t.resolved = all(done for (u, _), done in zip(to_close, closed, strict=True) if u is t)
+    except Exception as exc:  # Postgres restarting under us: try again on the next round
+        log.info("suite_close_retry", error=repr(exc))
+
+
+async def _close_leftovers(sessions: SessionMaker) -> None:
+    from alert_service import service
+
+    for _ in range(30):
+        try:
+            async with transaction(sessions) as session:
+                rows = await session.execute(
+                    select(Alert).where(col(Alert.status) != "resolved").with_for_update()
+                )
+                now = SystemClock().now()
+                for alert in rows.scalars():
+                    await service.resolve(
+                        session, alert, now, actor="operator:fault-suite", outcome="handled"
+                    )
+            return
+        except Exception as exc:
+            log.info("suite_close_leftovers_retry", error=repr(exc))
+            await asyncio.sleep(1)
+
+
+async def _count(
+    platform: _Platform,
+    horizon: timedelta,
+    name: str,
+    fault_label: str,
+    tracks: list[_HomeTrack],
+    tag: str,
+    alerts: dict[str, Alert],
+    required: dict[str, list[Step]],
+    resolved_at: dict[str, datetime],
+    callouts: Counter[tuple[str, str]],
+    first_callout: dict[str, float],
+    presses: int,
+    resends: int,
+    wall_s: float,
+) -> ScenarioResult:
+    """Exact counts from the database and the phones (the sandbox)."""
+    devices = [t.device_id for t in tracks]
+    async with platform.sessions() as session:
+        events = (
+            await session.execute(
+                select(col(Event.device_id), col(Event.event_id), col(Event.alert_id)).where(
+                    col(Event.device_id).in_(devices), col(Event.event_id).like(f"{tag}-%")
+                )
+            )
+        ).all()
+        alert_ids = {int(a) for _, _, a in events if a is not None}
+        found = list(
+            (await session.execute(select(Alert).where(col(Alert.id).in_(alert_ids)))).scalars()
+        )
+    stored = Counter((d, e) for d, e, _ in events)
+    detail: Counter[str] = Counter()
+    sent_ids = {(t.device_id, e) for t in tracks for e in t.event_ids}
+    detail["presses_not_stored"] = len(sent_ids - set(stored))
+    detail["presses_stored_twice"] = sum(n - 1 for n in stored.values())
+    detail["presses_unacked"] = sum(len(t.event_ids) - len(t.acked) for t in tracks)
+    detail["presses_without_alert"] = sum(1 for _, _, a in events if a is None)
+    alerts_of_home: dict[str, set[int]] = defaultdict(set)
+    for d, _, a in events:
+        if a is not None:
+            alerts_of_home[d].add(int(a))
+    detail["homes_without_alert"] = sum(1 for t in tracks if not alerts_of_home[t.device_id])
+    detail["extra_alerts"] = sum(max(0, len(s) - 1) for s in alerts_of_home.values())
+    linked = Counter(int(a) for _, _, a in events if a is not None)
+    # Each press joins its alert once: an alert's trigger count is the presses linked to it.
+    detail["trigger_count_over"] = sum(
+        max(0, a.trigger_count - linked[int(a.id or 0)]) for a in found
+    )
+    detail["trigger_count_under"] = sum(
+        max(0, linked[int(a.id or 0)] - a.trigger_count) for a in found
+    )
+
+    # The ladder steps: every required step seen once, nothing the ladder would not send.
+    steps_expected = steps_seen = 0
+    horizon_extra = timedelta(seconds=1)
+    phone_to_responder = {p: r for r, p in platform.phone_of.items()}
+    examples: list[str] = []
+    for alert in found:
+        code = alert.code
+        must = required.get(code) or expected_steps(alert, alert.raised_at + horizon)
+        # The ladder stops when the operator confirms a taker (or closes the alert).
+        closed = alert.accepted_at or alert.resolved_at or resolved_at.get(code) or alert.raised_at
+        may = {s.responder_id for s in expected_steps(alert, closed + horizon_extra)}
+        steps_expected += len(must)
+        for step in must:
+            n = callouts[(code, platform.phone_of.get(step.responder_id, ""))]
+            steps_seen += min(n, 1)
+            if n == 0:
+                detail["steps_missing"] += 1
+        for (c, phone), n in callouts.items():
+            if c != code:
+                continue
+            if n > 1:
+                detail["callouts_sent_twice"] += n - 1
+            if phone_to_responder.get(phone) not in may:
+                detail["callouts_unexpected"] += n
+                if len(examples) < 3:
+                    examples.append(
+                        f"{code}: call-out to responder {phone_to_responder.get(phone)} "
+                        f"({n}×), raised {alert.raised_at:%H:%M:%S.%f}, confirmed "
+                        f"{alert.accepted_at and f'{alert.accepted_at:%H:%M:%S.%f}'}, ladder "
+                        f"by then: {[(s.responder_id, s.role, f'{s.due_at:%S.%f}') for s in expected_steps(alert, closed + horizon_extra)]}"
+                    )
+    if examples:
+        examples = await _explain(platform.sessions, examples)
+    delays = [
+        first_callout[c] - t.first_send
+        for t in tracks
+        for c in t.alert_codes
+        if c in first_callout and t.first_send is not None
+    ]
+    missing = (
+        detail["presses_not_stored"]
+        + detail["presses_unacked"]
+        + detail["presses_without_alert"]
+        + detail["homes_without_alert"]
+        + detail["trigger_count_under"]
+        + detail["steps_missing"]
+    )
+    duplicates = (
+        detail["presses_stored_twice"]
+        + detail["extra_alerts"]
+        + detail["trigger_count_over"]
+        + detail["callouts_sent_twice"]
+        + detail["callouts_unexpected"]
+    )
+    return ScenarioResult(
+        scenario=name,
+        fault=fault_label,
+        messages_sent=presses,
+        resends=resends,
+        alerts_expected=len(tracks),
+        alerts_found=len(found),
+        duplicates=duplicates,
+        missing=missing,
+        max_delay_s=round(max(delays), 2) if delays else None,
+        sos_to_callout=Percentiles.of(delays),
+        steps_expected=steps_expected,
+        steps_seen=steps_seen,
+        wall_s=round(wall_s, 1),
+        detail={k: v for k, v in detail.items() if v},
+        notes=examples,
+    )
+
+
+async def _other_alerts(sessions: SessionMaker, since: datetime) -> dict[str, int]:
+    """Alerts that are not the homes' SOS (a device taken for offline in a restart, say)."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(col(Alert.kind), func.count())
+            .where(col(Alert.raised_at) >= since, col(Alert.kind) != "sos")
+            .group_by(col(Alert.kind))
+        )
+        return {str(kind): int(n) for kind, n in rows}
+
+
+async def _explain(sessions: SessionMaker, examples: list[str]) -> list[str]:
+    """For an unexpected call-out: what the platform recorded (attempts and timeline)."""
+    from alert_service.models import AlertTimelineEntry
+    from dispatcher.models import DispatchAttempt
+
+    out: list[str] = []
+    async with sessions() as session:
+        for example in examples:
+            alert_id = int(example.split(":", 1)[0][1:])
+            attempts = (
+                await session.execute(
+                    select(DispatchAttempt)
+                    .where(col(DispatchAttempt.alert_id) == alert_id)
+                    .order_by(col(DispatchAttempt.step))
+                )
+            ).scalars()
+            timeline = (
+                await session.execute(
+                    select(AlertTimelineEntry)
+                    .where(col(AlertTimelineEntry.alert_id) == alert_id)
+                    .order_by(col(AlertTimelineEntry.id))
+                )
+            ).scalars()
+            out.append(
+                example
+                + "; attempts: "
+                + str(
+                    [
+                        (a.step, a.responder_id, a.role, f"{a.asked_at:%S.%f}", a.answer)
+                        for a in attempts
+                    ]
+                )
+                + "; timeline: "
+                + str(
+                    [
+                        (f"{e.at:%S}", e.action, e.detail)
+                        for e in timeline
+                        if e.action != "triggered_again"
+                    ]
+                )
+            )
+    return out
+
+
+def suite_table(report: SuiteReport) -> Table:
+    table = Table(
+        title=f"anxin fault suite — {report.presses_per_scenario} SOS from {report.homes} homes "
+        "per scenario; roles " + ", ".join(f"{r}×{n}" for r, n in report.replicas.items())
+    )
+    for column, justify in (
+        ("scenario", "left"),
+        ("messages sent", "right"),
+        ("alerts expected", "right"),
+        ("alerts found", "right"),
+        ("duplicates", "right"),
+        ("missing", "right"),
+        ("max delay", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for s in report.scenarios:
+        bad = "bold red" if not s.ok else ""
+        table.add_row(
+            s.scenario,
+            f"{s.messages_sent} (+{s.resends} resent)",
+            str(s.alerts_expected),
+            str(s.alerts_found),
+            f"[{bad or 'green'}]{s.duplicates}[/]",
+            f"[{bad or 'green'}]{s.missing}[/]",
+            f"{s.max_delay_s:.1f} s" if s.max_delay_s is not None else "—",
+        )
+    return table
+
+
+def print_suite(report: SuiteReport, console: Console) -> None:
+    console.print(suite_table(report))
+    for s in report.scenarios:
+        line = (
+            f"{s.scenario}: {s.fault}; steps {s.steps_seen}/{s.steps_expected}; "
+            f"SOS → call-out p50 {s.sos_to_callout.p50_ms} ms p99 {s.sos_to_callout.p99_ms} ms; "
+            f"{s.wall_s:g} s"
+        )
+        if s.detail:
+            line += f"; {s.detail}"
+        console.print(line)
+        for note in s.notes:
+            console.print(f"  [yellow]note:[/] {note}")
+    console.print(f"setup {report.setup_s:g} s, whole suite {report.wall_s:g} s")
+    console.print(
+        "[green]OK: nothing lost, nothing doubled[/]"
+        if report.ok
+        else "[bold red]LOST OR DOUBLED[/]"
+    )
+
+
+def report_text(report: SuiteReport) -> str:
+    console = Console(record=True, width=140, color_system=None)
+    print_suite(report, console)
+    return console.export_text()
