@@ -6,14 +6,12 @@ whole batch — nothing is lost, but every event of that batch waits for the red
 `gateway_db_retry … deadlock detected` in the suite's gateway logs, with 500-event batches
 that took ~20 s each on the loaded CI machine).
 
-Marked xfail (strict) until the gateway locks in one order (e.g. applies a batch's events
-sorted by elder): the test then passes and the mark must go."""
+The gateway now applies a batch's events sorted by elder (a device's events keep their order),
+so both batches commit."""
 
 from __future__ import annotations
 
 import asyncio
-
-import pytest
 
 from anxin.clock import SystemClock
 from anxin.db import transaction
@@ -27,11 +25,6 @@ def _sos(device_id: str, event_id: str) -> Incoming:
     return Incoming(topic(device_id, "event"), device_id, event_json(event_id, "sos"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway batches lock elders' alerts in message order: opposite orders deadlock "
-    "(lead: sort a batch by elder before applying it)",
-)
 async def test_two_batches_with_the_same_elders_in_opposite_orders_both_commit(
     region: Seeded,
 ) -> None:
