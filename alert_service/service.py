@@ -18,6 +18,7 @@ from sqlmodel import col
 import dispatcher.service as dispatch
 from alert_service import figures, rules
 from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry, RuleTimer
+from anxin import metrics
 from anxin.db import notify_on_commit
 from anxin.logging import get_logger
 from anxin.models import Device, Elder, Region, Responder, pk
@@ -722,6 +723,9 @@ async def run_due_alerts(
     if not pairs:
         return 0
     alerts = [alert for alert, _ in pairs]
+    for alert in alerts:
+        if alert.next_check_at is not None:
+            metrics.observe_timer_lateness(alert.next_check_at, now)
     elders = {pk(elder): elder for _, elder in pairs}
     ids = [pk(a) for a in alerts]
     attempts: dict[int, list[DispatchAttempt]] = {alert_id: [] for alert_id in ids}
@@ -815,6 +819,8 @@ async def run_due_rule_timers(
         .with_for_update(skip_locked=True)
     )
     timers = list(result.scalars())
+    for timer in timers:
+        metrics.observe_timer_lateness(timer.due_at, now)
     for timer in timers:
         if not isolate:
             await _fire(session, timer, now)

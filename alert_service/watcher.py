@@ -12,6 +12,7 @@ import contextlib
 from datetime import datetime
 
 from alert_service import service
+from anxin import metrics
 from anxin.clock import Clock
 from anxin.db import SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger
@@ -36,11 +37,12 @@ async def tick_and_look_ahead(
 ) -> tuple[int, datetime | None]:
     """One pass, and when the next timer is due (read in the same transaction)."""
     try:
-        async with transaction(sessions) as session:
-            now = clock.now()
-            fired = await service.run_due_rule_timers(session, now, timezone, batch_size)
-            advanced = await service.run_due_alerts(session, now, batch_size)
-            next_due = await service.next_due_at(session)
+        with metrics.timed_commit("alerts"):
+            async with transaction(sessions) as session:
+                now = clock.now()
+                fired = await service.run_due_rule_timers(session, now, timezone, batch_size)
+                advanced = await service.run_due_alerts(session, now, batch_size)
+                next_due = await service.next_due_at(session)
         return fired + advanced, next_due
     except Exception as exc:
         # One bad row must not hold up every other alert: redo the batch row by row, each in
@@ -83,9 +85,7 @@ async def run_watcher(
     wakeup = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         if listen:
-            await stack.enter_async_context(
-                listening(sessions, service.ALERTS_CHANNEL, wakeup.set)
-            )
+            await stack.enter_async_context(listening(sessions, service.ALERTS_CHANNEL, wakeup.set))
         while not stop.is_set():
             # Cleared before the tick: a NOTIFY that arrives during it triggers another.
             wakeup.clear()
@@ -102,4 +102,3 @@ async def run_watcher(
                 continue  # a full batch: more are due now
             wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
             await first_of(stop, wakeup, timeout=wait)
-

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from anxin import metrics
 from anxin.clock import Clock
 from anxin.db import SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger, mask_phone
@@ -85,16 +86,19 @@ async def send_due(
                 if retryable and sms.attempts < max_attempts:
                     sms.next_attempt_at = now + service.retry_delay(sms.attempts)
                     log.warning("sms_retry", sms=sms.id, attempts=sms.attempts, reason=reason)
+                    metrics.count_sms("retry")
                 else:
                     log.warning(
                         "sms_failed", sms=sms.id, to=mask_phone(sms.to_phone), reason=reason
                     )
                     await service.sms_failed(session, sms, reason, now)
+                    metrics.count_sms("failed")
             else:
                 sms.status = SmsStatus.sent if result else SmsStatus.outbox
                 sms.provider_sid = result
                 sms.sent_at = now
                 log.info("sms_sent", sms=sms.id, to=mask_phone(sms.to_phone), purpose=sms.purpose)
+                metrics.count_sms(str(sms.status))
         return len(batch)
 
 
@@ -175,7 +179,6 @@ async def _passes(
             await asyncio.sleep(1)
         if not handled:
             await first_of(stop, wakeup, timeout=poll_seconds)
-
 
 
 @contextlib.asynccontextmanager

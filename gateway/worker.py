@@ -11,14 +11,16 @@ import asyncio
 import contextlib
 import gc
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from anxin import metrics
 from anxin.clock import Clock
 from anxin.db import SessionMaker, transaction
 from anxin.logging import get_logger
@@ -225,7 +227,7 @@ class Gateway:
         strays: list[MqttMessage],
         cache: service.DeviceCache | None,
     ) -> list[Ack]:
-        async with transaction(self.sessions) as session:
+        async with self._unit_of_work() as session:
             now = self.clock.now()
             for msg in strays:
                 session.add(
@@ -330,9 +332,23 @@ class Gateway:
                         self.stats.rejected_by_reason[str(ack.reason)] += 1
                     else:
                         self.stats.events += 1
+            metrics.count_messages("event", len(batch))
+            for ack in acks:
+                metrics.count_ack(ack.status)
+                if ack.status == "rejected":
+                    metrics.count_dead_letter(str(ack.reason))
+            if strays:
+                metrics.count_dead_letter(str(RejectReason.invalid_payload), len(strays))
+
+    @contextlib.asynccontextmanager
+    async def _unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """A transaction whose duration (to its commit) is the gateway's commit-time metric."""
+        with metrics.timed_commit("gateway"):
+            async with transaction(self.sessions) as session:
+                yield session
 
     async def _store_heartbeats(self, beats: dict[str, tuple[Heartbeat, datetime]]) -> None:
-        async with transaction(self.sessions) as session:
+        async with self._unit_of_work() as session:
             await service.record_heartbeats(session, beats, self.clock.now())
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
@@ -340,6 +356,7 @@ class Gateway:
             batch = await _take_batch(self.heartbeats, HEARTBEAT_BATCH, 0.5, stop)
             if not batch:
                 continue
+            metrics.count_messages("heartbeat", len(batch))
             now = self.clock.now()
             beats: dict[str, tuple[Heartbeat, datetime]] = {}
             for msg in batch:
@@ -353,7 +370,8 @@ class Gateway:
             self.stats.heartbeats += len(batch)
 
     async def _store_statuses(self, latest: dict[str, tuple[bytes, datetime]]) -> None:
-        async with transaction(self.sessions) as session:
+        metrics.count_messages("status", len(latest))
+        async with self._unit_of_work() as session:
             await service.mark_statuses(session, latest, self.clock.now())
             self.stats.statuses += len(latest)
 

@@ -188,6 +188,32 @@ async def test_each_role_as_its_own_process_runs_the_chain(
             text = await eventually(partial(scrape, port), what=f"{role} /metrics")
             assert "# TYPE anxin_db_commit_seconds histogram" in text, role
 
+        def sample(text: str, name: str, labels: dict[str, str]) -> float:
+            for family in text_string_to_metric_families(text):
+                for found in family.samples:
+                    if found.name == name and found.labels == labels:
+                        return float(found.value)
+            return 0.0
+
+        # Each worker counts what it did: the SOS in and acked by the gateway, the watcher's
+        # commits and how late it took the new alert, the dispatcher's SMS kept in the outbox.
+        counted = {
+            "gateway": [
+                ("anxin_mqtt_messages_total", {"kind": "event"}),
+                ("anxin_device_acks_total", {"status": str(ack["status"])}),
+                ("anxin_db_commit_seconds_count", {"role": "gateway"}),
+            ],
+            "alerts": [
+                ("anxin_db_commit_seconds_count", {"role": "alerts"}),
+                ("anxin_timer_lateness_seconds_count", {}),
+            ],
+            "dispatcher": [("anxin_sms_total", {"result": "outbox"})],
+        }
+        for role, wanted in counted.items():
+            text = await scrape(metrics_ports[role]) or ""
+            for name, labels in wanted:
+                assert sample(text, name, labels) >= 1, (role, name, labels)
+
         # The database figures, refreshed by the alerts role: the SOS is an open P1 alert.
         async def open_p1_alerts() -> float | None:
             text = await scrape(metrics_ports["alerts"])
