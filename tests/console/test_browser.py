@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 from playwright.async_api import Browser, Dialog, Page, expect
@@ -18,7 +19,7 @@ from anxin.app import create_app
 from anxin.clock import SystemClock
 from anxin.db import transaction
 from anxin.models import AuditLog, OperatorUser
-from anxin.mqtt import MqttClient, MqttMessage
+from anxin.mqtt import MqttClient
 from anxin.schemas import event_json, topic
 from anxin.settings import Settings
 from device_sim.region import DeviceSpec, ElderSpec, RegionPlan
@@ -37,16 +38,22 @@ def sos_button_in(plan: RegionPlan, township_code: str) -> tuple[ElderSpec, Devi
 
 async def press_sos(platform: RunningPlatform, device: DeviceSpec, event_id: str) -> int:
     """Publish an SOS as the device would and return the alert id from the platform's ack."""
-    client = MqttClient(platform.mqtt, f"test-{device.device_id}-{event_id}")
+    # A client id of its own, and only the ack of this event: a shared broker may still hold
+    # acks of earlier runs for the same demo device.
+    client = MqttClient(platform.mqtt, f"test-{device.device_id}-{event_id}-{uuid.uuid4().hex[:6]}")
     acks = client.subscribe(topic(device.device_id, "ack"), 1)
     await client.connect()
     try:
         await client.publish(topic(device.device_id, "event"), event_json(event_id, "sos"), 1)
 
-        async def ack() -> MqttMessage | None:
-            return None if acks.empty() else acks.get_nowait()
+        async def ack() -> dict[str, str] | None:
+            while not acks.empty():
+                body: dict[str, str] = json.loads(acks.get_nowait().payload)
+                if body.get("event_id") == event_id:
+                    return body
+            return None
 
-        body = json.loads((await eventually(ack, what="device ack")).payload)
+        body = await eventually(ack, what="device ack")
     finally:
         await client.close()
     assert body["status"] == "accepted"
