@@ -52,6 +52,7 @@ from device_sim.harness import (
     OwnMosquitto,
     OwnPostgres,
     engine_for,
+    external_sms_side,
     run_in_process,
     scratch_database,
     serve_app,
@@ -345,21 +346,7 @@ async def _platform(
             raise ValueError(
                 "--external needs ANXIN_DATABASE_URL, ANXIN_MQTT_URL and ANXIN_TWILIO_*"
             )
-        from urllib.parse import urlsplit
-
-        token = settings.twilio_auth_token
-        assert token is not None and settings.twilio_account_sid is not None
-        sandbox = SmsSandbox(
-            token.get_secret_value(),
-            settings.twilio_account_sid,
-            settings.callback_base + "/twilio/inbound",
-        )
-        port = urlsplit(settings.twilio_base_url).port or 80
-        async with (
-            serve_app(create_sandbox_app(sandbox), port),
-            engine_for(settings.database_url.get_secret_value()) as engine,
-        ):
-            sessions = make_sessionmaker(engine)
+        async with external_sms_side(settings) as (sandbox, sessions):
             await seed_plan(sessions, plan)
             yield _Target(
                 sessions,
@@ -368,7 +355,6 @@ async def _platform(
                 None,
                 "external",
             )
-        await sandbox.aclose()
         return
 
     from device_sim.cli import _server_url

@@ -67,10 +67,6 @@ async def _play_files(
     scenarios = [load_scenario(f) for f in files]  # every file checked before anything runs
     all_passed = True
     if external:
-        from anxin.db import make_sessionmaker
-        from device_sim.harness import serve_app
-        from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
-
         if settings.database_url is None or settings.mqtt_url is None:
             raise typer.BadParameter("--external needs ANXIN_DATABASE_URL and ANXIN_MQTT_URL")
         if not settings.twilio_configured:
@@ -78,23 +74,10 @@ async def _play_files(
                 "--external plays the SMS side: set the platform's ANXIN_TWILIO_* (the base URL "
                 "is where this command serves its Twilio-compatible endpoint)"
             )
-        from urllib.parse import urlsplit
-
         from anxin.mqtt import BrokerAddress
+        from device_sim.harness import external_sms_side
 
-        token = settings.twilio_auth_token
-        assert token is not None and settings.twilio_account_sid is not None
-        sandbox = SmsSandbox(
-            token.get_secret_value(),
-            settings.twilio_account_sid,
-            settings.callback_base + "/twilio/inbound",
-        )
-        port = urlsplit(settings.twilio_base_url).port or 80
-        async with (
-            serve_app(create_sandbox_app(sandbox), port),
-            engine_for(settings.database_url.get_secret_value()) as engine,
-        ):
-            sessions = make_sessionmaker(engine)
+        async with external_sms_side(settings) as (sandbox, sessions):
             for scenario in scenarios:
                 plan = generate_region(scenario.region.homes, scenario.region.seed)
                 await seed_plan(sessions, plan)
@@ -109,7 +92,6 @@ async def _play_files(
                 result = await player.play()
                 render(result, console)
                 all_passed &= result.passed
-        await sandbox.aclose()
         return all_passed
 
     broker: EmbeddedBroker | None = None

