@@ -6,10 +6,13 @@ the gateway's batch decide where a transaction starts and ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, func, literal, select, text, update
+from sqlalchemy import DateTime, Select, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -160,6 +163,138 @@ async def apply_event(
     return alert_id
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event the gateway stored, to apply (see `apply_events`)."""
+
+    device: Device
+    elder: Elder
+    event_type: str
+    data: dict[str, Any]
+    previous_vitals: str = "normal"
+
+
+async def apply_events(
+    session: AsyncSession, events: Sequence[StoredEvent], now: datetime, timezone: str
+) -> list[int | None]:
+    """`apply_event` for a gateway batch sorted by elder; the alert id per event, in order.
+
+    An SOS burst is mostly events that only raise or join alerts: those are applied together,
+    a few statements for the whole run instead of several per event, so the batch's
+    transaction (and the alert rows it locks) is short. An elder with any other event (a timer
+    to start, a cancel, vitals) has its events applied one by one, in its place in the elder
+    order: locks are still taken in elder order, so two gateways cannot deadlock.
+    """
+    alert_ids: list[int | None] = [None] * len(events)
+    run: list[tuple[int, StoredEvent, rules.RaiseAlert]] = []
+    for _, group in groupby(range(len(events)), key=lambda k: events[k].elder.id):
+        indexes = list(group)
+        decided = [
+            (
+                k,
+                rules.decide(
+                    events[k].event_type,
+                    events[k].data,
+                    profile_of(events[k].elder, timezone),
+                    now,
+                    device_kind=events[k].device.kind,
+                    previous_vitals=events[k].previous_vitals,
+                ),
+            )
+            for k in indexes
+        ]
+        if all(isinstance(d, rules.RaiseAlert) for _, ds in decided for d in ds):
+            run.extend(
+                (k, events[k], d)
+                for k, ds in decided
+                for d in ds
+                if isinstance(d, rules.RaiseAlert)
+            )
+            continue
+        await _raise_or_join_many(session, run, now, alert_ids)
+        run = []
+        for k in indexes:
+            e = events[k]
+            alert_ids[k] = await apply_event(
+                session,
+                device=e.device,
+                elder=e.elder,
+                event_type=e.event_type,
+                data=e.data,
+                now=now,
+                timezone=timezone,
+                previous_vitals=e.previous_vitals,
+            )
+    await _raise_or_join_many(session, run, now, alert_ids)
+    return alert_ids
+
+
+async def _raise_or_join_many(
+    session: AsyncSession,
+    run: list[tuple[int, StoredEvent, rules.RaiseAlert]],
+    now: datetime,
+    alert_ids: list[int | None],
+) -> None:
+    """`raise_or_join` (gateway path: the watchers start the response) for a run of events in
+    elder order: the open alerts locked in one query, the new ones inserted in one statement,
+    the joins' trigger counts and timeline rows flushed with the commit."""
+    if not run:
+        return
+    keys = list(dict.fromkeys((pk(e.elder), d.kind) for _, e, d in run))
+    open_alerts = await _open_alerts(session, keys)
+    raised: set[tuple[int, str]] = set()
+    new = [key for key in keys if key not in open_alerts]
+    if new:
+        chains = await region_chains(session, {e.elder.village_id for _, e, _ in run})
+        first: dict[tuple[int, str], tuple[StoredEvent, rules.RaiseAlert]] = {}
+        for _, e, d in run:
+            first.setdefault((pk(e.elder), d.kind), (e, d))
+        rows = [
+            _new_alert(e.elder, d, e.device.id, chains.get(e.elder.village_id, []), now)
+            for e, d in (first[key] for key in new)
+        ]
+        notify = any(row["respond_by"] is not None for row in rows)
+        inserted = await session.execute(_insert_alerts(rows, now, None, notify=notify))
+        for row in inserted:
+            alert = row[0]
+            key = (alert.elder_id, alert.kind)
+            open_alerts[key] = alert
+            raised.add(key)
+        # Raised meanwhile by another gateway (our insert waited for its commit, then did
+        # nothing): join it like any open alert.
+        if lost := [key for key in new if key not in open_alerts]:
+            open_alerts.update(await _open_alerts(session, lost))
+    for k, e, decision in run:
+        key = (pk(e.elder), decision.kind)
+        alert = open_alerts[key]
+        if key in raised:
+            raised.discard(key)  # the first event of the run raised it; the rest join
+            if decision.call_120:
+                await add_timeline(session, pk(alert), now, "system", "call_120_flagged")
+            log.info(
+                "alert_raised", alert=alert.code, kind=decision.kind, priority=decision.priority
+            )
+        else:
+            await _join(session, alert, decision, now, f"device:{e.device.id}", respond_now=False)
+        alert_ids[k] = alert_ids[k] or alert.id
+
+
+async def _open_alerts(
+    session: AsyncSession, keys: list[tuple[int, str]]
+) -> dict[tuple[int, str], Alert]:
+    """The open alerts of these (elder, kind) pairs, locked in elder order."""
+    result = await session.execute(
+        select(Alert)
+        .where(
+            tuple_(col(Alert.elder_id), col(Alert.kind)).in_(keys),
+            col(Alert.status) != "resolved",
+        )
+        .order_by(col(Alert.elder_id), col(Alert.kind))
+        .with_for_update()
+    )
+    return {(a.elder_id, a.kind): a for a in result.scalars()}
+
+
 async def start_rule_timer(
     session: AsyncSession, elder: Elder, device_id: str, decision: rules.StartTimer
 ) -> None:
@@ -194,6 +329,85 @@ async def _open_alert(session: AsyncSession, elder_id: int, kind: str) -> Alert 
     return result.scalars().first()
 
 
+def _new_alert(
+    elder: Elder,
+    decision: rules.RaiseAlert,
+    device_id: str | None,
+    chain: list[Region],
+    now: datetime,
+) -> dict[str, Any]:
+    """The row of a newly raised alert: its ladder snapshotted from the region chain."""
+    ladder = _ladder_for(chain)
+    respond_by: datetime | None = None
+    if decision.respond_within is not None:
+        # e.g. a welfare check within 2 h: the ladder stretched to that window
+        ladder = ladder.for_window(decision.respond_within)
+        respond_by = now + decision.respond_within
+    elif decision.priority <= rules.P2:
+        respond_by = now + timedelta(minutes=ladder.respond_minutes)
+    return {
+        "elder_id": elder.id,
+        "village_id": elder.village_id,
+        "township_id": next((r.id for r in chain if r.level == "township"), None),
+        "county_id": next((r.id for r in chain if r.level == "county"), None),
+        "device_id": device_id,
+        "kind": decision.kind,
+        "priority": decision.priority,
+        "status": AlertStatus.raised,
+        "raised_at": now,
+        "respond_by": respond_by,
+        "trigger_count": 1,
+        "last_trigger_at": now,
+        "call_120": decision.call_120,
+        "ladder": ladder.snapshot(),
+        "ranking": [],
+        "note": "",
+        "at_risk": False,
+        "breached": False,
+        "cancel_requested": False,
+        "next_check_at": now if respond_by is not None else None,
+    }
+
+
+def _insert_alerts(
+    rows: list[dict[str, Any]], now: datetime, actor: str | None, *, notify: bool
+) -> Select[Any]:
+    """One statement (one round trip on the gateway's ack path): the alerts inserted in the
+    given order (ON CONFLICT on the partial unique index: two gateways raising at once make one
+    alert), RETURNING whole rows, each one's "raised" timeline entry, and the watchers' NOTIFY
+    when a response waits for them (delivered on commit, once per transaction). `actor` None:
+    each alert's raising device ("device:<id>")."""
+    new_alert = (
+        insert(Alert)
+        .values(rows)
+        .on_conflict_do_nothing(
+            index_elements=["elder_id", "kind"], index_where=text("status <> 'resolved'")
+        )
+        .returning(*_ALERTS.columns)
+        .cte("new_alert")
+    )
+    raised_entry = (
+        insert(AlertTimelineEntry)
+        .from_select(
+            ["alert_id", "at", "actor", "action", "detail"],
+            select(
+                new_alert.c.id,
+                literal(now.replace(microsecond=0), DateTime(timezone=True)),
+                literal(actor)
+                if actor is not None
+                else func.concat("device:", new_alert.c.device_id),
+                literal("raised"),
+                func.json_build_object("kind", new_alert.c.kind, "priority", new_alert.c.priority),
+            ),
+        )
+        .cte("raised_entry")
+    )
+    columns: list[Any] = [aliased(Alert, new_alert)]
+    if notify:
+        columns.append(func.pg_notify(ALERTS_CHANNEL, ""))
+    return select(*columns).add_cte(raised_entry)
+
+
 async def raise_or_join(
     session: AsyncSession,
     elder: Elder,
@@ -215,69 +429,9 @@ async def raise_or_join(
     """
     assert elder.id is not None
     chain = await region_chain(session, elder.village_id)
-    ladder = _ladder_for(chain)
-    respond_by: datetime | None = None
-    if decision.respond_within is not None:
-        # e.g. a welfare check within 2 h: the ladder stretched to that window
-        ladder = ladder.for_window(decision.respond_within)
-        respond_by = now + decision.respond_within
-    elif decision.priority <= rules.P2:
-        respond_by = now + timedelta(minutes=ladder.respond_minutes)
-    township = next((r.id for r in chain if r.level == "township"), None)
-    county = next((r.id for r in chain if r.level == "county"), None)
-    # ON CONFLICT on the partial unique index: two gateways raising at once make one alert.
-    # One statement (one round trip on the gateway's ack path): the insert RETURNING the whole
-    # row, its "raised" timeline entry, and the watchers' NOTIFY when its response waits for
-    # them (delivered on commit, once per transaction whatever the number of alerts).
-    new_alert = (
-        insert(Alert)
-        .values(
-            elder_id=elder.id,
-            village_id=elder.village_id,
-            township_id=township,
-            county_id=county,
-            device_id=device_id,
-            kind=decision.kind,
-            priority=decision.priority,
-            status=AlertStatus.raised,
-            raised_at=now,
-            respond_by=respond_by,
-            trigger_count=1,
-            last_trigger_at=now,
-            call_120=decision.call_120,
-            ladder=ladder.snapshot(),
-            ranking=[],
-            note="",
-            at_risk=False,
-            breached=False,
-            cancel_requested=False,
-            next_check_at=now if respond_by is not None else None,
-        )
-        .on_conflict_do_nothing(
-            index_elements=["elder_id", "kind"], index_where=text("status <> 'resolved'")
-        )
-        .returning(*_ALERTS.columns)
-        .cte("new_alert")
-    )
-    raised_entry = (
-        insert(AlertTimelineEntry)
-        .from_select(
-            ["alert_id", "at", "actor", "action", "detail"],
-            select(
-                new_alert.c.id,
-                literal(now.replace(microsecond=0), DateTime(timezone=True)),
-                literal(actor),
-                literal("raised"),
-                literal({"kind": decision.kind, "priority": decision.priority}, JSON),
-            ),
-        )
-        .cte("raised_entry")
-    )
-    notify = respond_by is not None and not respond_now
-    columns: list[Any] = [aliased(Alert, new_alert)]
-    if notify:
-        columns.append(func.pg_notify(ALERTS_CHANNEL, ""))
-    inserted = await session.execute(select(*columns).add_cte(raised_entry))
+    values = _new_alert(elder, decision, device_id, chain, now)
+    notify = values["respond_by"] is not None and not respond_now
+    inserted = await session.execute(_insert_alerts([values], now, actor, notify=notify))
     row = inserted.first()
     if row is None:
         alert = await _open_alert(session, elder.id, decision.kind)
@@ -289,7 +443,7 @@ async def raise_or_join(
     new_id = pk(alert)
     if decision.call_120:
         await add_timeline(session, new_id, now, "system", "call_120_flagged")
-    if respond_by is not None and respond_now:
+    if alert.respond_by is not None and respond_now:
         await _start_response(session, alert, now, elder=elder, chain=chain)
         await advance(session, alert, now)
     log.info("alert_raised", alert=alert.code, kind=decision.kind, priority=decision.priority)

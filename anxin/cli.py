@@ -112,7 +112,8 @@ def run(
     async def main() -> None:
         stop = asyncio.Event()
         need_broker = "gateway" in roles
-        async with services(settings, need_broker=need_broker) as svc:
+        name = f"anxin-{'+'.join(roles)}" + (f"-{gateway_id}" if "gateway" in roles else "")
+        async with services(settings, need_broker=need_broker, application_name=name) as svc:
             console.print(
                 f"anxin: running {', '.join(roles)}"
                 + (f" (web on {settings.public_url})" if "web" in roles else "")

@@ -49,7 +49,11 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def services(
-    settings: Settings, *, need_broker: bool = True, clock: Clock | None = None
+    settings: Settings,
+    *,
+    need_broker: bool = True,
+    clock: Clock | None = None,
+    application_name: str = "anxin",
 ) -> AsyncIterator[Services]:
     """Postgres (configured or embedded, migrated to head) and the broker (configured or in-process)."""
     database_url = await resolve_database_url(settings)
@@ -63,7 +67,10 @@ async def services(
         mqtt_url = broker.url
     else:
         mqtt_url = ""
-    engine = make_engine(database_url)
+    # Named connections: pg_stat_activity says which role holds a lock or idles in a transaction.
+    engine = make_engine(
+        database_url, connect_args={"server_settings": {"application_name": application_name}}
+    )
     try:
         yield Services(
             settings,
@@ -147,6 +154,7 @@ def role_tasks(
                 status_callback=s.callback_base + "/twilio/status" if s.twilio_configured else None,
                 poll_seconds=s.outbox_poll_ms / 1000,
                 max_attempts=s.outbox_max_attempts,
+                daily_limit=s.sms_daily_limit,
                 stop=stop,
             )
         )

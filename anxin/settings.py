@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     watcher_poll_ms: int = 200
     outbox_poll_ms: int = 200
     outbox_max_attempts: int = 8
+    # The carrier's cap per number and template in a rolling 24 h (Aliyun: ~50); from 80 % of
+    # it the operator is warned. A provider without a cap can raise it.
+    sms_daily_limit: int = 50
     log_json: bool = False
     log_level: str = "info"
 

@@ -538,6 +538,11 @@ def retry_delay(attempts: int) -> timedelta:
 DAILY_LIMIT_PER_NUMBER = 50
 # From this many in a day the operator is warned: time to call the aide or add another one.
 DAILY_LIMIT_WARN_AT = 40
+
+
+def daily_warn_at(daily_limit: int) -> int:
+    """The warning threshold for a configured limit (`ANXIN_SMS_DAILY_LIMIT`): 80 % of it."""
+    return max(1, daily_limit * DAILY_LIMIT_WARN_AT // DAILY_LIMIT_PER_NUMBER)
 DAY = timedelta(hours=24)
 
 

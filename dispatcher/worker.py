@@ -40,7 +40,7 @@ async def send_due(
     max_attempts: int = 8,
     limit: int = 50,
     daily_limit: int = service.DAILY_LIMIT_PER_NUMBER,
-    daily_warn_at: int = service.DAILY_LIMIT_WARN_AT,
+    daily_warn_at: int | None = None,
 ) -> int:
     """One pass of the outbox. Returns how many SMS it handled.
 
@@ -55,6 +55,8 @@ async def send_due(
     `sms_limit_near` and the log a warning, so an operator can step in first. Two workers may
     overshoot the limit by a message or two: the count is read per batch.
     """
+    if daily_warn_at is None:
+        daily_warn_at = service.daily_warn_at(daily_limit)
     async with transaction(sessions) as session:
         now = clock.now()
         batch = await service.claim_due_sms(session, now, limit)
@@ -114,6 +116,7 @@ async def run_outbox(
     listen: bool = True,
     batch_size: int = 50,
     concurrent_passes: int = 2,
+    daily_limit: int = service.DAILY_LIMIT_PER_NUMBER,
 ) -> None:
     """Send the outbox until `stop` is set.
 
@@ -140,6 +143,7 @@ async def run_outbox(
                         poll_seconds=poll_seconds,
                         max_attempts=max_attempts,
                         batch_size=batch_size,
+                        daily_limit=daily_limit,
                         stop=stop,
                     )
                     for wakeup in wakeups
@@ -159,6 +163,7 @@ async def _passes(
     poll_seconds: float,
     max_attempts: int,
     batch_size: int,
+    daily_limit: int,
     stop: asyncio.Event,
 ) -> None:
     while not stop.is_set():
@@ -172,6 +177,7 @@ async def _passes(
                 status_callback=status_callback,
                 max_attempts=max_attempts,
                 limit=batch_size,
+                daily_limit=daily_limit,
             )
         except Exception as exc:  # the database may be restarting: back off, never die
             log.warning("outbox_error", error=repr(exc))

@@ -169,6 +169,16 @@ class DeviceCache:
         return out
 
 
+# The alert each stored event raised or joined, for the whole batch in one statement.
+_LINK_EVENTS = text(
+    """
+    UPDATE events e SET alert_id = l.alert_id
+      FROM unnest(CAST(:ids AS bigint[]), CAST(:alert_ids AS bigint[])) AS l(id, alert_id)
+     WHERE e.id = l.id
+    """
+)
+
+
 async def store_events(
     session: AsyncSession,
     batch: list[Incoming],
@@ -252,25 +262,23 @@ async def store_events(
         # Applied in elder order (stable: a device's events keep their order), so two replicas'
         # batches lock the same elders' alerts in the same order and cannot deadlock.
         stored.sort(key=lambda row: wanted[row[1].device_id][1])
-        for i, msg, parsed, event_pk in stored:
+        to_apply: list[alerts.StoredEvent] = []
+        for _, msg, parsed, event_pk in stored:
             device, elder = found[msg.device_id]
             previous = "normal"
             if parsed.type is EventType.vitals:
                 previous = await _previous_vitals(session, device.id, event_pk, elder, timezone)
-            alert_id = await alerts.apply_event(
-                session,
-                device=device,
-                elder=elder,
-                event_type=parsed.type.value,
-                data=parsed.data,
-                now=now,
-                timezone=timezone,
-                previous_vitals=previous,
+            to_apply.append(
+                alerts.StoredEvent(device, elder, parsed.type.value, parsed.data, previous)
             )
-            if alert_id is not None:
-                await session.execute(
-                    update(Event).where(col(Event.id) == event_pk).values(alert_id=alert_id)
-                )
+        alert_ids = await alerts.apply_events(session, to_apply, now, timezone)
+        linked = [(row[3], a) for row, a in zip(stored, alert_ids, strict=True) if a is not None]
+        if linked:
+            await session.execute(
+                _LINK_EVENTS,
+                {"ids": [e for e, _ in linked], "alert_ids": [a for _, a in linked]},
+            )
+        for (i, _, parsed, _), alert_id in zip(stored, alert_ids, strict=True):
             acks[i] = Ack(
                 event_id=parsed.event_id, status="accepted", alert_id=alert_code(alert_id)
             )
