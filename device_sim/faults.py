@@ -551,7 +551,9 @@ async def _close_ready(
             async with platform.sessions() as session:
                 rows = await session.execute(select(Alert).where(col(Alert.id).in_(wanted)))
                 for alert in rows.scalars():
-                    alerts[alert.code] = alert
+                    # Its steps follow from its ranking: wait until a watcher has ranked it.
+                    if alert.ranked_at is not None:
+                        alerts[alert.code] = alert
         horizon = _horizon(options)
         taking: list[tuple[_HomeTrack, str, int]] = []
         closing: list[_HomeTrack] = []

@@ -106,6 +106,20 @@ async def _take_batch(
     return batch
 
 
+def _latest_statuses(
+    messages: list[MqttMessage], received: datetime
+) -> dict[str, tuple[bytes, datetime]]:
+    """The latest `online`/`offline` of each device: a flap inside one batch is no transition."""
+    latest: dict[str, tuple[bytes, datetime]] = {}
+    for msg in messages:
+        parts = ingest.parse_topic(msg.topic)
+        state = msg.payload.strip().lower()
+        if parts is not None and state in (b"online", b"offline"):
+            latest.pop(parts.device_id, None)
+            latest[parts.device_id] = (state, received)
+    return latest
+
+
 class Gateway:
     def __init__(
         self,
@@ -395,19 +409,18 @@ class Gateway:
             if not batch:
                 continue
             received = self.clock.now()
-            # The latest status of each device wins: a flap inside one batch is no transition.
-            latest: dict[str, tuple[bytes, datetime]] = {}
-            for msg in batch:
-                parts = ingest.parse_topic(msg.topic)
-                state = msg.payload.strip().lower()
-                if parts is not None and state in (b"online", b"offline"):
-                    latest.pop(parts.device_id, None)
-                    latest[parts.device_id] = (state, received)
+            latest = _latest_statuses(batch, received)
             settle = self._settle_delay()
             if settle > 0 and any(state == b"offline" for state, _ in latest.values()):
                 # Inline, so statuses stay in order; events and heartbeats run on meanwhile.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settle)
+                # What the devices said meanwhile counts as said in the window: a hub that
+                # reconnected and said `online` in it was never offline, and one heard from
+                # since the window began (a heartbeat) is not taken offline by its old will.
+                while not self.statuses.empty():
+                    batch.append(self.statuses.get_nowait())
+                latest = _latest_statuses(batch, received)
             await self._with_retry("status", partial(self._store_statuses, latest))
             for msg in batch:
                 self.client.ack(msg)

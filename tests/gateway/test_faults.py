@@ -269,3 +269,56 @@ async def test_mosquitto_restart_while_devices_heartbeat_leaves_no_device_wrongl
         finally:
             for device in devices:
                 await device.close()
+
+
+async def test_a_broker_restart_takes_no_device_offline_that_says_online_again(
+    region: Seeded, mosquitto: Mosquitto
+) -> None:
+    """Devices that do not heartbeat often (a hub: every 60 s) but say `online` on every
+    connect, as the contract asks. The wills Mosquitto publishes for them when it stops reach
+    the gateway in its settle window; their `online` arrives within it too and wins: no
+    offline event, so no device-trouble alert for every home of the city on a broker restart."""
+    ids = [d.device_id for d in region.plan.devices][:10]
+    address = BrokerAddress.parse(mosquitto.url())
+    async with running_gateway(
+        region.sessions, mosquitto.url(), sweep_seconds=0.5, status_settle_s=3.0
+    ) as gateway:
+        devices = [TestDevice(address, i) for i in ids]
+        try:
+            for device in devices:
+                await device.connect()
+
+            async def statuses_handled(at_least: int) -> bool:
+                return gateway.stats.statuses >= at_least
+
+            await eventually(partial(statuses_handled, len(ids)), what="first `online`s")
+            handled = gateway.stats.statuses
+            connects = [d.client.connect_count for d in devices]
+            await mosquitto.restart()
+
+            async def reconnected() -> bool:
+                return all(
+                    d.client.connect_count > n and d.client.is_connected
+                    for d, n in zip(devices, connects, strict=True)
+                )
+
+            await eventually(reconnected, timeout=40, what="devices reconnected")
+            # The wills and the `online`s after them, handled (the settle window is 3 s).
+            await eventually(
+                partial(statuses_handled, handled + len(ids)), timeout=40, what="statuses"
+            )
+            async with region.sessions() as session:
+                offline_events = await session.scalar(
+                    select(func.count())
+                    .select_from(Event)
+                    .where(col(Event.device_id).in_(ids), col(Event.type) == "offline")
+                )
+                online = await session.scalar(
+                    select(func.count())
+                    .select_from(Device)
+                    .where(col(Device.id).in_(ids), col(Device.online))
+                )
+            assert (offline_events, online) == (0, len(ids))
+        finally:
+            for device in devices:
+                await device.close()
