@@ -107,3 +107,19 @@ class TravelTime(SQLModel, table=True):
 
 
 __all__ = ["AttemptAnswer", "DispatchAttempt", "SmsMessage", "SmsStatus", "TravelTime"]
+
+
+class SmsInFlight(SQLModel, table=True):
+    """An SMS handed to the provider by a pass that has not committed its outcome yet.
+
+    Written and committed just before the POST, in a transaction of its own; removed with the
+    outcome. A row still here when the SMS is claimed again means the pass that sent it died
+    between the POST and its commit: the provider is asked whether it has that message before
+    it is sent again, so a crashed dispatcher does not text an aide twice.
+    """
+
+    __tablename__ = "sms_in_flight"
+    # No foreign key on purpose: its check would take a share lock on the SMS row, which the
+    # sending pass holds FOR UPDATE while it waits for this row's commit.
+    sms_id: int = Field(sa_type=BigInteger, primary_key=True)
+    since: datetime = utc_column(nullable=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from anxin.settings import Settings
@@ -14,6 +15,10 @@ class SmsProvider(Protocol):
         """Hand one SMS to the provider; returns its id, or None when kept in the outbox only."""
         ...
 
+    async def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
+        """The id of a message with this body the provider took for `to` since `since`."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -23,6 +28,9 @@ class OutboxOnlyProvider:
     name = "outbox"
 
     async def send(self, *, to: str, body: str, status_callback: str | None) -> str | None:
+        return None
+
+    async def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
         return None
 
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, union_all, update
+from sqlalchemy import and_, delete, func, literal, or_, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -24,11 +24,18 @@ from sqlmodel import col
 
 import alert_service.service as alerts
 from alert_service.models import Alert, AlertStatus
-from anxin.db import notify_on_commit
+from anxin.db import SessionMaker, notify_on_commit, transaction
 from anxin.logging import get_logger, mask_phone
 from anxin.models import Elder, Region, Responder, ServiceCentre, pk
 from dispatcher import routing, templates
-from dispatcher.models import AttemptAnswer, DispatchAttempt, SmsMessage, SmsStatus, TravelTime
+from dispatcher.models import (
+    AttemptAnswer,
+    DispatchAttempt,
+    SmsInFlight,
+    SmsMessage,
+    SmsStatus,
+    TravelTime,
+)
 from dispatcher.replies import ReplyKind, parse_reply
 from dispatcher.travel_table import TravelTimeError, TravelTimeRow
 from dispatcher.twilio_provider import receipt_failure_reason
@@ -529,6 +536,36 @@ async def claim_due_sms(session: AsyncSession, now: datetime, limit: int = 50) -
     return list(result.scalars())
 
 
+# A pass that died after marking an SMS in flight may have had its POST reach the provider a
+# moment after it died: the provider is asked only once this long has passed.
+IN_FLIGHT_SETTLE = timedelta(seconds=5)
+
+
+async def in_flight_since(session: AsyncSession, sms_ids: list[int]) -> dict[int, datetime]:
+    """SMS among these that an earlier pass handed over without committing the outcome."""
+    rows = await session.execute(
+        select(col(SmsInFlight.sms_id), col(SmsInFlight.since)).where(
+            col(SmsInFlight.sms_id).in_(sms_ids)
+        )
+    )
+    return {int(sms_id): since for sms_id, since in rows}
+
+
+async def mark_in_flight(sessions: SessionMaker, sms_ids: list[int], now: datetime) -> None:
+    """Committed before the POSTs, in a transaction of its own (see SmsInFlight)."""
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(SmsInFlight)
+            .values([{"sms_id": i, "since": now} for i in sms_ids])
+            .on_conflict_do_update(index_elements=["sms_id"], set_={"since": now})
+        )
+
+
+async def clear_in_flight(session: AsyncSession, sms_ids: list[int]) -> None:
+    if sms_ids:
+        await session.execute(delete(SmsInFlight).where(col(SmsInFlight.sms_id).in_(sms_ids)))
+
+
 def retry_delay(attempts: int) -> timedelta:
     """Backoff on provider errors: 1 s, 2 s, 4 s … capped at 60 s."""
     return timedelta(seconds=min(60, 2 ** max(0, attempts - 1)))
@@ -543,6 +580,8 @@ DAILY_LIMIT_WARN_AT = 40
 def daily_warn_at(daily_limit: int) -> int:
     """The warning threshold for a configured limit (`ANXIN_SMS_DAILY_LIMIT`): 80 % of it."""
     return max(1, daily_limit * DAILY_LIMIT_WARN_AT // DAILY_LIMIT_PER_NUMBER)
+
+
 DAY = timedelta(hours=24)
 
 
@@ -705,6 +744,9 @@ async def _apply_receipt(
         # The provider has it although the worker's commit was lost: never send it again.
         sms.provider_sid = sid[:64]
         sms.sent_at = sms.sent_at or now
+        if sms.status == SmsStatus.queued:
+            sms.status, sms.updated_at = SmsStatus.sent, now
+        await clear_in_flight(session, [pk(sms)])
     if status in FAILED_RECEIPTS:
         if sms.status not in FAILED_RECEIPTS.values():
             await sms_failed(session, sms, receipt_failure_reason(status, receipt.error_code), now)

@@ -10,6 +10,7 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -218,6 +219,28 @@ class TwilioSmsProvider:
         if not isinstance(sid, str) or not sid:
             raise SmsSendError("Twilio 未返回消息编号 / no message SID returned", retryable=False)
         return sid
+
+    async def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
+        """The SID of a message with this body that the provider took for `to` since `since`
+        (the newest 20 to that number, from our sender), or None. Raises SmsSendError when the
+        provider cannot be asked: then nobody knows, and the caller must not send again yet."""
+        try:
+            recent = await self._twilio().messages.list_async(
+                to=to, from_=self._from_number, limit=20
+            )
+        except TwilioRestException as exc:
+            raise _send_error(exc.status, exc.code, str(exc.msg)) from exc
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise SmsSendError(
+                f"连接 Twilio 失败 / cannot reach Twilio ({type(exc).__name__})", retryable=True
+            ) from exc
+        # A minute of slack for the clocks of Twilio and this server.
+        after = since - timedelta(minutes=1)
+        for message in recent:
+            created = getattr(message, "date_created", None)
+            if message.body == body and (created is None or created >= after):
+                return str(message.sid)
+        return None
 
     async def aclose(self) -> None:
         if self._http is not None:

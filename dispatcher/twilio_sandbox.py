@@ -275,6 +275,37 @@ class SmsSandbox:
         log.info("sandbox_sms_accepted", sid=message.sid, segments=sms_segments(body))
         return JSONResponse(message.to_json(), status_code=201)
 
+    def list_messages(
+        self, account_sid: str, authorization: str | None, query: dict[str, str]
+    ) -> JSONResponse:
+        """Twilio's Messages list, newest first, filtered by `To` and `From`; one page of
+        `PageSize` (default 50), which is all the platform reads."""
+        if not self._authorised(authorization):
+            return _twilio_error(401, 20003, "Authenticate")
+        if account_sid != self.account_sid:
+            return _twilio_error(404, 20404, f"The requested resource {account_sid} was not found")
+        asked = query.get("PageSize", "")
+        size = max(1, min(1000, int(asked))) if asked.isdigit() else 50
+        found = [
+            m
+            for m in reversed(self.messages)
+            if m.to == query.get("To", m.to) and m.from_ == query.get("From", m.from_)
+        ][:size]
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json?PageSize={size}&Page=0"
+        return JSONResponse(
+            {
+                "messages": [m.to_json() for m in found],
+                "page": 0,
+                "page_size": size,
+                "start": 0,
+                "end": max(0, len(found) - 1),
+                "uri": uri,
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+            }
+        )
+
     # -- status callbacks ------------------------------------------------------------
 
     async def _deliver(self, message: SandboxMessage, error_code: int | None) -> None:
@@ -355,6 +386,12 @@ def create_sandbox_app(sandbox: SmsSandbox) -> FastAPI:
         fields = {key: value for key, value in form.items() if isinstance(value, str)}
         return await sandbox.create_message(
             account_sid, request.headers.get("authorization"), fields
+        )
+
+    @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json")
+    async def read_messages(account_sid: str, request: Request) -> JSONResponse:
+        return sandbox.list_messages(
+            account_sid, request.headers.get("authorization"), dict(request.query_params)
         )
 
     @app.get("/sandbox/messages")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Literal
 
 from anxin import metrics
 from anxin.clock import Clock
 from anxin.db import SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger, mask_phone
+from anxin.models import pk
 from dispatcher import service
 from dispatcher.models import SmsMessage, SmsStatus
 from dispatcher.providers import SmsProvider
@@ -31,6 +34,35 @@ def _failure(error: BaseException) -> tuple[str, bool]:
     return f"发送出错 / unexpected send error ({type(error).__name__})", True
 
 
+def _maybe_accepted(error: BaseException) -> bool:
+    """Whether the provider may have taken the SMS despite the error: no answer came back
+    (connection lost, timeout), as opposed to a refusal it answered with."""
+    return not (isinstance(error, SmsSendError) and error.http_status is not None)
+
+
+async def _check_in_flight(
+    provider: SmsProvider, sms: SmsMessage, since: datetime, now: datetime
+) -> Literal["sent", "send", "later"]:
+    """An SMS an earlier pass handed over without committing the outcome (it died, or got no
+    answer): `sent` when the provider has it (recorded here, not sent again), `send` when it
+    has not, `later` while that cannot be known yet (its next attempt is put off)."""
+    if now - since < service.IN_FLIGHT_SETTLE:
+        sms.next_attempt_at = since + service.IN_FLIGHT_SETTLE
+        return "later"
+    try:
+        sid = await provider.find_sent(to=sms.to_phone, body=sms.body, since=since)
+    except Exception as exc:
+        sms.next_attempt_at = now + service.retry_delay(max(1, sms.attempts))
+        log.warning("sms_in_flight_unknown", sms=sms.id, error=repr(exc))
+        return "later"
+    if sid is None:
+        return "send"
+    sms.status, sms.provider_sid, sms.sent_at, sms.updated_at = SmsStatus.sent, sid, now, now
+    log.info("sms_found_sent", sms=sms.id, to=mask_phone(sms.to_phone), purpose=sms.purpose)
+    metrics.count_sms("found_sent")
+    return "sent"
+
+
 async def send_due(
     sessions: SessionMaker,
     provider: SmsProvider,
@@ -45,8 +77,11 @@ async def send_due(
     """One pass of the outbox. Returns how many SMS it handled.
 
     The claimed rows stay locked (FOR UPDATE SKIP LOCKED) until this pass commits, so another
-    worker never picks them up; a crash before the commit leaves them queued, to be sent again
-    (at least once: an aide may, rarely, get an SMS twice, never zero times).
+    worker never picks them up; a crash before the commit leaves them queued, to be sent again:
+    never zero times. And not twice: just before the POSTs the pass commits an in-flight mark
+    for them (`SmsInFlight`), so the pass that claims one again after a crash first asks the
+    provider whether it has that message (after `IN_FLIGHT_SETTLE`, so that a POST still on its
+    way has landed) and records it as sent if so.
 
     Per-number daily limit: an SMS to a number that has had `daily_limit` SMS of the same
     template (purpose) in the last 24 hours is not sent — the carrier would refuse it — and
@@ -62,19 +97,31 @@ async def send_due(
         batch = await service.claim_due_sms(session, now, limit)
         if not batch:
             return 0
+        in_flight = await service.in_flight_since(session, [pk(sms) for sms in batch])
         counts = await service.sent_in_last_day(session, {sms.to_phone for sms in batch}, now)
+        settled: list[int] = []  # SMS whose outcome this pass commits
         sendable: list[SmsMessage] = []
         for sms in batch:
+            since = in_flight.get(pk(sms))
+            if since is not None:
+                verdict = await _check_in_flight(provider, sms, since, now)
+                if verdict == "sent":
+                    settled.append(pk(sms))
+                if verdict != "send":
+                    continue
             key = (sms.to_phone, sms.purpose)
             count = counts.get(key, 0) + 1
             if count > daily_limit:
                 sms.updated_at = now
                 await service.daily_limit_reached(session, sms, daily_limit, now)
+                settled.append(pk(sms))
                 continue
             counts[key] = count
             if count >= daily_warn_at:
                 await service.daily_limit_near(session, sms, count, daily_limit, now)
             sendable.append(sms)
+        if sendable:
+            await service.mark_in_flight(sessions, [pk(sms) for sms in sendable], now)
         results = await asyncio.gather(
             *(_send(provider, sms, status_callback) for sms in sendable), return_exceptions=True
         )
@@ -85,6 +132,8 @@ async def send_due(
             if isinstance(result, BaseException):
                 reason, retryable = _failure(result)
                 sms.last_error = reason[:256]
+                if not _maybe_accepted(result):
+                    settled.append(pk(sms))
                 if retryable and sms.attempts < max_attempts:
                     sms.next_attempt_at = now + service.retry_delay(sms.attempts)
                     log.warning("sms_retry", sms=sms.id, attempts=sms.attempts, reason=reason)
@@ -96,11 +145,13 @@ async def send_due(
                     await service.sms_failed(session, sms, reason, now)
                     metrics.count_sms("failed")
             else:
+                settled.append(pk(sms))
                 sms.status = SmsStatus.sent if result else SmsStatus.outbox
                 sms.provider_sid = result
                 sms.sent_at = now
                 log.info("sms_sent", sms=sms.id, to=mask_phone(sms.to_phone), purpose=sms.purpose)
                 metrics.count_sms(str(sms.status))
+        await service.clear_in_flight(session, settled)
         return len(batch)
 
 

@@ -24,13 +24,11 @@ HOMES = int(os.environ.get("ANXIN_FAULT_SUITE_HOMES", "500"))
 PRESSES = int(os.environ.get("ANXIN_FAULT_SUITE_PRESSES", str(HOMES * 4)))
 
 
-# Opt-in until it is green at full size: its last full run (issue 8's closing note) still found
-# a start-up stall and over-counted trigger counts, and one run takes ~12 min on this machine.
+# In CI at full size (~6–7 min on this machine); ANXIN_FAULT_SUITE=0 leaves it out locally.
 @pytest.mark.skipif(
-    os.environ.get("ANXIN_FAULT_SUITE") != "1",
-    reason="the fault suite runs when ANXIN_FAULT_SUITE=1 (not yet green: see docs/operations.md §9)",
+    os.environ.get("ANXIN_FAULT_SUITE") == "0", reason="ANXIN_FAULT_SUITE=0: left out"
 )
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(660)
 async def test_no_sos_lost_or_doubled_under_crashes_and_restarts(artifacts_dir: Path) -> None:
     mosquitto_binary()  # skips outside CI when there is none
     console = Console(width=140)
