@@ -538,7 +538,7 @@ async def claim_due_sms(session: AsyncSession, now: datetime, limit: int = 50) -
 
 # A pass that died after marking an SMS in flight may have had its POST reach the provider a
 # moment after it died: the provider is asked only once this long has passed.
-IN_FLIGHT_SETTLE = timedelta(seconds=5)
+IN_FLIGHT_SETTLE = timedelta(seconds=10)
 
 
 async def in_flight_since(session: AsyncSession, sms_ids: list[int]) -> dict[int, datetime]:

@@ -221,25 +221,28 @@ class TwilioSmsProvider:
         return sid
 
     async def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
-        """The SID of a message with this body that the provider took for `to` since `since`
-        (the newest 20 to that number, from our sender), or None. Raises SmsSendError when the
-        provider cannot be asked: then nobody knows, and the caller must not send again yet."""
+        """The SID of a message with this body that the provider took for `to` (from our
+        sender) since `since`, or None. Reads the Messages list newest first, page by page, until
+        it is older than `since`. Raises SmsSendError when the provider cannot be asked: then
+        nobody knows, and the caller must not send again yet."""
+        # A minute of slack for the clocks of Twilio and this server.
+        after = since - timedelta(minutes=1)
         try:
-            recent = await self._twilio().messages.list_async(
-                to=to, from_=self._from_number, limit=20
+            newest_first = await self._twilio().messages.stream_async(
+                to=to, from_=self._from_number, page_size=100
             )
+            async for message in newest_first:
+                created = getattr(message, "date_created", None)
+                if created is not None and created < after:
+                    return None
+                if message.body == body:
+                    return str(message.sid)
         except TwilioRestException as exc:
             raise _send_error(exc.status, exc.code, str(exc.msg)) from exc
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
             raise SmsSendError(
                 f"连接 Twilio 失败 / cannot reach Twilio ({type(exc).__name__})", retryable=True
             ) from exc
-        # A minute of slack for the clocks of Twilio and this server.
-        after = since - timedelta(minutes=1)
-        for message in recent:
-            created = getattr(message, "date_created", None)
-            if message.body == body and (created is None or created >= after):
-                return str(message.sid)
         return None
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI, Request
@@ -278,31 +279,38 @@ class SmsSandbox:
     def list_messages(
         self, account_sid: str, authorization: str | None, query: dict[str, str]
     ) -> JSONResponse:
-        """Twilio's Messages list, newest first, filtered by `To` and `From`; one page of
-        `PageSize` (default 50), which is all the platform reads."""
+        """Twilio's Messages list, newest first, filtered by `To` and `From`, in pages of
+        `PageSize` (default 50) that link to the next one."""
         if not self._authorised(authorization):
             return _twilio_error(401, 20003, "Authenticate")
         if account_sid != self.account_sid:
             return _twilio_error(404, 20404, f"The requested resource {account_sid} was not found")
-        asked = query.get("PageSize", "")
-        size = max(1, min(1000, int(asked))) if asked.isdigit() else 50
+        asked_size, asked_page = query.get("PageSize", ""), query.get("Page", "")
+        size = max(1, min(1000, int(asked_size))) if asked_size.isdigit() else 50
+        page = int(asked_page) if asked_page.isdigit() else 0
+        to, from_ = query.get("To"), query.get("From")
         found = [
             m
             for m in reversed(self.messages)
-            if m.to == query.get("To", m.to) and m.from_ == query.get("From", m.from_)
-        ][:size]
-        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json?PageSize={size}&Page=0"
+            if (to is None or m.to == to) and (from_ is None or m.from_ == from_)
+        ]
+        chunk = found[page * size : (page + 1) * size]
+        filters = "".join(
+            f"&{key}={quote(value)}" for key, value in (("To", to), ("From", from_)) if value
+        )
+        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json?PageSize={size}{filters}"
+        more = (page + 1) * size < len(found)
         return JSONResponse(
             {
-                "messages": [m.to_json() for m in found],
-                "page": 0,
+                "messages": [m.to_json() for m in chunk],
+                "page": page,
                 "page_size": size,
-                "start": 0,
-                "end": max(0, len(found) - 1),
-                "uri": uri,
-                "first_page_uri": uri,
-                "next_page_uri": None,
-                "previous_page_uri": None,
+                "start": page * size,
+                "end": page * size + max(0, len(chunk) - 1),
+                "uri": f"{base}&Page={page}",
+                "first_page_uri": f"{base}&Page=0",
+                "next_page_uri": f"{base}&Page={page + 1}" if more else None,
+                "previous_page_uri": f"{base}&Page={page - 1}" if page else None,
             }
         )
 

@@ -7,11 +7,13 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from anxin.clock import SystemClock
 from dispatcher.twilio_provider import (
     SmsSendError,
     TwilioSmsProvider,
@@ -294,3 +296,44 @@ async def test_silent_endpoint_times_out_as_retryable() -> None:
         await provider.aclose()
         server.close()
     assert caught.value.retryable is True
+
+
+async def test_the_provider_finds_a_message_it_took_among_many_to_the_same_number(
+    world: World,
+) -> None:
+    """What a dispatcher that died mid-pass asks (dispatcher.worker): has the provider got this
+    SMS? Through the twilio library's Messages list, newest first, across pages."""
+    since = SystemClock().now()
+    sids = [
+        await world.provider.send(
+            to=AIDE_PHONE, body=f"【安心】A{n} 一键呼叫", status_callback=None
+        )
+        for n in range(130)
+    ]
+    await world.provider.send(
+        to="+8613900000001", body="【安心】A999 一键呼叫", status_callback=None
+    )
+
+    # The oldest of the 130 is on the second page of 100.
+    assert (
+        await world.provider.find_sent(to=AIDE_PHONE, body="【安心】A0 一键呼叫", since=since)
+        == sids[0]
+    )
+    assert (
+        await world.provider.find_sent(to=AIDE_PHONE, body="【安心】A129 一键呼叫", since=since)
+        == sids[129]
+    )
+    # Another number's message, a body never sent, and messages from before the mark.
+    assert (
+        await world.provider.find_sent(to=AIDE_PHONE, body="【安心】A999 一键呼叫", since=since)
+        is None
+    )
+    assert (
+        await world.provider.find_sent(to=AIDE_PHONE, body="【安心】A130 一键呼叫", since=since)
+        is None
+    )
+    later = since + timedelta(hours=1)
+    assert (
+        await world.provider.find_sent(to=AIDE_PHONE, body="【安心】A5 一键呼叫", since=later)
+        is None
+    )
