@@ -15,6 +15,7 @@ import itertools
 import ssl
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -87,6 +89,28 @@ class _BufferedSocket:
         chunk = self._data[self._pos : self._pos + bufsize]
         self._pos += len(chunk)
         return chunk
+
+    def take_packet(self) -> tuple[int, bytearray] | None:
+        """A whole MQTT packet (first byte, body) if the buffer holds one; else None and nothing
+        taken (paho then reads it piecewise, as it does every packet)."""
+        data, pos = self._data, self._pos
+        end = len(data)
+        if end - pos < 2:
+            return None
+        length, mult, i = 0, 1, pos + 1
+        while True:
+            if i >= end or i - pos > 4:
+                return None  # incomplete header (or malformed: paho's reader reports it)
+            byte = data[i]
+            length += (byte & 0x7F) * mult
+            mult *= 128
+            i += 1
+            if not byte & 0x80:
+                break
+        if end - i < length:
+            return None
+        self._pos = i + length
+        return data[pos], bytearray(data[i : i + length])
 
     def pending(self) -> int:
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
@@ -199,6 +223,44 @@ class _Client(paho.Client):
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """Whole packets straight from the buffered socket: paho reads each with a `recv` call
+        per byte of its header, ~a fifth of the gateway's CPU under load. A packet the buffer
+        holds only part of, and the first after each `recv`, go through paho's reader."""
+        sock = self._sock
+        if type(sock) is _BufferedSocket and self._in_packet["command"] == 0:
+            whole = sock.take_packet()
+            if whole is not None:
+                command, body = whole
+                self._in_packet = {
+                    "command": command,
+                    "have_remaining": 1,
+                    "remaining_count": [],
+                    "remaining_mult": 1,
+                    "remaining_length": len(body),
+                    "packet": body,
+                    "to_process": 0,
+                    "pos": 0,
+                }
+                try:
+                    rc = self._packet_handle()
+                except MalformedPacket:
+                    rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                self._in_packet = {
+                    "command": 0,
+                    "have_remaining": 0,
+                    "remaining_count": [],
+                    "remaining_mult": 1,
+                    "remaining_length": 0,
+                    "packet": bytearray(b""),
+                    "to_process": 0,
+                    "pos": 0,
+                }
+                with self._msgtime_mutex:
+                    self._last_bytes_received = time.monotonic()
+                return rc
+        return super()._packet_read()
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]

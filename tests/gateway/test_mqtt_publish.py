@@ -87,3 +87,29 @@ async def test_acks_without_their_puback_are_resent_after_a_reconnect(
     finally:
         await gateway.close()
         await device.close()
+
+
+class _Chunks:
+    """A socket that hands out the given chunks, one per recv."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv(self, _n: int) -> bytes:
+        return self.chunks.pop(0)
+
+
+def test_whole_packets_are_sliced_from_the_buffer_and_partial_ones_left_to_paho() -> None:
+    from anxin.mqtt import _BufferedSocket
+
+    big = bytes(range(256)) * 2  # 512 bytes: a two-byte remaining length
+    stream = b"\x40\x02\x00\x07" + b"\x30\x80\x04" + big + b"\x40\x02\x00"
+    sock = _BufferedSocket(_Chunks([stream, b"\x08"]))
+    assert sock.take_packet() is None  # nothing read yet: paho's reader does the first recv
+    assert sock.recv(1) == b"\x40"  # as paho reads: byte by byte, then the body
+    assert sock.recv(1) == b"\x02" and sock.recv(2) == b"\x00\x07"
+    assert sock.take_packet() == (0x30, bytearray(big))
+    assert sock.take_packet() is None  # a PUBACK cut short: left in place
+    assert sock.recv(1) == b"\x40" and sock.recv(1) == b"\x02"
+    assert sock.recv(2) == b"\x00"
+    assert sock.recv(1) == b"\x08"
