@@ -21,8 +21,14 @@ of the measured rate for latency below saturation.
         # py-spy (pip install py-spy) raw stacks of the gateway's GIL holder during the drain
 
 Fairness: the ceiling and the gateway drain the same broker (same configuration) after the
-same publishers filled it, so publishers are not timed in either drain. The gateway's drain
-also has the publishers receiving their device acks on the same cores: that is part of its job.
+same publishers filled it, so publishers are not timed in either drain. In the gateway's drain
+every device ack is still published at QoS 1 and delivered at QoS 1 to a subscriber of every
+device's ack topic, which PUBACKs it as a device would: `mosquitto_sub` (C), standing in for the
+devices, which in the field are not on the gateway's cores. Until 2026-11 the publishers' own
+paho clients received the acks, parsing each in Python on this 2-core machine: up to a third of
+a core taken from the gateway under test (`--ack-listener paho` measures that way again).
+Latency is measured with Python listeners that match each ack to its publish: the live and
+paced runs (docs/sizing.md).
 
 Publishers and the bare consumer use paho directly: they are load tools, not platform code.
 """
@@ -414,15 +420,92 @@ class GatewayProcess:
         self.proc = None
 
 
+class AckListener:
+    """Every device's ack topic, subscribed at QoS 1 by one `mosquitto_sub`: receives and PUBACKs
+    each device ack as the devices would, at a device's CPU cost rather than a Python client's.
+    Writes one line per message (receive time, topic), flushed as it comes."""
+
+    PROBE = "anxin-bench/ack-listener-probe"
+
+    def __init__(self, port: int, device_ids: list[str], workdir: Path) -> None:
+        self.path = workdir / f"acks-{uuid.uuid4().hex[:6]}.txt"
+        binary = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+        topics = [a for d in device_ids for a in ("-t", f"anxin/v1/dev/{d}/ack")]
+        self._out = self.path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "-p",
+                str(port),
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-i",
+                self.path.stem,
+                "-F",
+                "%U %t",
+                *topics,
+                "-t",
+                self.PROBE,
+            ],
+            stdout=self._out,
+        )
+        # Subscribed once a probe comes back (messages before the SUBACK are not delivered).
+        client = _paho_client(f"probe-{self.path.stem}")
+        _connect(client, port)
+        client.loop_start()
+        deadline = time.monotonic() + 30
+        while self.path.stat().st_size == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto_sub never received its probe")
+            client.publish(self.PROBE, b"p", 1)
+            time.sleep(0.3)
+        client.loop_stop()
+        client.disconnect()
+
+    def acks(self) -> list[float]:
+        """Receive times (epoch s) of the device acks so far."""
+        times = []
+        for line in self.path.read_bytes().splitlines():
+            stamp, _, topic = line.partition(b" ")
+            if topic != self.PROBE.encode():
+                times.append(float(stamp))
+        return times
+
+    def wait(self, expected: int, timeout: float = 900) -> list[float]:
+        """Until `expected` acks came (counted cheaply: this runs beside the gateway)."""
+        deadline = time.monotonic() + timeout
+        probe = self.PROBE.encode()
+        while time.monotonic() < deadline:
+            data = self.path.read_bytes()
+            if data.count(b"\n") - data.count(probe) >= expected:
+                break
+            time.sleep(0.5)
+        return self.acks()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._out.close()
+        self.path.unlink(missing_ok=True)
+
+
 def run_gateway_drain(
     gateways: list[GatewayProcess],
     port: int,
     device_ids: list[str],
     messages: int,
     publishers: int,
+    workdir: Path | None = None,
 ) -> RunResult:
     """The gateways' sessions are filled while they are stopped; then they start and drain them.
-    Timed from the first device ack to the last, as the ceiling's drain is."""
+    Timed from the first device ack to the last, as the ceiling's drain is. With `workdir`, the
+    device acks go to an `AckListener`; without, to the publishers' paho clients."""
+    if workdir is not None:
+        return _run_gateway_drain_listened(
+            gateways, port, device_ids, messages, publishers, workdir
+        )
     for gateway in gateways:
         gateway.stop()
     procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, True, 0.0)
@@ -440,6 +523,34 @@ def run_gateway_drain(
     if acked != expected:
         print(f"  !! {expected - acked} events not acked", flush=True)
     return RunResult(acked, last - first, [lat for r in results for lat in r[6]])
+
+
+def _run_gateway_drain_listened(
+    gateways: list[GatewayProcess],
+    port: int,
+    device_ids: list[str],
+    messages: int,
+    publishers: int,
+    workdir: Path,
+) -> RunResult:
+    for gateway in gateways:
+        gateway.stop()
+    listener = AckListener(port, device_ids, workdir)
+    try:
+        procs, go, out = _spawn_publishers(port, device_ids, messages, publishers, False, 0.0)
+        go.set()
+        _results(out, publishers)
+        for p in procs:
+            p.join(10)
+        for n, gateway in enumerate(gateways):
+            gateway.start(profile=n == 0)
+        expected = (messages // publishers) * publishers
+        times = listener.wait(expected)
+    finally:
+        listener.close()
+    if len(times) != expected:
+        print(f"  !! {expected - len(times)} events not acked", flush=True)
+    return RunResult(len(times), max(times) - min(times), [])
 
 
 def run_gateway_drain_quiet(
@@ -710,6 +821,13 @@ def main() -> None:
         "py-spy is a separate install (pip install py-spy)",
     )
     parser.add_argument(
+        "--ack-listener",
+        choices=("mosquitto_sub", "paho"),
+        default="mosquitto_sub",
+        help="who receives the device acks in the drains: one mosquitto_sub for all devices "
+        "(default), or each publisher's paho client (as before 2026-11)",
+    )
+    parser.add_argument(
         "--gateways", type=int, default=1, help="gateway processes on the shared subscription"
     )
     parser.add_argument(
@@ -768,10 +886,18 @@ def main() -> None:
             _wait_gateway_ready(port, device_ids[n])
         drains = []
         for _ in range(args.repeat):
-            drain = run_gateway_drain(gateways, port, device_ids, args.messages, args.publishers)
+            drain = run_gateway_drain(
+                gateways,
+                port,
+                device_ids,
+                args.messages,
+                args.publishers,
+                workdir if args.ack_listener == "mosquitto_sub" else None,
+            )
             drains.append(drain.rate)
             print(
-                f"gateway drain (commit, broker ack, device ack): {drain.rate:,.0f} msg/s",
+                f"gateway drain (commit, broker ack, device ack to {args.ack_listener}): "
+                f"{drain.rate:,.0f} msg/s",
                 flush=True,
             )
         quiets = []

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from anxin.schemas import (
     DEVICE_ID_RE,
     MAX_EVENT_BYTES,
@@ -21,6 +23,8 @@ _ROOT_PARTS = TOPIC_ROOT.split("/")
 # Valid UTF-8 input can only yield NUL or a lone surrogate through a JSON escape: only a payload
 # with one of these needs the (slow) walk that cleans every string.
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# orjson reads an integer past 64 bits as a float, the standard library as an int.
+_LONG_NUMBER = re.compile(r"[0-9]{20}")
 # Device clocks before 2001 or far in the future are not trusted as times.
 _MIN_TS_MS = 978_307_200_000
 _MAX_TS_MS = 4_102_444_800_000
@@ -86,6 +90,19 @@ def _storable(value: Any) -> Any:
     return value
 
 
+def _loads(text: str) -> Any:
+    """JSON as the standard library reads it, by orjson (~4x faster) where the two agree: what
+    orjson refuses (a lone surrogate escape, NaN, 1e400, nesting past 1024) and any run of 20
+    digits (an integer past 64 bits, which orjson would read as a float) the standard library
+    decides, so the payloads accepted and their values are exactly the same."""
+    if _LONG_NUMBER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def parse_event(payload: bytes) -> ParsedEvent | Rejection:
     """Validate an event payload. Only identity (event_id) and type must be sound:
     damaged optional fields are dropped and noted ("when in doubt, alert")."""
@@ -93,7 +110,7 @@ def parse_event(payload: bytes) -> ParsedEvent | Rejection:
         return Rejection(RejectReason.too_large, f"{len(payload)} bytes > {MAX_EVENT_BYTES}")
     try:
         decoded = payload.decode("utf-8")
-        body = json.loads(decoded)
+        body = _loads(decoded)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return Rejection(RejectReason.invalid_json, type(exc).__name__)
     text: str | None = decoded

@@ -347,10 +347,10 @@ class Gateway:
                     else:
                         self.stats.events += 1
             metrics.count_messages("event", len(batch))
-            for ack in acks:
-                metrics.count_ack(ack.status)
-                if ack.status == "rejected":
-                    metrics.count_dead_letter(str(ack.reason))
+            for (status, reason), n in Counter((a.status, a.reason) for a in acks).items():
+                metrics.count_ack(status, n)
+                if status == "rejected":
+                    metrics.count_dead_letter(str(reason), n)
             if strays:
                 metrics.count_dead_letter(str(RejectReason.invalid_payload), len(strays))
 
