@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -120,6 +121,20 @@ class HopFigures:
 
 
 @dataclass
+class WindowFigures:
+    """SOS → SMS request of the presses first sent in one slice of the load, beside how busy
+    the whole machine was then (every process, not only the bench's): on a shared machine the
+    tail follows the CPU left over."""
+
+    from_s: float
+    to_s: float
+    presses: int
+    p50_ms: float | None
+    p99_ms: float | None
+    machine_busy: float | None  # share of all cores busy (/proc/stat), 0–1
+
+
+@dataclass
 class SimHealth:
     """Whether the simulator itself kept up: its event loop's lateness (a 50 ms sleep measured
     against the clock) and the heartbeats it sent against those due. A late loop delays every
@@ -190,6 +205,7 @@ class BenchReport:
     power_cut: PowerCutFigures | None = None
     # Where an SOS's time goes, hop by hop (see `_hop_breakdown`), and the simulator's health.
     hops: list[HopFigures] = field(default_factory=list)
+    windows: list[WindowFigures] = field(default_factory=list)
     sim: SimHealth | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)  # process → CPU seconds under load
     load_average: list[float] = field(default_factory=list)  # 1-min load at start and end
@@ -338,19 +354,42 @@ class RoleProcesses:
                 await proc.wait()
 
 
+def _machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU jiffies of the whole machine since boot (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 class _LoopLag:
-    """This process's event-loop lateness: how much later than asked a short sleep returns."""
+    """This process's event-loop lateness: how much later than asked a short sleep returns;
+    and, once a second, the machine's CPU counters (for the per-window table)."""
 
     PERIOD_S = 0.05
 
     def __init__(self) -> None:
         self.samples: list[float] = []
+        self.machine: list[tuple[float, int, int]] = []  # (monotonic, busy, total jiffies)
 
     async def run(self, stop: asyncio.Event) -> None:
+        next_machine = 0.0
         while not stop.is_set():
             began = time.monotonic()
+            if began >= next_machine and (jiffies := _machine_jiffies()) is not None:
+                self.machine.append((began, *jiffies))
+                next_machine = began + 1.0
             await asyncio.sleep(self.PERIOD_S)
             self.samples.append(max(0.0, time.monotonic() - began - self.PERIOD_S))
+
+    def busy_between(self, start: float, end: float) -> float | None:
+        inside = [m for m in self.machine if start - 0.5 <= m[0] <= end + 0.5]
+        if len(inside) < 2 or inside[-1][2] == inside[0][2]:
+            return None
+        return round((inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2]), 2)
 
     def figures(self) -> tuple[float | None, float | None, float | None]:
         p = Percentiles.of(self.samples)
@@ -720,6 +759,11 @@ async def run_bench(
                             progress.advance(connecting)
 
                 connected = sum(await asyncio.gather(*(connect(h) for h in homes)))
+                # Ten thousand homes are a few million long-lived objects (sockets, streams,
+                # tasks): out of the cyclic collector's walks, which otherwise stalled this
+                # process (and every timestamp it takes) for hundreds of milliseconds.
+                gc.collect()
+                gc.freeze()
                 live = [h for h in homes if h.client.is_connected]
                 if not live:
                     raise ConnectionError(f"no home could connect to the broker at {target.mqtt}")
@@ -868,6 +912,29 @@ async def run_bench(
         )
 
     ack_latency = [counters.ack_at[e] - counters.first_send[e] for e in counters.ack_at]
+    windows: list[WindowFigures] = []
+    window_s = 10.0
+    slices = max(1, round(load_seconds / window_s))
+    for n in range(slices):
+        # The last slice takes the presses dispatched a moment after the nominal end too.
+        lo = started + n * window_s
+        hi = started + (n + 1) * window_s if n < slices - 1 else math.inf
+        spans = [
+            counters.callout_at[code] - counters.first_send[event_id]
+            for event_id, code in counters.alert_of.items()
+            if code in counters.callout_at and lo <= counters.first_send[event_id] < hi
+        ]
+        p = Percentiles.of(spans)
+        windows.append(
+            WindowFigures(
+                round(lo - started),
+                round(hi - started),
+                p.count,
+                p.p50_ms,
+                p.p99_ms,
+                lag.busy_between(lo, hi),
+            )
+        )
     sms_latency = []
     for event_id, code in counters.alert_of.items():
         if code in counters.callout_at:
@@ -910,6 +977,7 @@ async def run_bench(
         flood=flood,
         power_cut=power_cut,
         hops=hops,
+        windows=windows,
         sim=SimHealth(
             *lag.figures(),
             home_beats_due=round(len(live) * load_seconds / options.heartbeat_s),
@@ -1280,7 +1348,10 @@ def print_report(report: BenchReport, console: Console) -> None:
         ]
     if report.load_average:
         rows.append(
-            ("load average (1 min) at start / end of load", " / ".join(map(str, report.load_average)))
+            (
+                "load average (1 min) at start / end of load",
+                " / ".join(map(str, report.load_average)),
+            )
         )
     if report.cpu_s:
         rows.append(
@@ -1300,6 +1371,16 @@ def print_report(report: BenchReport, console: Console) -> None:
         for hop in report.hops:
             hops.add_row(hop.hop, str(hop.p50_ms), str(hop.p99_ms), str(hop.max_ms), str(hop.count))
         console.print(hops)
+    if report.windows:
+        slices = Table(title="SOS → SMS request by 10 s of load, beside the machine's CPU")
+        for column in ("seconds", "presses", "p50 ms", "p99 ms", "machine busy"):
+            slices.add_column(column, justify="right")
+        for w in report.windows:
+            busy = f"{w.machine_busy:.0%}" if w.machine_busy is not None else "—"
+            slices.add_row(
+                f"{w.from_s:g}–{w.to_s:g}", str(w.presses), str(w.p50_ms), str(w.p99_ms), busy
+            )
+        console.print(slices)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print("[green]OK[/]" if report.ok else "[bold red]LOST OR DUPLICATED[/]")
