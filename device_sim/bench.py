@@ -925,14 +925,15 @@ async def run_bench(
             if code in counters.callout_at and lo <= counters.first_send[event_id] < hi
         ]
         p = Percentiles.of(spans)
+        end = min(hi, started + load_seconds)
         windows.append(
             WindowFigures(
                 round(lo - started),
-                round(hi - started),
+                round(end - started),
                 p.count,
                 p.p50_ms,
                 p.p99_ms,
-                lag.busy_between(lo, hi),
+                lag.busy_between(lo, end),
             )
         )
     sms_latency = []
