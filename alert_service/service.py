@@ -941,10 +941,12 @@ async def run_due_alerts(
         batch_rows.extend(
             (await session.execute(select(Region).where(col(Region.id).in_(village_ids)))).scalars()
         )
-    for alert in alerts:
-        if not isolate:
-            await advance(session, alert, now, attempts[pk(alert)])
-            continue
+    if not isolate:
+        # Every call-out of the batch in two INSERTs (attempts, SMS), not two per alert.
+        async with dispatch.batched_asks(session):
+            for alert in alerts:
+                await advance(session, alert, now, attempts[pk(alert)])
+    for alert in alerts if isolate else ():
         try:
             async with session.begin_nested():
                 await advance(session, alert, now)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -109,6 +110,45 @@ class Percentiles:
 
 
 @dataclass
+class HopFigures:
+    """One hop of an SOS's way to the aide's SMS, over the presses that made it through."""
+
+    hop: str
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    count: int
+
+
+@dataclass
+class WindowFigures:
+    """SOS → SMS request of the presses first sent in one slice of the load, beside how busy
+    the whole machine was then (every process, not only the bench's): on a shared machine the
+    tail follows the CPU left over."""
+
+    from_s: float
+    to_s: float
+    presses: int
+    p50_ms: float | None
+    p99_ms: float | None
+    machine_busy: float | None  # share of all cores busy (/proc/stat), 0–1
+
+
+@dataclass
+class SimHealth:
+    """Whether the simulator itself kept up: its event loop's lateness (a 50 ms sleep measured
+    against the clock) and the heartbeats it sent against those due. A late loop delays every
+    timestamp the bench takes (publish, ack, SMS received) and every heartbeat."""
+
+    loop_lag_p50_ms: float | None
+    loop_lag_p99_ms: float | None
+    loop_lag_max_ms: float | None
+    home_beats_due: int  # one per home and heartbeat interval over the load
+    home_beats_sent: int
+    reconnects: int  # connections the homes had to open again (a keepalive missed, a drop)
+
+
+@dataclass
 class FloodFigures:
     """One SOS button sending far more than any elder could press (a stuck or broken button,
     or someone replaying its messages): the platform must make one alert of it, not thousands,
@@ -163,6 +203,12 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
     flood: FloodFigures | None = None
     power_cut: PowerCutFigures | None = None
+    # Where an SOS's time goes, hop by hop (see `_hop_breakdown`), and the simulator's health.
+    hops: list[HopFigures] = field(default_factory=list)
+    windows: list[WindowFigures] = field(default_factory=list)
+    sim: SimHealth | None = None
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process → CPU seconds under load
+    load_average: list[float] = field(default_factory=list)  # 1-min load at start and end
 
     @property
     def ok(self) -> bool:
@@ -308,6 +354,96 @@ class RoleProcesses:
                 await proc.wait()
 
 
+def _machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU jiffies of the whole machine since boot (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class _LoopLag:
+    """This process's event-loop lateness: how much later than asked a short sleep returns;
+    and, once a second, the machine's CPU counters (for the per-window table)."""
+
+    PERIOD_S = 0.05
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.machine: list[tuple[float, int, int]] = []  # (monotonic, busy, total jiffies)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_machine = 0.0
+        while not stop.is_set():
+            began = time.monotonic()
+            if began >= next_machine and (jiffies := _machine_jiffies()) is not None:
+                self.machine.append((began, *jiffies))
+                next_machine = began + 1.0
+            await asyncio.sleep(self.PERIOD_S)
+            self.samples.append(max(0.0, time.monotonic() - began - self.PERIOD_S))
+
+    def busy_between(self, start: float, end: float) -> float | None:
+        inside = [m for m in self.machine if start - 0.5 <= m[0] <= end + 0.5]
+        if len(inside) < 2 or inside[-1][2] == inside[0][2]:
+            return None
+        return round((inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2]), 2)
+
+    def figures(self) -> tuple[float | None, float | None, float | None]:
+        p = Percentiles.of(self.samples)
+        return p.p50_ms, p.p99_ms, p.max_ms
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids(postgres: OwnPostgres) -> list[int]:
+    """The bench's own Postgres: its postmaster and every backend (its children)."""
+    try:
+        postmaster = int((postgres.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == postmaster:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _cpu_snapshot(target: _Target) -> dict[str, float]:
+    """CPU seconds so far of each process the bench can see: itself (homes, sandbox and, by
+    default, the roles), the role processes, its own Mosquitto and Postgres (backends that
+    ended since are not counted)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = {"bench": usage.ru_utime + usage.ru_stime}
+    if target.roles is not None:
+        for name, proc in target.roles.procs.items():
+            if (cpu := _process_cpu_s(proc.pid)) is not None:
+                seconds[name] = cpu
+    broker = target.mosquitto.process if target.mosquitto is not None else None
+    if broker is not None and (cpu := _process_cpu_s(broker.pid)) is not None:
+        seconds["mosquitto"] = cpu
+    if target.postgres is not None:
+        seconds["postgres"] = sum(
+            cpu for pid in _postgres_pids(target.postgres) if (cpu := _process_cpu_s(pid))
+        )
+    return seconds
+
+
 class BenchSandbox(SmsSandbox):
     """The Twilio-compatible endpoint with its webhooks (delivery receipts) bounded to a few
     at a time: thousands of receipts waiting in one HTTP connection pool would eat this
@@ -327,6 +463,12 @@ class BenchSandbox(SmsSandbox):
         if status == 0:
             self.webhooks_failed += 1
         return status
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most `timeout`) until the receipts and replies under way are posted."""
+        deadline = time.monotonic() + timeout
+        while self._tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
 
 
 def _sandbox() -> BenchSandbox:
@@ -375,6 +517,10 @@ async def _platform(
             mosquitto = OwnMosquitto(workdir / "mosquitto")
             server = (await postgres.start()).replace("postgresql+asyncpg://", "postgresql://")
             stack.push_async_callback(postgres.close)
+            # Commit times on every row version: the report's per-hop breakdown reads the
+            # gateway's, the watcher's and the dispatcher's commits from them.
+            await _enable_commit_timestamps(server)
+            await postgres.restart(down_s=0)
             await mosquitto.start()
             stack.push_async_callback(mosquitto.stop)
             mqtt_url = mosquitto.url
@@ -439,8 +585,8 @@ async def spawned_roles(
             "ANXIN_TWILIO_BASE_URL": sandbox_url,
             "ANXIN_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
             "ANXIN_HTTP_PORT": str(web_port),
-            "ANXIN_WATCHER_POLL_MS": "50",
-            "ANXIN_OUTBOX_POLL_MS": "50",
+            # The watchers and outbox workers poll at their defaults: a new alert or SMS wakes
+            # them by NOTIFY, and a 50 ms poll cost each of them ~20 idle passes a second.
             "ANXIN_LOG_LEVEL": "warning",
             "ANXIN_METRICS_PORT": "0",
         }
@@ -460,6 +606,17 @@ async def spawned_roles(
         finally:
             await roles.stop_all()
             await sandbox.aclose()
+
+
+async def _enable_commit_timestamps(server_url: str) -> None:
+    """`track_commit_timestamp = on` (takes effect at the next start of the server)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(server_url, timeout=10)
+    try:
+        await conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+    finally:
+        await conn.close()
 
 
 async def _wait_http(url: str, timeout: float) -> None:
@@ -524,6 +681,10 @@ class _Counters:
     callout_at: dict[str, float] = field(default_factory=dict)  # alert code → first call-out
     callouts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (phone, code)
     sent_event_ids: list[str] = field(default_factory=list)
+    # Wall-clock twins (time.time()) of first_send and callout_at, to set beside the
+    # timestamps the roles and Postgres store (same machine, same clock).
+    first_send_wall: dict[str, float] = field(default_factory=dict)
+    callout_wall: dict[str, float] = field(default_factory=dict)
     failed: int = 0
     resends: int = 0
 
@@ -564,6 +725,7 @@ async def run_bench(
                 return
             code = found.group(0)
             counters.callout_at.setdefault(code, time.monotonic())
+            counters.callout_wall.setdefault(code, time.time())
             counters.callouts[(message.to, code)] += 1
 
         unsubscribe = target.sandbox.subscribe(on_sms)
@@ -577,6 +739,9 @@ async def run_bench(
             transient=False,
         )
         heartbeats_sent = 0
+        home_beats = 0
+        reconnects = 0
+        lag = _LoopLag()
         try:
             with progress:
                 connecting = progress.add_task("connect homes", total=len(homes), info="")
@@ -594,6 +759,11 @@ async def run_bench(
                             progress.advance(connecting)
 
                 connected = sum(await asyncio.gather(*(connect(h) for h in homes)))
+                # Ten thousand homes are a few million long-lived objects (sockets, streams,
+                # tasks): out of the cyclic collector's walks, which otherwise stalled this
+                # process (and every timestamp it takes) for hundreds of milliseconds.
+                gc.collect()
+                gc.freeze()
                 live = [h for h in homes if h.client.is_connected]
                 if not live:
                     raise ConnectionError(f"no home could connect to the broker at {target.mqtt}")
@@ -602,15 +772,19 @@ async def run_bench(
                 stop = asyncio.Event()
 
                 async def beat_loop() -> None:
-                    nonlocal heartbeats_sent
-                    per_tick = max(1, round(len(live) / options.heartbeat_s / 10))
+                    # Paced by the clock, not by counting ticks: a tick that comes late sends
+                    # what fell due meanwhile, so the platform sees the nominal heartbeat load
+                    # even when this process lags (the lag is measured and reported).
+                    nonlocal heartbeats_sent, home_beats
+                    rate = len(live) / options.heartbeat_s
                     order = list(live)
                     random.shuffle(order)
-                    i = 0
+                    began = time.monotonic()
                     while not stop.is_set():
-                        for _ in range(per_tick):
-                            heartbeats_sent += order[i % len(order)].heartbeat()
-                            i += 1
+                        due = int((time.monotonic() - began) * rate)
+                        while home_beats < due:
+                            heartbeats_sent += order[home_beats % len(order)].heartbeat()
+                            home_beats += 1
                         await asyncio.sleep(0.1)
 
                 # The flooding home and the homes of the power cut press nothing themselves:
@@ -636,6 +810,7 @@ async def run_bench(
 
                     def sent(event_id: str) -> None:
                         counters.first_send[event_id] = time.monotonic()
+                        counters.first_send_wall[event_id] = time.time()
                         counters.sent_event_ids.append(event_id)
 
                     try:
@@ -654,6 +829,9 @@ async def run_bench(
                         counters.alert_of[ack.event_id] = ack.alert_id
 
                 beats = asyncio.create_task(beat_loop())
+                lagging = asyncio.create_task(lag.run(stop))
+                cpu_before = _cpu_snapshot(target)
+                load_before = os.getloadavg()[0]
                 fault_tasks = [
                     asyncio.create_task(_fault(target, role, at, console)) for role, at in faults
                 ]
@@ -687,9 +865,12 @@ async def run_bench(
                     )
                     await asyncio.sleep(0.5)
                 load_seconds = time.monotonic() - started
+                cpu_after = _cpu_snapshot(target)
+                load_after = os.getloadavg()[0]
                 progress.update(loading, completed=options.duration)
                 stop.set()
                 await beats
+                await lagging
                 draining = progress.add_task("drain", total=len(press_tasks), info="")
                 deadline = time.monotonic() + options.drain_s
                 while time.monotonic() < deadline:
@@ -705,6 +886,13 @@ async def run_bench(
                 for task in (*fault_tasks, *press_tasks):
                     task.cancel()
                 await asyncio.gather(*fault_tasks, *press_tasks, return_exceptions=True)
+                # The delivery receipts of the last SMS are still on their way (the sandbox
+                # posts them 0.2 s after each SMS): let them reach the platform before it stops,
+                # or they would count as receipts the platform could not take.
+                settle = getattr(target.sandbox, "settle", None)
+                if settle is not None:
+                    await settle(max(5.0, deadline - time.monotonic()))
+                reconnects = sum(max(0, h.client.connect_count - 1) for h in live)
         finally:
             unsubscribe()
             await asyncio.gather(
@@ -714,6 +902,7 @@ async def run_bench(
         alerts_in_db, sos_events = await _database_counts(
             target.sessions, [h.device("sos_button").device_id for h in chosen], counters
         )
+        hops = await _hop_breakdown(target.sessions, counters)
         sms_requests = target.sandbox.requests_received
         flood = await flooder.figures(target.sessions) if flooder is not None else None
         power_cut = (
@@ -723,6 +912,30 @@ async def run_bench(
         )
 
     ack_latency = [counters.ack_at[e] - counters.first_send[e] for e in counters.ack_at]
+    windows: list[WindowFigures] = []
+    window_s = 10.0
+    slices = max(1, round(load_seconds / window_s))
+    for n in range(slices):
+        # The last slice takes the presses dispatched a moment after the nominal end too.
+        lo = started + n * window_s
+        hi = started + (n + 1) * window_s if n < slices - 1 else math.inf
+        spans = [
+            counters.callout_at[code] - counters.first_send[event_id]
+            for event_id, code in counters.alert_of.items()
+            if code in counters.callout_at and lo <= counters.first_send[event_id] < hi
+        ]
+        p = Percentiles.of(spans)
+        end = min(hi, started + load_seconds)
+        windows.append(
+            WindowFigures(
+                round(lo - started),
+                round(end - started),
+                p.count,
+                p.p50_ms,
+                p.p99_ms,
+                lag.busy_between(lo, end),
+            )
+        )
     sms_latency = []
     for event_id, code in counters.alert_of.items():
         if code in counters.callout_at:
@@ -764,6 +977,20 @@ async def run_bench(
         notes=notes,
         flood=flood,
         power_cut=power_cut,
+        hops=hops,
+        windows=windows,
+        sim=SimHealth(
+            *lag.figures(),
+            home_beats_due=round(len(live) * load_seconds / options.heartbeat_s),
+            home_beats_sent=home_beats,
+            reconnects=reconnects,
+        ),
+        cpu_s={
+            name: round(cpu_after[name] - before, 1)
+            for name, before in cpu_before.items()
+            if name in cpu_after
+        },
+        load_average=[round(load_before, 2), round(load_after, 2)],
     )
 
 
@@ -911,6 +1138,94 @@ class _Flood:
         )
 
 
+HOPS_WITH_COMMITS = (
+    ("device publish → gateway batch", "publish", "gw_batch"),
+    ("gateway batch → gateway commit", "gw_batch", "gw_commit"),
+    ("gateway commit → device ack received", "gw_commit", "ack"),
+    ("gateway commit → watcher claims", "gw_commit", "watcher"),
+    ("watcher claims → watcher commit (outbox row)", "watcher", "watcher_commit"),
+    ("watcher commit → SMS POST received", "watcher_commit", "post"),
+    ("device publish → SMS POST received", "publish", "post"),
+)
+HOPS_WITHOUT_COMMITS = (
+    ("device publish → gateway batch", "publish", "gw_batch"),
+    ("gateway batch → device ack received", "gw_batch", "ack"),
+    ("gateway batch → watcher claims", "gw_batch", "watcher"),
+    ("watcher claims → SMS POST received", "watcher", "post"),
+    ("device publish → SMS POST received", "publish", "post"),
+)
+
+
+async def _hop_breakdown(sessions: SessionMaker, counters: _Counters) -> list[HopFigures]:
+    """Per hop, p50/p99/max over every press that reached its call-out SMS.
+
+    From the bench (wall clock): the device's first publish, the device ack, the SMS POST
+    received. From the rows: the gateway batch's clock (`events.received_at`), the watcher
+    tick's clock (`alerts.ranked_at`). With `track_commit_timestamp` on (the bench turns it on
+    in its own Postgres, `--own-services`), the commits too: the gateway's (the event row), the
+    watcher's (the alert's first `asked` timeline row, never updated). The dispatcher's commit
+    is not on a row (the SMS row is updated again by the delivery receipts)."""
+    sample = {
+        event_id: int(code[1:])
+        for event_id, code in counters.alert_of.items()
+        if code in counters.callout_wall and event_id in counters.first_send_wall
+    }
+    if not sample:
+        return []
+    async with sessions() as session:
+        commits = (
+            await session.scalar(text("SELECT current_setting('track_commit_timestamp')"))
+        ) == "on"
+
+        def ts(column: str) -> str:
+            if not commits:
+                return "NULL::timestamptz"
+            return f"pg_xact_commit_timestamp({column})"
+
+        rows = (
+            await session.execute(
+                text(
+                    f"""
+                    SELECT e.event_id, e.received_at, a.ranked_at,
+                           {ts("e.xmin")}, {ts("t.xmin")}
+                    FROM events e
+                    JOIN alerts a ON a.id = e.alert_id
+                    LEFT JOIN LATERAL (
+                        SELECT xmin FROM alert_timeline
+                        WHERE alert_id = a.id AND action = 'asked' ORDER BY id LIMIT 1
+                    ) t ON true
+                    WHERE e.event_id = ANY(:event_ids) AND e.type = 'sos'
+                    """
+                ),
+                {"event_ids": list(sample)},
+            )
+        ).all()
+    hops = HOPS_WITH_COMMITS if commits else HOPS_WITHOUT_COMMITS
+    spans: dict[str, list[float]] = {name: [] for name, _, _ in hops}
+    for event_id, received, ranked, gw_commit, watcher_commit in rows:
+        code = f"A{sample[event_id]}"
+        publish = counters.first_send_wall[event_id]
+        ack = counters.ack_at.get(event_id)
+        at: dict[str, float | None] = {
+            "publish": publish,
+            "gw_batch": received.timestamp() if received else None,
+            "gw_commit": gw_commit.timestamp() if gw_commit else None,
+            "ack": publish + (ack - counters.first_send[event_id]) if ack else None,
+            "watcher": ranked.timestamp() if ranked else None,
+            "watcher_commit": watcher_commit.timestamp() if watcher_commit else None,
+            "post": counters.callout_wall[code],
+        }
+        for name, start, end in hops:
+            a, b = at[start], at[end]
+            if a is not None and b is not None:
+                spans[name].append(b - a)
+    figures = []
+    for name, _, _ in hops:
+        p = Percentiles.of(spans[name])
+        figures.append(HopFigures(name, p.p50_ms, p.p99_ms, p.max_ms, p.count))
+    return figures
+
+
 async def _database_counts(
     sessions: SessionMaker, sos_devices: list[str], counters: _Counters
 ) -> tuple[int, int]:
@@ -1021,9 +1336,52 @@ def print_report(report: BenchReport, console: Console) -> None:
                 f"{c.hubs} / {c.power_lost_events} / {c.offline_hubs}",
             ),
         ]
+    if (h := report.sim) is not None:
+        rows += [
+            (
+                "simulator loop lag p50 / p99 / max ms",
+                f"{h.loop_lag_p50_ms} / {h.loop_lag_p99_ms} / {h.loop_lag_max_ms}",
+            ),
+            (
+                "simulator heartbeats sent / due (homes), reconnects",
+                f"{h.home_beats_sent} / {h.home_beats_due}, {h.reconnects}",
+            ),
+        ]
+    if report.load_average:
+        rows.append(
+            (
+                "load average (1 min) at start / end of load",
+                " / ".join(map(str, report.load_average)),
+            )
+        )
+    if report.cpu_s:
+        rows.append(
+            (
+                f"CPU s over the {report.duration_s:g} s load",
+                ", ".join(f"{k} {v:g}" for k, v in report.cpu_s.items()),
+            )
+        )
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
+    if report.hops:
+        hops = Table(title="SOS → SMS request, hop by hop (presses that got their call-out)")
+        hops.add_column("hop")
+        for column in ("p50 ms", "p99 ms", "max ms", "n"):
+            hops.add_column(column, justify="right")
+        for hop in report.hops:
+            hops.add_row(hop.hop, str(hop.p50_ms), str(hop.p99_ms), str(hop.max_ms), str(hop.count))
+        console.print(hops)
+    if report.windows:
+        slices = Table(title="SOS → SMS request by 10 s of load, beside the machine's CPU")
+        for column in ("seconds", "presses", "p50 ms", "p99 ms", "machine busy"):
+            slices.add_column(column, justify="right")
+        for w in report.windows:
+            busy = f"{w.machine_busy:.0%}" if w.machine_busy is not None else "—"
+            slices.add_row(
+                f"{w.from_s:g}–{w.to_s:g}", str(w.presses), str(w.p50_ms), str(w.p99_ms), busy
+            )
+        console.print(slices)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print("[green]OK[/]" if report.ok else "[bold red]LOST OR DUPLICATED[/]")

@@ -11,8 +11,9 @@ Per-number daily limits: see `dispatcher.worker.send_due`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -386,20 +387,16 @@ async def ask_responder(
     if responder is None or elder is None:
         return
     line = next((c for c in alert.ranking if c["responder_id"] == responder_id), {})
-    await session.execute(
-        insert(DispatchAttempt)
-        .values(
-            alert_id=alert.id,
-            responder_id=responder_id,
-            step=step,
-            role=role,
-            asked_at=now,
-            distance_km=line.get("distance_km"),
-            eta_minutes=line.get("eta_minutes"),
-            answer=AttemptAnswer.pending,
-        )
-        .on_conflict_do_nothing(constraint="uq_attempt_alert_responder_step")
-    )
+    attempt = {
+        "alert_id": alert.id,
+        "responder_id": responder_id,
+        "step": step,
+        "role": role,
+        "asked_at": now,
+        "distance_km": line.get("distance_km"),
+        "eta_minutes": line.get("eta_minutes"),
+        "answer": AttemptAnswer.pending,
+    }
     template = templates.dispatch_sms if role == "aide" else templates.centre_sms
     body = template(
         alert_code=alert.code,
@@ -411,16 +408,66 @@ async def ask_responder(
         eta_minutes=float(line.get("eta_minutes") or 0.0),
         lang=responder.lang,
     )
-    await queue_sms(
-        session,
-        to=responder.phone,
-        body=body,
-        key=f"alert:{alert.id}:responder:{responder_id}:step:{step}",
-        now=now,
-        alert_id=alert.id,
-        responder_id=responder_id,
-        purpose="dispatch",
+    sms = {
+        "to": responder.phone,
+        "body": body,
+        "key": f"alert:{alert.id}:responder:{responder_id}:step:{step}",
+        "alert_id": alert.id,
+        "responder_id": responder_id,
+        "purpose": "dispatch",
+    }
+    pending = session.info.get(_PENDING_ASKS)
+    if isinstance(pending, _PendingAsks):
+        pending.add(now, attempt, sms)
+    else:
+        await _write_asks(session, now, [attempt], [sms])
+
+
+async def _write_asks(
+    session: AsyncSession,
+    now: datetime,
+    attempts: list[dict[str, Any]],
+    messages: list[dict[str, Any]],
+) -> None:
+    """The dispatch attempts and their call-out SMS, one INSERT each (keys make both once)."""
+    await session.execute(
+        insert(DispatchAttempt)
+        .values(attempts)
+        .on_conflict_do_nothing(constraint="uq_attempt_alert_responder_step")
     )
+    await queue_sms_many(session, messages, now)
+
+
+_PENDING_ASKS = "dispatcher.pending_asks"
+
+
+@dataclass
+class _PendingAsks:
+    by_now: dict[datetime, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )
+
+    def add(self, now: datetime, attempt: dict[str, Any], sms: dict[str, Any]) -> None:
+        attempts, messages = self.by_now.setdefault(now, ([], []))
+        attempts.append(attempt)
+        messages.append(sms)
+
+
+@contextlib.asynccontextmanager
+async def batched_asks(session: AsyncSession) -> AsyncIterator[None]:
+    """Within the block, `ask_responder` only collects its attempt row and call-out SMS; they
+    are written when the block ends, in two statements for the whole block instead of two per
+    ask (the watcher's batch). Nothing is written if the block raises (its transaction rolls
+    back anyway). Inside the block the new attempts are not yet in the table: the caller keeps
+    its own list (the watcher does)."""
+    pending = _PendingAsks()
+    session.info[_PENDING_ASKS] = pending
+    try:
+        yield
+    finally:
+        session.info.pop(_PENDING_ASKS, None)
+    for now, (attempts, messages) in pending.by_now.items():
+        await _write_asks(session, now, attempts, messages)
 
 
 async def notify_guardians(

@@ -179,9 +179,10 @@ async def run_outbox(
     `concurrent_passes` passes run at once, each with its own claimed batch (SKIP LOCKED keeps
     them apart as it keeps replicas apart): while one waits for the provider, another talks
     to the database, which roughly doubles one worker's throughput (bench/bench_outbox.py).
+    A NOTIFY wakes one idle pass, not all: the others would only find its SMS claimed.
     """
     try:
-        wakeups = [asyncio.Event() for _ in range(max(1, concurrent_passes))]
+        wakeups = _Wakeups(max(1, concurrent_passes))
         async with _listening(sessions, wakeups, enabled=listen):
             await asyncio.gather(
                 *(
@@ -189,7 +190,8 @@ async def run_outbox(
                         sessions,
                         provider,
                         clock,
-                        wakeup,
+                        wakeups,
+                        n,
                         status_callback=status_callback,
                         poll_seconds=poll_seconds,
                         max_attempts=max_attempts,
@@ -197,18 +199,38 @@ async def run_outbox(
                         daily_limit=daily_limit,
                         stop=stop,
                     )
-                    for wakeup in wakeups
+                    for n in range(len(wakeups.events))
                 )
             )
     finally:
         await provider.aclose()
 
 
+class _Wakeups:
+    """The passes' wake-up events. A NOTIFY (one new batch of SMS committed) wakes one idle
+    pass; when none is idle, every pass looks again after the one it is in (its claim may
+    have missed the new rows). A pass that claimed a full batch wakes another: there may be
+    more."""
+
+    def __init__(self, passes: int) -> None:
+        self.events = [asyncio.Event() for _ in range(passes)]
+        self.idle = [False] * passes
+
+    def notify(self) -> None:
+        for event, idle in zip(self.events, self.idle, strict=True):
+            if idle and not event.is_set():
+                event.set()
+                return
+        for event in self.events:
+            event.set()
+
+
 async def _passes(
     sessions: SessionMaker,
     provider: SmsProvider,
     clock: Clock,
-    wakeup: asyncio.Event,
+    wakeups: _Wakeups,
+    n: int,
     *,
     status_callback: str | None,
     poll_seconds: float,
@@ -217,6 +239,7 @@ async def _passes(
     daily_limit: int,
     stop: asyncio.Event,
 ) -> None:
+    wakeup = wakeups.events[n]
     while not stop.is_set():
         # Cleared before the pass: a NOTIFY that arrives during it triggers another.
         wakeup.clear()
@@ -234,22 +257,23 @@ async def _passes(
             log.warning("outbox_error", error=repr(exc))
             handled = 0
             await asyncio.sleep(1)
-        if not handled:
-            await first_of(stop, wakeup, timeout=poll_seconds)
+        if handled >= batch_size:
+            wakeups.notify()  # more may be queued: another pass takes the next batch
+        elif not handled:
+            wakeups.idle[n] = True
+            try:
+                await first_of(stop, wakeup, timeout=poll_seconds)
+            finally:
+                wakeups.idle[n] = False
 
 
 @contextlib.asynccontextmanager
 async def _listening(
-    sessions: SessionMaker, wakeups: list[asyncio.Event], *, enabled: bool
+    sessions: SessionMaker, wakeups: _Wakeups, *, enabled: bool
 ) -> AsyncIterator[None]:
     """LISTEN on the outbox channel on a connection of our own; polling alone if that fails."""
     if not enabled:
         yield
         return
-
-    def on_notify() -> None:
-        for wakeup in wakeups:
-            wakeup.set()
-
-    async with listening(sessions, service.OUTBOX_CHANNEL, on_notify):
+    async with listening(sessions, service.OUTBOX_CHANNEL, wakeups.notify):
         yield
