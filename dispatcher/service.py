@@ -608,6 +608,17 @@ async def mark_in_flight(sessions: SessionMaker, sms_ids: list[int], now: dateti
         )
 
 
+async def settle_in_flight(session: AsyncSession, sms_ids: list[int]) -> None:
+    """A POST that ended without an answer (connection lost, timeout) in a pass that lives on:
+    nothing of it can still land, so no need to wait `IN_FLIGHT_SETTLE` before asking."""
+    if sms_ids:
+        await session.execute(
+            update(SmsInFlight)
+            .where(col(SmsInFlight.sms_id).in_(sms_ids))
+            .values(since=SmsInFlight.since - IN_FLIGHT_SETTLE)
+        )
+
+
 async def clear_in_flight(session: AsyncSession, sms_ids: list[int]) -> None:
     if sms_ids:
         await session.execute(delete(SmsInFlight).where(col(SmsInFlight.sms_id).in_(sms_ids)))

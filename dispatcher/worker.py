@@ -100,6 +100,7 @@ async def send_due(
         in_flight = await service.in_flight_since(session, [pk(sms) for sms in batch])
         counts = await service.sent_in_last_day(session, {sms.to_phone for sms in batch}, now)
         settled: list[int] = []  # SMS whose outcome this pass commits
+        unanswered: list[int] = []  # POSTs that ended without an answer: over, outcome unknown
         sendable: list[SmsMessage] = []
         for sms in batch:
             since = in_flight.get(pk(sms))
@@ -134,6 +135,8 @@ async def send_due(
                 sms.last_error = reason[:256]
                 if not _maybe_accepted(result):
                     settled.append(pk(sms))
+                else:
+                    unanswered.append(pk(sms))
                 if retryable and sms.attempts < max_attempts:
                     sms.next_attempt_at = now + service.retry_delay(sms.attempts)
                     log.warning("sms_retry", sms=sms.id, attempts=sms.attempts, reason=reason)
@@ -152,6 +155,8 @@ async def send_due(
                 log.info("sms_sent", sms=sms.id, to=mask_phone(sms.to_phone), purpose=sms.purpose)
                 metrics.count_sms(str(sms.status))
         await service.clear_in_flight(session, settled)
+        # This pass is alive and its POSTs are over: the next may ask the provider at once.
+        await service.settle_in_flight(session, unanswered)
         return len(batch)
 
 

@@ -20,6 +20,7 @@ from sqlmodel import col
 from anxin.clock import FakeClock
 from dispatcher import service
 from dispatcher.models import SmsInFlight, SmsMessage, SmsStatus
+from dispatcher.twilio_provider import SmsSendError, TwilioSmsProvider
 from dispatcher.worker import send_due
 from tests.conftest import eventually
 from tests.dispatcher.conftest import DispatchBench
@@ -139,5 +140,49 @@ async def test_a_pass_that_dies_before_its_posts_sends_each_sms_once(bench: Disp
     await bench.send_outbox()
 
     # The provider had none of them: each is sent now, once.
+    assert received(bench) == Counter(outbox)
+    assert await in_flight(bench) == 0
+
+
+class LosesTheFirstConnection:
+    """The real provider, but the first POST's connection drops before any answer: whether
+    the provider got it is unknown. Here it did not."""
+
+    name = "twilio"
+
+    def __init__(self, provider: TwilioSmsProvider) -> None:
+        self.provider = provider
+        self.dropped = 0
+
+    async def send(self, *, to: str, body: str, status_callback: str | None) -> str:
+        if not self.dropped:
+            self.dropped += 1
+            raise SmsSendError(
+                "连接 Twilio 失败 / cannot reach Twilio (ClientOSError)", retryable=True
+            )
+        return await self.provider.send(to=to, body=body, status_callback=status_callback)
+
+    async def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
+        return await self.provider.find_sent(to=to, body=body, since=since)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_lost_connection_is_retried_at_the_usual_backoff_and_sends_once(
+    bench: DispatchBench,
+) -> None:
+    """The pass that lost the connection lives on, so its POST is over: the next attempt asks
+    the provider after the usual 1 s backoff, not after the crash settle time."""
+    await bench.raise_alert(ELDER)
+    outbox = await queued_outbox(bench)
+    flaky = LosesTheFirstConnection(bench.provider)
+    await send_due(bench.sessions, flaky, bench.clock, status_callback=None)
+    assert flaky.dropped == 1
+
+    bench.clock.advance(service.retry_delay(1))
+    while await send_due(bench.sessions, flaky, bench.clock, status_callback=None):
+        pass
+
     assert received(bench) == Counter(outbox)
     assert await in_flight(bench) == 0
