@@ -174,19 +174,35 @@ class StoredEvent:
     previous_vitals: str = "normal"
 
 
+# Decisions applied a batch at a time on the gateway path (raise/join, a rule timer, a device
+# back online); an elder with any other (a cancel, vitals, a timer to cancel) goes one by one.
+_BATCHED = (rules.RaiseAlert, rules.StartTimer, rules.DeviceBackOnline)
+
+
+@dataclass
+class _Run:
+    """Batched decisions of consecutive elders, applied together (`_apply_run`)."""
+
+    raises: list[tuple[int, StoredEvent, rules.RaiseAlert]]
+    timers: list[tuple[StoredEvent, rules.StartTimer]]
+    back_online: list[StoredEvent]
+
+
 async def apply_events(
     session: AsyncSession, events: Sequence[StoredEvent], now: datetime, timezone: str
 ) -> list[int | None]:
     """`apply_event` for a gateway batch sorted by elder; the alert id per event, in order.
 
-    An SOS burst is mostly events that only raise or join alerts: those are applied together,
-    a few statements for the whole run instead of several per event, so the batch's
-    transaction (and the alert rows it locks) is short. An elder with any other event (a timer
-    to start, a cancel, vitals) has its events applied one by one, in its place in the elder
-    order: locks are still taken in elder order, so two gateways cannot deadlock.
+    An SOS burst, or a township's power cut (power lost, hubs offline, then back online), is
+    mostly events that raise or join alerts, start a rule timer or close an offline alert: those
+    are applied together, a few statements for the whole run instead of several per event, so
+    the batch's transaction (and the alert rows it locks) is short and the gateway's loop is
+    free for the next SOS. An elder with any other event (a cancel, vitals, a timer to cancel)
+    has its events applied one by one, in its place in the elder order: locks are still taken
+    in elder order, so two gateways cannot deadlock.
     """
     alert_ids: list[int | None] = [None] * len(events)
-    run: list[tuple[int, StoredEvent, rules.RaiseAlert]] = []
+    run = _Run([], [], [])
     for _, group in groupby(range(len(events)), key=lambda k: events[k].elder.id):
         indexes = list(group)
         decided = [
@@ -203,16 +219,18 @@ async def apply_events(
             )
             for k in indexes
         ]
-        if all(isinstance(d, rules.RaiseAlert) for _, ds in decided for d in ds):
-            run.extend(
-                (k, events[k], d)
-                for k, ds in decided
-                for d in ds
-                if isinstance(d, rules.RaiseAlert)
-            )
+        if all(isinstance(d, _BATCHED) for _, ds in decided for d in ds):
+            for k, ds in decided:
+                for d in ds:
+                    if isinstance(d, rules.RaiseAlert):
+                        run.raises.append((k, events[k], d))
+                    elif isinstance(d, rules.StartTimer):
+                        run.timers.append((events[k], d))
+                    else:
+                        run.back_online.append(events[k])
             continue
-        await _raise_or_join_many(session, run, now, alert_ids)
-        run = []
+        await _apply_run(session, run, now, alert_ids)
+        run = _Run([], [], [])
         for k in indexes:
             e = events[k]
             alert_ids[k] = await apply_event(
@@ -225,29 +243,29 @@ async def apply_events(
                 timezone=timezone,
                 previous_vitals=e.previous_vitals,
             )
-    await _raise_or_join_many(session, run, now, alert_ids)
+    await _apply_run(session, run, now, alert_ids)
     return alert_ids
 
 
-async def _raise_or_join_many(
-    session: AsyncSession,
-    run: list[tuple[int, StoredEvent, rules.RaiseAlert]],
-    now: datetime,
-    alert_ids: list[int | None],
+async def _apply_run(
+    session: AsyncSession, run: _Run, now: datetime, alert_ids: list[int | None]
 ) -> None:
-    """`raise_or_join` (gateway path: the watchers start the response) for a run of events in
-    elder order: the open alerts locked in one query, the new ones inserted in one statement,
-    the joins' trigger counts and timeline rows flushed with the commit."""
-    if not run:
+    """`raise_or_join` (gateway path: the watchers start the response), `start_rule_timer` and
+    `device_back_online` for a run of events in elder order: the open alerts involved locked
+    in one query (elder order), the new ones inserted in one statement, the live timers read
+    in one; the joins' trigger counts and timeline rows flushed with the commit."""
+    raises = run.raises
+    closing = [(pk(e.elder), "offline") for e in run.back_online]
+    keys = list(dict.fromkeys((pk(e.elder), d.kind) for _, e, d in raises))
+    if not keys and not closing and not run.timers:
         return
-    keys = list(dict.fromkeys((pk(e.elder), d.kind) for _, e, d in run))
-    open_alerts = await _open_alerts(session, keys)
+    open_alerts = await _open_alerts(session, list(dict.fromkeys([*keys, *closing])))
     raised: set[tuple[int, str]] = set()
     new = [key for key in keys if key not in open_alerts]
     if new:
-        chains = await region_chains(session, {e.elder.village_id for _, e, _ in run})
+        chains = await region_chains(session, {e.elder.village_id for _, e, _ in raises})
         first: dict[tuple[int, str], tuple[StoredEvent, rules.RaiseAlert]] = {}
-        for _, e, d in run:
+        for _, e, d in raises:
             first.setdefault((pk(e.elder), d.kind), (e, d))
         rows = [
             _new_alert(e.elder, d, e.device.id, chains.get(e.elder.village_id, []), now)
@@ -264,7 +282,7 @@ async def _raise_or_join_many(
         # nothing): join it like any open alert.
         if lost := [key for key in new if key not in open_alerts]:
             open_alerts.update(await _open_alerts(session, lost))
-    for k, e, decision in run:
+    for k, e, decision in raises:
         key = (pk(e.elder), decision.kind)
         alert = open_alerts[key]
         if key in raised:
@@ -277,6 +295,12 @@ async def _raise_or_join_many(
         else:
             await _join(session, alert, decision, now, f"device:{e.device.id}", respond_now=False)
         alert_ids[k] = alert_ids[k] or alert.id
+    for e in run.back_online:
+        alert = open_alerts.get((pk(e.elder), "offline"))
+        if alert is not None and alert.device_id == e.device.id:
+            actor = f"device:{e.device.id}"
+            await resolve(session, alert, now, actor=actor, outcome="device_recovered")
+    await _start_rule_timers(session, [(pk(e.elder), e.device.id, d) for e, d in run.timers])
 
 
 async def _open_alerts(
@@ -298,22 +322,37 @@ async def _open_alerts(
 async def start_rule_timer(
     session: AsyncSession, elder: Elder, device_id: str, decision: rules.StartTimer
 ) -> None:
+    await _start_rule_timers(session, [(pk(elder), device_id, decision)])
+
+
+async def _start_rule_timers(
+    session: AsyncSession, timers: Sequence[tuple[int, str, rules.StartTimer]]
+) -> None:
     """One live timer per elder and kind: a second bed exit before the return keeps the first
     deadline (20 minutes from when the elder first got up), it does not push it back."""
+    if not timers:
+        return
     live = await session.execute(
-        select(col(RuleTimer.id)).where(
-            col(RuleTimer.elder_id) == elder.id,
-            col(RuleTimer.kind) == decision.kind,
+        select(col(RuleTimer.elder_id), col(RuleTimer.kind)).where(
+            tuple_(col(RuleTimer.elder_id), col(RuleTimer.kind)).in_(
+                list({(elder_id, d.kind) for elder_id, _, d in timers})
+            ),
             col(RuleTimer.fired_at).is_(None),
             ~col(RuleTimer.cancelled),
         )
     )
-    if live.first() is None:
-        session.add(
-            RuleTimer(
-                elder_id=pk(elder), device_id=device_id, kind=decision.kind, due_at=decision.due_at
+    started = {(int(elder_id), str(kind)) for elder_id, kind in live}
+    for elder_id, device_id, decision in timers:
+        if (elder_id, decision.kind) not in started:
+            started.add((elder_id, decision.kind))
+            session.add(
+                RuleTimer(
+                    elder_id=elder_id,
+                    device_id=device_id,
+                    kind=decision.kind,
+                    due_at=decision.due_at,
+                )
             )
-        )
 
 
 async def _open_alert(session: AsyncSession, elder_id: int, kind: str) -> Alert | None:
@@ -857,18 +896,27 @@ async def resolve(
 
 
 async def run_due_alerts(
-    session: AsyncSession, now: datetime, limit: int = 100, *, isolate: bool = False
+    session: AsyncSession,
+    now: datetime,
+    limit: int = 100,
+    *,
+    isolate: bool = False,
+    urgent: bool | None = None,
 ) -> int:
     """Claim alerts whose timer is due (SKIP LOCKED: any number of watchers) and advance them.
+    `urgent`: only P1/P2 alerts (True), only the others (False), or all (None).
 
     With `isolate`, each alert runs in a savepoint and one that fails is put off for
     RETRY_FAILED_AFTER instead of failing the whole batch again and again.
     """
+    due = [col(Alert.next_check_at) <= now]
+    if urgent is not None:
+        due.append(col(Alert.priority) <= rules.P2 if urgent else col(Alert.priority) > rules.P2)
     # The elder comes with the claim: new alerts need them for ranking and the call-out SMS.
     claimed = await session.execute(
         select(Alert, Elder)
         .join(Elder, col(Elder.id) == col(Alert.elder_id))
-        .where(col(Alert.next_check_at) <= now)
+        .where(*due)
         .order_by(col(Alert.next_check_at))
         .limit(limit)
         .with_for_update(of=Alert, skip_locked=True)

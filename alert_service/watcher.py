@@ -22,6 +22,10 @@ BATCH_SIZE = 100
 # Timers due within this of each other are handled in one pass (one transaction), rather
 # than waking up for each: a little lateness for much less work under load.
 COALESCE_S = 0.05
+# Device-trouble alerts (P3) are started this many a transaction, after the P1/P2 ones in a
+# transaction of their own: a township's power cut raises hundreds at once, and an SOS due
+# meanwhile waits for one small batch of them at most, not for the whole township.
+NON_URGENT_BATCH = 20
 
 
 async def tick(
@@ -35,15 +39,21 @@ async def tick(
 async def tick_and_look_ahead(
     sessions: SessionMaker, clock: Clock, timezone: str, *, batch_size: int = BATCH_SIZE
 ) -> tuple[int, datetime | None]:
-    """One pass, and when the next timer is due (read in the same transaction)."""
+    """One pass, and when the next timer is due (read in the pass's last transaction)."""
     try:
         with metrics.timed_commit("alerts"):
             async with transaction(sessions) as session:
                 now = clock.now()
+                # A rule timer raises a P2: fired first, so its response starts in this pass.
                 fired = await service.run_due_rule_timers(session, now, timezone, batch_size)
-                advanced = await service.run_due_alerts(session, now, batch_size)
+                urgent = await service.run_due_alerts(session, now, batch_size, urgent=True)
+            async with transaction(sessions) as session:
+                now = clock.now()
+                rest_limit = min(batch_size, NON_URGENT_BATCH)
+                rest = await service.run_due_alerts(session, now, rest_limit, urgent=False)
+                # Still in the past when alerts are left due: the next pass follows at once.
                 next_due = await service.next_due_at(session)
-        return fired + advanced, next_due
+        return fired + urgent + rest, next_due
     except Exception as exc:
         # One bad row must not hold up every other alert: redo the batch row by row, each in
         # a savepoint, and put the failing ones off for a while.

@@ -74,7 +74,9 @@ class SimHome:
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
 
     def __post_init__(self) -> None:
-        hub = self.devices[0]
+        # The hub holds the home's one connection, so the will speaks for it (a home without a
+        # hub: its first device's modem).
+        hub = next((d for d in self.devices if d.kind == "hub"), self.devices[0])
         self.client = DeviceMqtt(
             self.address,
             f"sim-{hub.device_id}-{next(_seq)}",

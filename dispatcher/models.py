@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Index, UniqueConstraint, text
+from sqlalchemy import BigInteger, Index, SmallInteger, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from anxin.models import utc_column
@@ -49,12 +49,20 @@ class SmsStatus(StrEnum):
     received = "received"  # inbound
 
 
+# The outbox's lane for SMS that call nobody out (guardians, replies to aides): after every
+# P1/P2 call-out, with P3 call-outs.
+SMS_DEFAULT_PRIORITY = 3
+
+
 class SmsMessage(SQLModel, table=True):
     __tablename__ = "sms_messages"
     __table_args__ = (
+        # Claimed by priority (a P1 call-out first), then by due time, then in queued order.
         Index(
             "ix_sms_outbox_due",
+            "priority",
             "next_attempt_at",
+            "id",
             postgresql_where=text("status = 'queued'"),
         ),
         # The per-number daily limit counts what went to one number in the last 24 hours.
@@ -72,6 +80,12 @@ class SmsMessage(SQLModel, table=True):
     alert_id: int | None = Field(default=None, foreign_key="alerts.id", index=True)
     responder_id: int | None = Field(default=None, foreign_key="responders.id", index=True)
     purpose: str = Field(default="", max_length=24)
+    # A call-out or reminder: its alert's priority; any other SMS (guardians, replies): 3.
+    priority: int = Field(
+        default=SMS_DEFAULT_PRIORITY,
+        sa_type=SmallInteger,
+        sa_column_kwargs={"server_default": str(SMS_DEFAULT_PRIORITY)},
+    )
     to_phone: str = Field(max_length=20)
     from_phone: str = Field(default="", max_length=20)
     body: str = Field(max_length=1600)

@@ -30,6 +30,7 @@ from anxin.logging import get_logger, mask_phone
 from anxin.models import Elder, Region, Responder, ServiceCentre, pk
 from dispatcher import routing, templates
 from dispatcher.models import (
+    SMS_DEFAULT_PRIORITY,
     AttemptAnswer,
     DispatchAttempt,
     SmsInFlight,
@@ -311,6 +312,7 @@ async def queue_sms(
     alert_id: int | None = None,
     responder_id: int | None = None,
     purpose: str = "",
+    priority: int = SMS_DEFAULT_PRIORITY,
 ) -> bool:
     """Write an SMS into the outbox; returns False when its key was already written."""
     written = await queue_sms_many(
@@ -323,6 +325,7 @@ async def queue_sms(
                 "alert_id": alert_id,
                 "responder_id": responder_id,
                 "purpose": purpose,
+                "priority": priority,
             }
         ],
         now,
@@ -347,6 +350,7 @@ async def queue_sms_many(
                     "alert_id": m.get("alert_id"),
                     "responder_id": m.get("responder_id"),
                     "purpose": m.get("purpose", ""),
+                    "priority": m.get("priority", SMS_DEFAULT_PRIORITY),
                     "to_phone": m["to"],
                     "from_phone": "",
                     "body": m["body"],
@@ -415,6 +419,7 @@ async def ask_responder(
         "alert_id": alert.id,
         "responder_id": responder_id,
         "purpose": "dispatch",
+        "priority": alert.priority,
     }
     pending = session.info.get(_PENDING_ASKS)
     if isinstance(pending, _PendingAsks):
@@ -564,19 +569,22 @@ async def remind_taker(
         alert_id=alert.id,
         responder_id=responder_id,
         purpose="reminder",
+        priority=alert.priority,
     )
 
 
 async def claim_due_sms(session: AsyncSession, now: datetime, limit: int = 50) -> list[SmsMessage]:
-    """Claim queued SMS; the row locks are held until the caller's transaction ends, so a
-    second worker skips them (FOR UPDATE SKIP LOCKED) and no SMS is sent twice."""
+    """Claim queued SMS, a P1 call-out before any less urgent SMS (its POST goes first), and
+    among equals the first queued first (SMS queued in one statement share their due time); the
+    row locks are held until the caller's transaction ends, so a second worker skips them
+    (FOR UPDATE SKIP LOCKED) and no SMS is sent twice."""
     result = await session.execute(
         select(SmsMessage)
         .where(
             col(SmsMessage.status) == SmsStatus.queued,
             col(SmsMessage.next_attempt_at) <= now,
         )
-        .order_by(col(SmsMessage.next_attempt_at))
+        .order_by(col(SmsMessage.priority), col(SmsMessage.next_attempt_at), col(SmsMessage.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alert_service import service
-from alert_service.models import Alert, AlertTimelineEntry
+from alert_service.models import Alert, AlertTimelineEntry, RuleTimer
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder
 from tests.alert_service.helpers import TZ, Home, home
@@ -26,17 +26,24 @@ from tests.conftest import Seeded
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 # Per elder, the events of one gateway batch: presses that raise and join, a press and its
-# cancel (applied one by one), smoke plus a test press, a lone press.
+# cancel (applied one by one), smoke plus a test press, a lone press; and a power cut's: the
+# hub's power_lost twice (one alert, one escalation timer), hub and button offline then the hub
+# back (a welfare check raised, joined and closed), a press beside a power_lost.
 PATTERNS: list[list[tuple[str, str]]] = [
     [("sos_button", "sos"), ("sos_button", "sos"), ("sos_button", "sos")],
     [("sos_button", "sos"), ("sos_button", "sos_cancel"), ("sos_button", "sos")],
     [("smoke_detector", "smoke"), ("sos_button", "test"), ("smoke_detector", "smoke")],
     [("sos_button", "sos")],
+    [("hub", "power_lost"), ("hub", "power_lost")],
+    [("hub", "offline"), ("sos_button", "offline"), ("hub", "online")],
+    [("sos_button", "sos"), ("hub", "power_lost")],
 ]
 
 
-async def homes(sessions: SessionMaker, first: int, n: int) -> list[Home]:
-    return [await home(sessions, index=first + i) for i in range(n)]
+async def homes(
+    sessions: SessionMaker, first: int, n: int, *, living_alone: bool | None = None
+) -> list[Home]:
+    return [await home(sessions, index=first + i, living_alone=living_alone) for i in range(n)]
 
 
 async def elders_of(session: AsyncSession, where: list[Home]) -> dict[int, Elder]:
@@ -59,7 +66,7 @@ def stored(session_elders: dict[int, Elder], h: Home, kind: str, event: str) -> 
 
 async def outcome(sessions: SessionMaker, where: list[Home]) -> list[object]:
     """Per elder, in order: its alerts (kind, priority, trigger count, cancel mark, status) and
-    their timelines' actions."""
+    their timelines' actions, then its rule timers."""
     out: list[object] = []
     async with sessions() as session:
         for h in where:
@@ -87,13 +94,23 @@ async def outcome(sessions: SessionMaker, where: list[Home]) -> list[object]:
                         sorted(Counter(actions).items()),
                     )
                 )
+            timers = (
+                await session.execute(
+                    select(RuleTimer).where(col(RuleTimer.elder_id) == h.elder_id)
+                )
+            ).scalars()
+            out.append(sorted((t.kind, t.due_at, t.cancelled) for t in timers))
             out.append("|")
     return out
 
 
 async def test_a_batch_gives_what_one_event_at_a_time_gives(region: Seeded) -> None:
     sessions = region.sessions
-    batched, one_by_one = await homes(sessions, 0, 4), await homes(sessions, 10, 4)
+    # Elders living alone: a power cut starts an escalation timer for them, and a silent hub or
+    # button raises a welfare check.
+    n = len(PATTERNS)
+    batched = await homes(sessions, 0, n, living_alone=True)
+    one_by_one = await homes(sessions, n, n, living_alone=True)
 
     async with transaction(sessions) as session:
         elders = await elders_of(session, batched)
@@ -128,6 +145,31 @@ async def test_a_batch_gives_what_one_event_at_a_time_gives(region: Seeded) -> N
         )
     assert sos.trigger_count == 3  # three presses, one alert
     assert (sos.ranked_at, sos.next_check_at) == (None, T0)  # the watchers start its response
+
+    # The power cut's: two reports, one power_lost alert and one escalation timer; a welfare
+    # check raised by the silent hub, joined by the button, closed when the hub came back.
+    async with sessions() as session:
+        by_elder = {
+            h.elder_id: [
+                (a.kind, a.trigger_count, a.status, a.outcome)
+                for a in (
+                    await session.execute(
+                        select(Alert)
+                        .where(col(Alert.elder_id) == h.elder_id)
+                        .order_by(col(Alert.id))
+                    )
+                ).scalars()
+            ]
+            for h in batched[4:6]
+        }
+        timers = (
+            await session.execute(
+                select(col(RuleTimer.kind)).where(col(RuleTimer.elder_id) == batched[4].elder_id)
+            )
+        ).scalars()
+        assert list(timers) == ["power_lost"]
+    assert by_elder[batched[4].elder_id] == [("power_lost", 2, "raised", None)]
+    assert by_elder[batched[5].elder_id] == [("offline", 2, "resolved", "device_recovered")]
 
 
 async def test_two_gateways_applying_overlapping_batches_make_one_alert_per_elder(

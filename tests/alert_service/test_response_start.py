@@ -176,3 +176,49 @@ async def test_the_watcher_wakes_on_the_gateways_notify_not_its_poll(region: See
     finally:
         stop.set()
         await running
+
+
+async def test_an_sos_is_started_before_a_township_of_welfare_checks_due_ahead_of_it(
+    region: Seeded,
+) -> None:
+    """A power cut: the silent SOS buttons of elders living alone raise welfare checks (P3, to
+    look in within 2 hours), all due for their response to start. An SOS raised a second later
+    is started in the watcher's next pass however many of them wait, and they are started a
+    small batch a transaction, so none of those transactions can hold the SOS up for long."""
+    sessions = region.sessions
+    silent = [
+        await home(sessions, living_alone=True, index=i)
+        for i in range(watcher.NON_URGENT_BATCH + 3)
+    ]
+    async with transaction(sessions) as session:
+        elders = {h.elder_id: await session.get(Elder, h.elder_id) for h in silent}
+        await service.apply_events(
+            session,
+            [
+                service.StoredEvent(h.devices["sos_button"], elder, "offline", {})
+                for h in silent
+                if (elder := elders[h.elder_id]) is not None
+            ],
+            T0,
+            TZ,
+        )
+    pressing = await home(sessions, living_alone=False, index=0)
+    sos = await gateway_sos(sessions, pressing, T0.replace(second=1))
+
+    clock = FakeClock(T0.replace(second=1))
+    # A batch of 5: by due time alone, the five oldest welfare checks would fill it.
+    assert await watcher.tick(sessions, clock, TZ, batch_size=5) == 1 + 5
+    assert [s.purpose for s in await outbox(sessions, sos, "dispatch")] == ["dispatch"]
+    started = await ranked_entries(sessions)
+    assert started[sos] == 1 and len(started) == 1 + 5
+
+    # The rest, a batch a transaction: each pass starts at most NON_URGENT_BATCH of them.
+    while await watcher.tick(sessions, clock, TZ):
+        pass
+    async with sessions() as session:
+        waiting = (
+            await session.execute(select(Alert).where(col(Alert.ranked_at).is_(None)))
+        ).scalars()
+        assert [a.code for a in waiting if a.respond_by is not None] == []
+    started = await ranked_entries(sessions)
+    assert len(started) == 1 + len(silent) and set(started.values()) == {1}

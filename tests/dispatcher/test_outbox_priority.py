@@ -1,0 +1,62 @@
+"""The outbox sends an SOS's call-out before SMS that call nobody out, whenever they were queued.
+
+A township's power cut queues a guardian notice (and a welfare-check call-out) for every elder
+living alone whose hub went silent; an SOS elsewhere a moment later must not wait behind them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from anxin.db import transaction
+from dispatcher import service
+from dispatcher.models import SmsMessage, SmsStatus
+from dispatcher.worker import send_due
+from tests.dispatcher.conftest import DispatchBench
+from tests.dispatcher.test_dispatch_flow import ELDER
+
+
+async def test_a_p1_call_out_queued_after_thirty_notices_goes_out_in_the_first_pass(
+    bench: DispatchBench,
+) -> None:
+    async with transaction(bench.sessions) as session:
+        await service.queue_sms_many(
+            session,
+            [
+                {
+                    "to": f"+861390000{i:04d}",
+                    "body": f"您的家人家中停电（测试 {i}）",
+                    "key": f"test:guardian:{i}",
+                    "purpose": "guardian",
+                }
+                for i in range(30)
+            ],
+            bench.clock.now(),
+        )
+    bench.clock.advance(1)
+    alert = await bench.raise_alert(ELDER)
+    [aide] = await bench.asked(alert.id)
+
+    # One pass of 10: the call-out is among them although 30 SMS were queued before it.
+    assert (
+        await send_due(bench.sessions, bench.provider, bench.clock, status_callback=None, limit=10)
+        == 10
+    )
+    [call_out] = await bench.sms_to(aide.phone, "dispatch")
+    assert call_out.priority == 1
+    assert call_out.status == SmsStatus.sent
+    first_pass = {m.to for m in bench.sandbox.messages}
+    # The call-out, then the earliest queued of the rest.
+    assert first_pass == {aide.phone} | {f"+861390000{i:04d}" for i in range(9)}
+    async with bench.sessions() as session:
+        still_queued = (
+            await session.execute(
+                select(SmsMessage).where(col(SmsMessage.status) == SmsStatus.queued)
+            )
+        ).scalars()
+        waiting = list(still_queued)
+    # The rest waited their turn, and went out after (nothing was dropped).
+    assert len(waiting) >= 21 and all(s.purpose == "guardian" and s.priority == 3 for s in waiting)
+    assert await bench.send_outbox() >= len(waiting)
+    assert {m.to for m in bench.sandbox.messages} >= {f"+861390000{i:04d}" for i in range(30)}
