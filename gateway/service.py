@@ -16,7 +16,7 @@ from sqlmodel import col
 import alert_service.service as alerts
 from alert_service import rules
 from anxin.logging import get_logger
-from anxin.models import Device, Elder
+from anxin.models import Device, Elder, pk
 from anxin.schemas import Ack, EventType, Heartbeat, RejectReason, alert_code
 from gateway import ingest
 from gateway.models import DeadLetter, Event
@@ -405,20 +405,21 @@ async def _transitions(
             "payload": json.dumps({"source": source}),
         },
     )
-    alerts_of: dict[str, int | None] = {}
-    for device_id in device_ids:
-        if device_id in found and device_id not in alerts_of:
-            device, elder = found[device_id]
-            alerts_of[device_id] = await alerts.apply_event(
-                session,
-                device=device,
-                elder=elder,
-                event_type=kind,
-                data={},
-                now=now,
-                timezone=timezone,
-            )
-    return alerts_of
+    # Applied as a gateway batch is (elder order): a township's worth of transitions is a few
+    # statements, not several per device.
+    ordered = sorted(
+        dict.fromkeys(d for d in device_ids if d in found), key=lambda d: (pk(found[d][1]), d)
+    )
+    alert_ids = await alerts.apply_events(
+        session,
+        [
+            alerts.StoredEvent(device=found[d][0], elder=found[d][1], event_type=kind, data={})
+            for d in ordered
+        ],
+        now,
+        timezone,
+    )
+    return dict(zip(ordered, alert_ids, strict=True))
 
 
 async def mark_online(session: AsyncSession, device_id: str, now: datetime) -> bool:

@@ -35,6 +35,18 @@ SHARE_GROUP = "anxin-gw"
 SESSION_EXPIRY_S = 300
 # Heartbeats per batched UPDATE (and the heartbeat connection's Receive Maximum).
 HEARTBEAT_BATCH = 2000
+# Device statuses applied per transaction (see Gateway._store_statuses).
+STATUS_CHUNK = 25
+# After the gateway (re)connects, an `offline` waits this long for the device to say `online`
+# again (see Gateway._settle_delay). After a broker restart, the fault suite's 500 homes were
+# back 2–15 s after the gateways (a device's reconnect can wait on a CONNACK that never came
+# from the stopping broker); with 10 s a quarter of them were taken offline first.
+STATUS_SETTLE_S = 30.0
+# Outside that window, a last will takes effect this long after it came (see
+# Gateway._wait_before_offline), unless the device has spoken since.
+WILL_GRACE_S = 3.0
+# Statuses one gateway may hold unacked in that window (MQTT 5's largest Receive Maximum).
+STATUS_RECEIVE_MAXIMUM = 65535
 T = TypeVar("T")
 
 
@@ -134,7 +146,8 @@ class Gateway:
         batch_size: int = 500,
         batch_ms: int = 20,
         sweep_seconds: float = 2.0,
-        status_settle_s: float = 10.0,
+        status_settle_s: float = STATUS_SETTLE_S,
+        will_grace_s: float = WILL_GRACE_S,
         event_workers: int = 2,
     ) -> None:
         self.sessions = sessions
@@ -144,6 +157,7 @@ class Gateway:
         self.batch_s = batch_ms / 1000
         self.sweep_seconds = sweep_seconds
         self.status_settle_s = status_settle_s
+        self.will_grace_s = will_grace_s
         self.event_workers = max(1, event_workers)
         self.stats = GatewayStats()
         # Persistent sessions: what arrives while this replica is down (or dies mid-batch) is
@@ -173,14 +187,38 @@ class Gateway:
             manual_ack=True,
             receive_maximum=HEARTBEAT_BATCH,
         )
+        # Statuses on a third connection. The settle window holds a restart's statuses unacked
+        # for its length (up to three per home: the will, the `online`s after it); on the
+        # events' connection they filled its in-flight window and held SOS at the broker
+        # (the fault suite's Mosquitto restart: 1,455 SOS resent), and on one capped below
+        # their number the `online`s after the wills waited at the broker past the window.
+        self.status_client = MqttClient(
+            address,
+            f"{client_id}-st",
+            persistent_session=True,
+            session_expiry_s=SESSION_EXPIRY_S,
+            manual_ack=True,
+            receive_maximum=STATUS_RECEIVE_MAXIMUM,
+        )
         prefix = f"$share/{share_group}/" if shared_subscription and share_group else ""
         self.events = self.client.subscribe(f"{prefix}{TOPIC_ROOT}/+/event", 1)
-        self.statuses = self.client.subscribe(f"{prefix}{TOPIC_ROOT}/+/status", 1)
+        # Statuses are not shared out: every replica gets every device's, in order. Shared, a
+        # will (queued in one replica's session while the broker restarted) and the `online`
+        # after it went to different replicas, and the will was applied last; the updates are
+        # guarded, so a transition still happens once. With MQTT 5 no retained status is sent
+        # on subscribing (old news, a city's worth on every reconnect).
+        self.statuses = self.status_client.subscribe(
+            f"{TOPIC_ROOT}/+/status", 1, skip_retained=True
+        )
+        # A session kept from before this change still holds the shared filter: drop it.
+        self._old_status_filter = f"{prefix}{TOPIC_ROOT}/+/status"
         self.heartbeats = self.heartbeat_client.subscribe(f"{prefix}{TOPIC_ROOT}/+/heartbeat", 1)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.client.connect()
         await self.heartbeat_client.connect()
+        await self.status_client.connect()
+        self.client.unsubscribe(self._old_status_filter)
         _tune_gc()
         log.info("gateway_connected", client_id=self.client.client_id)
         try:
@@ -201,6 +239,7 @@ class Gateway:
             )
         finally:
             await self.heartbeat_client.close()
+            await self.status_client.close()
             await self.client.close()
 
     async def _with_retry(
@@ -385,9 +424,20 @@ class Gateway:
 
     async def _store_statuses(self, latest: dict[str, tuple[bytes, datetime]]) -> None:
         metrics.count_messages("status", len(latest))
-        async with self._unit_of_work() as session:
-            await service.mark_statuses(session, latest, self.clock.now())
-            self.stats.statuses += len(latest)
+        # A township's wills at once, a few dozen devices a transaction: each transition raises
+        # or closes a device-trouble alert, and in one transaction of hundreds the stretches of
+        # CPU between its statements grow long enough to hold up an SOS batch of this process.
+        # Statuses are acked after every chunk is committed; a chunk applied twice (a crash in
+        # between) changes nothing, as each transition is guarded by the device's state.
+        items = list(latest.items())
+        offline = online = 0
+        for start in range(0, len(items), STATUS_CHUNK):
+            chunk = dict(items[start : start + STATUS_CHUNK])
+            async with self._unit_of_work() as session:
+                gone, back = await service.mark_statuses(session, chunk, self.clock.now())
+            offline, online = offline + len(gone), online + len(back)
+        self.stats.statuses += len(latest)
+        log.info("statuses_stored", statuses=len(latest), offline=offline, online=online)
 
     def _settle_delay(self) -> float:
         """Seconds still to wait before trusting an `offline` status.
@@ -397,11 +447,33 @@ class Gateway:
         it shuts down. The devices are reconnecting meanwhile and say `online` again. Acting on
         those at once would raise a device-trouble alert for every device of the city on each
         broker restart, so in this window an `offline` is applied only if the device stays
-        silent for the rest of it. Outside the window a last will takes effect at once."""
-        connected_at = self.client.connected_at
+        silent for the rest of it. Outside the window a last will takes effect after
+        `will_grace_s`."""
+        connected_at = self.status_client.connected_at
         if connected_at is None:
             return self.status_settle_s
         return max(0.0, connected_at + self.status_settle_s - asyncio.get_running_loop().time())
+
+    async def _wait_before_offline(self, stop: asyncio.Event) -> None:
+        """Before believing a batch's `offline`s: the rest of the settle window after a
+        (re)connect, and `will_grace_s` in any case. A broker that is stopping sends its
+        clients' wills as it closes their connections, and this gateway's status connection,
+        closed a moment later, has already received some or all of them (the fault suite's
+        broker restart took all 500 hubs offline so). If the connection drops meanwhile, this
+        waits for it to be back and for its new settle window, so that the devices' `online`
+        after the restart is weighed with those wills."""
+        wait = max(self._settle_delay(), self.will_grace_s)
+        connects = self.status_client.connect_count
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            if self.status_client.is_connected and self.status_client.connect_count == connects:
+                return
+            while not self.status_client.is_connected and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+            connects = self.status_client.connect_count
+            wait = self._settle_delay()
 
     async def _status_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -410,11 +482,9 @@ class Gateway:
                 continue
             received = self.clock.now()
             latest = _latest_statuses(batch, received)
-            settle = self._settle_delay()
-            if settle > 0 and any(state == b"offline" for state, _ in latest.values()):
+            if any(state == b"offline" for state, _ in latest.values()):
                 # Inline, so statuses stay in order; events and heartbeats run on meanwhile.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), settle)
+                await self._wait_before_offline(stop)
                 # What the devices said meanwhile counts as said in the window: a hub that
                 # reconnected and said `online` in it was never offline, and one heard from
                 # since the window began (a heartbeat) is not taken offline by its old will.
@@ -422,8 +492,9 @@ class Gateway:
                     batch.append(self.statuses.get_nowait())
                 latest = _latest_statuses(batch, received)
             await self._with_retry("status", partial(self._store_statuses, latest))
-            for msg in batch:
-                self.client.ack(msg)
+            with self.status_client.burst():
+                for msg in batch:
+                    self.status_client.ack(msg)
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -144,12 +144,14 @@ async def running_gateway(
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))
     try:
-        while not (gateway.client.is_connected and gateway.heartbeat_client.is_connected):
+        clients = (gateway.client, gateway.heartbeat_client, gateway.status_client)
+        while not all(c.is_connected for c in clients):
             if task.done():
                 task.result()
             await asyncio.sleep(0.02)
         await gateway.client.wait_subscribed(20)
         await gateway.heartbeat_client.wait_subscribed(20)
+        await gateway.status_client.wait_subscribed(20)
         yield gateway
     finally:
         stop.set()

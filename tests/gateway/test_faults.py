@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from functools import partial
@@ -230,7 +231,7 @@ async def test_mosquitto_restart_while_devices_heartbeat_leaves_no_device_wrongl
                     what="all online",
                 )
                 for _ in range(2):
-                    clients = [gateway.client, gateway.heartbeat_client]
+                    clients = [gateway.client, gateway.heartbeat_client, gateway.status_client]
                     clients += [d.client for d in devices]
                     connects = [c.connect_count for c in clients]
                     await mosquitto.restart()
@@ -252,6 +253,7 @@ async def test_mosquitto_restart_while_devices_heartbeat_leaves_no_device_wrongl
                     )
                 assert gateway.client.connect_count >= 3
                 assert gateway.heartbeat_client.connect_count >= 3
+                assert gateway.status_client.connect_count >= 3
                 assert all(d.client.connect_count >= 3 for d in devices)
                 # The sweeper (running every 0.5 s) finds none of them silent.
                 async with transaction(region.sessions) as session:
@@ -269,6 +271,35 @@ async def test_mosquitto_restart_while_devices_heartbeat_leaves_no_device_wrongl
         finally:
             for device in devices:
                 await device.close()
+
+
+async def restart_broker_and_reconnect(mosquitto: Mosquitto, devices: list[TestDevice]) -> None:
+    connects = [d.client.connect_count for d in devices]
+    await mosquitto.restart()
+
+    async def reconnected() -> bool:
+        return all(
+            d.client.connect_count > n and d.client.is_connected
+            for d, n in zip(devices, connects, strict=True)
+        )
+
+    await eventually(reconnected, timeout=40, what="devices reconnected")
+
+
+async def offline_events_and_online(sessions: SessionMaker, ids: list[str]) -> tuple[int, int]:
+    """How many `offline` events these devices have, and how many of them are online."""
+    async with sessions() as session:
+        offline_events = await session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(col(Event.device_id).in_(ids), col(Event.type) == "offline")
+        )
+        online = await session.scalar(
+            select(func.count())
+            .select_from(Device)
+            .where(col(Device.id).in_(ids), col(Device.online))
+        )
+    return int(offline_events or 0), int(online or 0)
 
 
 async def test_a_broker_restart_takes_no_device_offline_that_says_online_again(
@@ -293,32 +324,58 @@ async def test_a_broker_restart_takes_no_device_offline_that_says_online_again(
 
             await eventually(partial(statuses_handled, len(ids)), what="first `online`s")
             handled = gateway.stats.statuses
-            connects = [d.client.connect_count for d in devices]
-            await mosquitto.restart()
-
-            async def reconnected() -> bool:
-                return all(
-                    d.client.connect_count > n and d.client.is_connected
-                    for d, n in zip(devices, connects, strict=True)
-                )
-
-            await eventually(reconnected, timeout=40, what="devices reconnected")
+            await restart_broker_and_reconnect(mosquitto, devices)
             # The wills and the `online`s after them, handled (the settle window is 3 s).
             await eventually(
                 partial(statuses_handled, handled + len(ids)), timeout=40, what="statuses"
             )
-            async with region.sessions() as session:
-                offline_events = await session.scalar(
-                    select(func.count())
-                    .select_from(Event)
-                    .where(col(Event.device_id).in_(ids), col(Event.type) == "offline")
+            assert await offline_events_and_online(region.sessions, ids) == (0, len(ids))
+        finally:
+            for device in devices:
+                await device.close()
+
+
+async def test_with_two_gateway_replicas_a_broker_restart_takes_no_device_offline(
+    region: Seeded, mosquitto: Mosquitto
+) -> None:
+    """As above with two replicas sharing the event load. Each replica's persistent session
+    kept the wills Mosquitto published as it stopped and hands them over on reconnecting, after
+    the devices may already have said `online` to the other replica. Statuses are not shared
+    out (every replica gets every device's, in order), so neither takes a device offline that
+    is back; with a shared subscription a will and the `online` after it went to different
+    replicas and the will was applied last (the fault suite's 500 `offline` alerts)."""
+    ids = [d.device_id for d in region.plan.devices][:30]
+    address = BrokerAddress.parse(mosquitto.url())
+    group = f"anxin-test-{uuid.uuid4().hex[:6]}"
+    async with (
+        running_gateway(
+            region.sessions, mosquitto.url(), share_group=group, status_settle_s=3.0
+        ) as first,
+        running_gateway(
+            region.sessions, mosquitto.url(), share_group=group, status_settle_s=3.0
+        ) as second,
+    ):
+        devices = [TestDevice(address, i) for i in ids]
+        try:
+            for device in devices:
+                await device.connect()
+
+            async def every_replica_handled(since: tuple[int, int]) -> bool:
+                # Each replica gets every device's statuses (not a share of them).
+                return all(
+                    gateway.stats.statuses >= n + len(ids)
+                    for gateway, n in zip((first, second), since, strict=True)
                 )
-                online = await session.scalar(
-                    select(func.count())
-                    .select_from(Device)
-                    .where(col(Device.id).in_(ids), col(Device.online))
-                )
-            assert (offline_events, online) == (0, len(ids))
+
+            await eventually(partial(every_replica_handled, (0, 0)), what="first `online`s")
+            before = (first.stats.statuses, second.stats.statuses)
+            await restart_broker_and_reconnect(mosquitto, devices)
+            # Both replicas have weighed the wills and the `online`s after them (each waits out
+            # its 3 s settle window before applying an `offline`).
+            await eventually(
+                partial(every_replica_handled, before), timeout=40, what="statuses after restart"
+            )
+            assert await offline_events_and_online(region.sessions, ids) == (0, len(ids))
         finally:
             for device in devices:
                 await device.close()

@@ -1,4 +1,5 @@
-"""Heartbeats in batches, offline after 3 missed intervals or at once on the last will, and back
+"""Heartbeats in batches, offline after 3 missed intervals or within seconds of the last will
+(`WILL_GRACE_S`: a stopping broker's wills are not believed at once), and back
 online: the transitions are events the alert service sees (P3 device trouble)."""
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ async def test_the_sweeper_takes_only_silent_devices_in_bounded_batches(region: 
     assert sorted(swept) == sorted(ids[1::2])
 
 
-async def test_last_will_marks_offline_at_once_and_reconnect_brings_it_back(
+async def test_last_will_marks_offline_within_seconds_and_reconnect_brings_it_back(
     region: Seeded, mosquitto: Mosquitto
 ) -> None:
     device_id = next(device_ids_of_kind(region.plan, "hub"))
