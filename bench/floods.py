@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/floods.py [--homes 300] [--sos-rate 5] [--duration 20]
                                      [--flood 1000] [--flood-seconds 5] [--cut T01@5]
-                                     [--repeat 3] [--replicas gateway=2 …] [--json PATH]
+                                     [--repeat 3] [--warmup 5] [--variant "power cut"]
+                                     [--replicas gateway=2 …]
+                                     [--json PATH]
 
 Each round runs `anxin bench` three times on the same options — no disruption, a flood (one
 home's SOS button sends `--flood` SOS a second, distinct event ids, for `--flood-seconds`), and
@@ -51,6 +53,7 @@ def _options(args: argparse.Namespace, variant: str) -> BenchOptions:
         flood_s=args.flood_seconds,
         power_cut=args.cut if variant == "power cut" else None,
         drain_s=120,
+        warmup=args.warmup,
     )
 
 
@@ -73,9 +76,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if "ANXIN_MQTT_URL" in os.environ
         else None,
     )
-    runs: dict[str, list[BenchReport]] = {v: [] for v in VARIANTS}
+    variants = [v for v in VARIANTS if v == "none" or v in (args.variant or VARIANTS)]
+    runs: dict[str, list[BenchReport]] = {v: [] for v in variants}
     for round_ in range(args.repeat):
-        for variant in VARIANTS:
+        for variant in variants:
             console.rule(f"round {round_ + 1}/{args.repeat}: {variant}")
             report = await run_bench(settings, _options(args, variant), console=console)
             print_report(report, console)
@@ -93,7 +97,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     ):
         table.add_column(column, justify="right")
     base_p99 = _median([r.sos_to_sms.p99_ms for r in runs["none"]])
-    for variant in VARIANTS:
+    for variant in variants:
         reports = runs[variant]
         row: dict[str, Any] = {
             "ack_p50_ms": _median([r.sos_to_ack.p50_ms for r in reports]),
@@ -131,6 +135,18 @@ if __name__ == "__main__":
     parser.add_argument("--flood-seconds", type=float, default=5.0)
     parser.add_argument("--cut", default="T01@5")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        help="SOS from other homes before each run's load, left out of the figures",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=VARIANTS[1:],
+        help="run only this disruption beside the undisrupted run (repeatable)",
+    )
     parser.add_argument("--replicas", action="append")
     parser.add_argument("--own-services", action="store_true")
     parser.add_argument("--json", type=Path)
