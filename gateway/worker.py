@@ -88,18 +88,23 @@ def _refused(exc: BaseException) -> bool:
     )
 
 
-async def _take_batch(
-    queue: asyncio.Queue[MqttMessage], size: int, wait_s: float, stop: asyncio.Event
-) -> list[MqttMessage]:
-    """Block for the first message, then gather more for at most `wait_s`."""
-    loop = asyncio.get_running_loop()
+async def _first_message(
+    queue: asyncio.Queue[MqttMessage], stop: asyncio.Event
+) -> MqttMessage | None:
+    """Block for a message; None once `stop` is set."""
     while True:
         try:
-            first = await asyncio.wait_for(queue.get(), 0.5)
-            break
+            return await asyncio.wait_for(queue.get(), 0.5)
         except TimeoutError:
             if stop.is_set():
-                return []
+                return None
+
+
+async def _gather_after(
+    queue: asyncio.Queue[MqttMessage], first: MqttMessage, size: int, wait_s: float
+) -> list[MqttMessage]:
+    """`first` and more messages, gathered for at most `wait_s`."""
+    loop = asyncio.get_running_loop()
     batch = [first]
     deadline = loop.time() + wait_s
     while len(batch) < size:
@@ -116,6 +121,14 @@ async def _take_batch(
         except TimeoutError:
             break
     return batch
+
+
+async def _take_batch(
+    queue: asyncio.Queue[MqttMessage], size: int, wait_s: float, stop: asyncio.Event
+) -> list[MqttMessage]:
+    """Block for the first message, then gather more for at most `wait_s`."""
+    first = await _first_message(queue, stop)
+    return [] if first is None else await _gather_after(queue, first, size, wait_s)
 
 
 def _latest_statuses(
@@ -406,11 +419,15 @@ class Gateway:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            batch = await _take_batch(self.heartbeats, HEARTBEAT_BATCH, 0.5, stop)
-            if not batch:
+            first = await _first_message(self.heartbeats, stop)
+            if first is None:
                 continue
-            metrics.count_messages("heartbeat", len(batch))
+            # Stamped when the batch's first beat arrived, not when the batch closes: a hub
+            # that beats and loses power at once has its will received before this batch
+            # closes, and a later stamp would count as the hub speaking after its will.
             now = self.clock.now()
+            batch = await _gather_after(self.heartbeats, first, HEARTBEAT_BATCH, 0.5)
+            metrics.count_messages("heartbeat", len(batch))
             beats: dict[str, tuple[Heartbeat, datetime]] = {}
             for msg in batch:
                 parts = ingest.parse_topic(msg.topic)

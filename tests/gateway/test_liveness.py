@@ -171,6 +171,33 @@ async def test_last_will_marks_offline_within_seconds_and_reconnect_brings_it_ba
         assert (await _events(region.sessions, device_id))[-1] == "online"
 
 
+async def test_a_heartbeat_just_before_the_power_goes_does_not_outlive_the_last_will(
+    region: Seeded, mosquitto: Mosquitto
+) -> None:
+    """A hub that heartbeats and loses power a moment later: the heartbeat reached the gateway
+    before the will, so the will is still believed (a heartbeat batch gathering for half a
+    second must not count as the device having spoken after its will)."""
+    device_id = next(device_ids_of_kind(region.plan, "hub"))
+    address = BrokerAddress.parse(mosquitto.url())
+    async with running_gateway(region.sessions, mosquitto.url(), status_settle_s=1.0) as gateway:
+        async with connected_device(address, device_id) as device:
+
+            async def online() -> bool:
+                return (await _device(region.sessions, device_id)).online
+
+            await eventually(online, what="online from the birth message")
+            await device.publish("heartbeat", json.dumps({"battery": 41, "rssi": -80}).encode())
+            device.client.abort()
+
+            async def offline_after_its_beat() -> bool:
+                stored = await _device(region.sessions, device_id)
+                return stored.battery == 41 and not stored.online
+
+            await eventually(offline_after_its_beat, timeout=30, what="offline from the last will")
+        assert gateway.stats.heartbeats >= 1
+        assert (await _events(region.sessions, device_id))[-1] == "offline"
+
+
 async def test_a_power_cut_batch_of_last_wills_and_returns_is_applied_device_by_device(
     region: Seeded,
 ) -> None:
