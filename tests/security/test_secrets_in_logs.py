@@ -136,9 +136,15 @@ async def test_a_whole_sos_at_debug_level_logs_no_secret_and_only_masked_phones(
                 finally:
                     await device.close()
                 alert_id = int(ack["alert_id"].removeprefix("A"))
+
+                async def ranked() -> Alert | None:
+                    # The ack means the alert is stored; the watcher ranks it a moment later.
+                    async with platform.sessions() as session:
+                        found = await session.get(Alert, alert_id)
+                    return found if found is not None and found.ranking else None
+
+                alert = await eventually(ranked, what="the alert's ranking")
                 async with platform.sessions() as session:
-                    alert = await session.get(Alert, alert_id)
-                    assert alert is not None
                     aide = await session.get(Responder, alert.ranking[0]["responder_id"])
                     assert aide is not None
                 await platform.sandbox.next_message(aide.phone, timeout=20)
