@@ -126,6 +126,15 @@ class HopFigures:
 
 
 @dataclass
+class SlowPress:
+    """One of the slowest presses, hop by hop: where its time went, and when in the load."""
+
+    at_s: float  # first publish, seconds into the load
+    total_ms: float  # device publish → SMS POST received
+    hops_ms: dict[str, float]  # hop (as in the hop table) → ms
+
+
+@dataclass
 class WindowFigures:
     """SOS → SMS request of the presses first sent in one slice of the load, beside how busy
     the whole machine was then (every process, not only the bench's): on a shared machine the
@@ -210,6 +219,7 @@ class BenchReport:
     power_cut: PowerCutFigures | None = None
     # Where an SOS's time goes, hop by hop (see `_hop_breakdown`), and the simulator's health.
     hops: list[HopFigures] = field(default_factory=list)
+    slowest: list[SlowPress] = field(default_factory=list)
     windows: list[WindowFigures] = field(default_factory=list)
     sim: SimHealth | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)  # process → CPU seconds under load
@@ -927,7 +937,7 @@ async def run_bench(
         alerts_in_db, sos_events = await _database_counts(
             target.sessions, [h.device("sos_button").device_id for h in chosen], counters
         )
-        hops = await _hop_breakdown(target.sessions, counters)
+        hops, slowest = await _hop_breakdown(target.sessions, counters, started)
         sms_requests = target.sandbox.requests_received
         flood = await flooder.figures(target.sessions) if flooder is not None else None
         power_cut = (
@@ -1003,6 +1013,7 @@ async def run_bench(
         flood=flood,
         power_cut=power_cut,
         hops=hops,
+        slowest=slowest,
         windows=windows,
         sim=SimHealth(
             *lag.figures(),
@@ -1181,8 +1192,14 @@ HOPS_WITHOUT_COMMITS = (
 )
 
 
-async def _hop_breakdown(sessions: SessionMaker, counters: _Counters) -> list[HopFigures]:
-    """Per hop, p50/p99/max over every press that reached its call-out SMS.
+SLOWEST_SHOWN = 5
+
+
+async def _hop_breakdown(
+    sessions: SessionMaker, counters: _Counters, started: float
+) -> tuple[list[HopFigures], list[SlowPress]]:
+    """Per hop, p50/p99/max over every press that reached its call-out SMS, and the slowest
+    presses hop by hop (a tail traced to its hop and its moment: a fault, a power cut).
 
     From the bench (wall clock): the device's first publish, the device ack, the SMS POST
     received. From the rows: the gateway batch's clock (`events.received_at`), the watcher
@@ -1196,7 +1213,7 @@ async def _hop_breakdown(sessions: SessionMaker, counters: _Counters) -> list[Ho
         if code in counters.callout_wall and event_id in counters.first_send_wall
     }
     if not sample:
-        return []
+        return [], []
     async with sessions() as session:
         commits = (
             await session.scalar(text("SELECT current_setting('track_commit_timestamp')"))
@@ -1227,6 +1244,7 @@ async def _hop_breakdown(sessions: SessionMaker, counters: _Counters) -> list[Ho
         ).all()
     hops = HOPS_WITH_COMMITS if commits else HOPS_WITHOUT_COMMITS
     spans: dict[str, list[float]] = {name: [] for name, _, _ in hops}
+    presses: list[SlowPress] = []
     for event_id, received, ranked, gw_commit, watcher_commit in rows:
         code = f"A{sample[event_id]}"
         publish = counters.first_send_wall[event_id]
@@ -1240,15 +1258,25 @@ async def _hop_breakdown(sessions: SessionMaker, counters: _Counters) -> list[Ho
             "watcher_commit": watcher_commit.timestamp() if watcher_commit else None,
             "post": counters.callout_wall[code],
         }
+        press: dict[str, float] = {}
         for name, start, end in hops:
             a, b = at[start], at[end]
             if a is not None and b is not None:
                 spans[name].append(b - a)
+                press[name] = round((b - a) * 1000, 1)
+        presses.append(
+            SlowPress(
+                round(counters.first_send[event_id] - started, 1),
+                round((counters.callout_wall[code] - publish) * 1000, 1),
+                press,
+            )
+        )
     figures = []
     for name, _, _ in hops:
         p = Percentiles.of(spans[name])
         figures.append(HopFigures(name, p.p50_ms, p.p99_ms, p.max_ms, p.count))
-    return figures
+    presses.sort(key=lambda p: p.total_ms, reverse=True)
+    return figures, presses[:SLOWEST_SHOWN]
 
 
 async def _database_counts(
@@ -1394,9 +1422,22 @@ def print_report(report: BenchReport, console: Console) -> None:
         hops.add_column("hop")
         for column in ("p50 ms", "p99 ms", "max ms", "n"):
             hops.add_column(column, justify="right")
-        for hop in report.hops:
-            hops.add_row(hop.hop, str(hop.p50_ms), str(hop.p99_ms), str(hop.max_ms), str(hop.count))
+        for n, hop in enumerate(report.hops, 1):
+            hops.add_row(
+                f"{n}. {hop.hop}", str(hop.p50_ms), str(hop.p99_ms), str(hop.max_ms), str(hop.count)
+            )
         console.print(hops)
+    if report.slowest:
+        names = [hop.hop for hop in report.hops if hop.hop in report.slowest[0].hops_ms]
+        slow = Table(title="the slowest presses, hop by hop (ms; hops numbered as above)")
+        slow.add_column("at s", justify="right")
+        slow.add_column("total", justify="right")
+        for n, _ in enumerate(names, 1):
+            slow.add_column(f"hop {n}", justify="right")
+        for press in report.slowest:
+            cells = [str(press.hops_ms.get(name, "—")) for name in names]
+            slow.add_row(f"{press.at_s:g}", str(press.total_ms), *cells)
+        console.print(slow)
     if report.windows:
         slices = Table(title="SOS → SMS request by 10 s of load, beside the machine's CPU")
         for column in ("seconds", "presses", "p50 ms", "p99 ms", "machine busy"):
