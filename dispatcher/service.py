@@ -293,13 +293,21 @@ async def _import_chunk(
 # --- the outbox -----------------------------------------------------------------------------
 
 
-# queue_sms NOTIFYs this channel; outbox workers LISTEN on it (dispatcher.worker).
+# queue_sms NOTIFYs these channels; outbox workers LISTEN on them (dispatcher.worker). An SMS
+# of URGENT_SMS_PRIORITY or more urgent (the call-outs of P1/P2 alerts, on the 15-minute
+# clock) wakes the worker's urgent pass, which sends nothing else; the rest wake the others.
 OUTBOX_CHANNEL = "anxin_outbox"
+OUTBOX_URGENT_CHANNEL = "anxin_outbox_urgent"
+URGENT_SMS_PRIORITY = 2
 
 
-async def _wake_outbox(session: AsyncSession) -> None:
-    """NOTIFY the outbox workers, once per transaction; Postgres delivers it on commit."""
-    await notify_on_commit(session, OUTBOX_CHANNEL)
+async def _wake_outbox(session: AsyncSession, priorities: set[int]) -> None:
+    """NOTIFY the outbox workers, once per transaction and channel; Postgres delivers it on
+    commit."""
+    if any(p <= URGENT_SMS_PRIORITY for p in priorities):
+        await notify_on_commit(session, OUTBOX_URGENT_CHANNEL)
+    if any(p > URGENT_SMS_PRIORITY for p in priorities):
+        await notify_on_commit(session, OUTBOX_CHANNEL)
 
 
 async def queue_sms(
@@ -363,12 +371,12 @@ async def queue_sms_many(
             ]
         )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(col(SmsMessage.id))
+        .returning(col(SmsMessage.priority))
     )
-    written = len(result.all())
+    written = list(result.scalars())
     if written:
-        await _wake_outbox(session)
-    return written
+        await _wake_outbox(session, set(written))
+    return len(written)
 
 
 async def _village_name(session: AsyncSession, village_id: int) -> str:
@@ -573,16 +581,21 @@ async def remind_taker(
     )
 
 
-async def claim_due_sms(session: AsyncSession, now: datetime, limit: int = 50) -> list[SmsMessage]:
-    """Claim queued SMS, a P1 call-out before any less urgent SMS (its POST goes first), and
-    among equals the first queued first (SMS queued in one statement share their due time); the
-    row locks are held until the caller's transaction ends, so a second worker skips them
-    (FOR UPDATE SKIP LOCKED) and no SMS is sent twice."""
+async def claim_due_sms(
+    session: AsyncSession, now: datetime, limit: int = 50, max_priority: int | None = None
+) -> list[SmsMessage]:
+    """Claim queued SMS (with `max_priority`, only those at least that urgent), a P1 call-out
+    before any less urgent SMS (its POST goes first), and among equals the first queued first
+    (SMS queued in one statement share their due time); the row locks are held until the
+    caller's transaction ends, so a second worker skips them (FOR UPDATE SKIP LOCKED) and no
+    SMS is sent twice."""
+    urgent_enough = [col(SmsMessage.priority) <= max_priority] if max_priority is not None else []
     result = await session.execute(
         select(SmsMessage)
         .where(
             col(SmsMessage.status) == SmsStatus.queued,
             col(SmsMessage.next_attempt_at) <= now,
+            *urgent_enough,
         )
         .order_by(col(SmsMessage.priority), col(SmsMessage.next_attempt_at), col(SmsMessage.id))
         .limit(limit)

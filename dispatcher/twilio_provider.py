@@ -116,12 +116,18 @@ class _RebasedHttpClient:
     # twilio's Client checks this before every async request.
     is_async = True
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, connections: int) -> None:
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         # max_retries=None gives a plain aiohttp session: aiohttp_retry would resend a POST
         # the provider may already have accepted, and the aide would get the SMS twice.
         self._inner = AsyncTwilioHttpClient(timeout=timeout, max_retries=None)
+        # Our own session for aiohttp's default pool of 100 connections: the outbox's passes
+        # POST up to 150 at once, and an SOS call-out must not wait for a connection behind
+        # a hundred guardian notices.
+        self._inner.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections)
+        )
 
     async def request(
         self,
@@ -170,19 +176,21 @@ class TwilioSmsProvider:
         from_number: str,
         base_url: str = TWILIO_API_BASE,
         timeout: float = 15.0,
+        connections: int = 200,
     ) -> None:
         self._account_sid = account_sid
         self._auth_token = auth_token
         self._from_number = from_number
         self._base_url = base_url
         self._timeout = timeout
+        self._connections = connections
         self._http: _RebasedHttpClient | None = None
         self._client: Any = None
 
     def _twilio(self) -> Any:
         # Built on first use: aiohttp's session must be created inside the running event loop.
         if self._client is None:
-            self._http = _RebasedHttpClient(self._base_url, self._timeout)
+            self._http = _RebasedHttpClient(self._base_url, self._timeout, self._connections)
             client = Client(self._account_sid, self._auth_token, http_client=self._http)
             # TWILIO_EDGE / TWILIO_REGION in the environment would rewrite the host name
             # behind our back; the base URL is the only routing setting.

@@ -137,6 +137,7 @@ class SmsSandbox:
         self._clock: Clock = clock or SystemClock()
         self._failures_pending = fail_next
         self._number_errors: dict[str, int] = {}
+        self._number_delays: dict[str, float] = {}
         self._inboxes: dict[str, asyncio.Queue[SandboxMessage]] = {}
         self._subscribers: list[MessageCallback] = []
         self._last_sender: dict[str, str] = {}
@@ -158,6 +159,14 @@ class SmsSandbox:
             self._number_errors.pop(number, None)
         else:
             self._number_errors[number] = code
+
+    def set_number_delay(self, number: str, seconds: float | None) -> None:
+        """POSTs of messages to `number` are answered `seconds` late (None: at once), as when
+        the provider is slow: the message is taken at once, the platform hears of it later."""
+        if seconds is None:
+            self._number_delays.pop(number, None)
+        else:
+            self._number_delays[number] = seconds
 
     # -- what phones see -------------------------------------------------------------
 
@@ -277,6 +286,8 @@ class SmsSandbox:
             if inspect.isawaitable(result):
                 self._spawn(_awaited(result))
         log.info("sandbox_sms_accepted", sid=message.sid, segments=sms_segments(body))
+        if (delay := self._number_delays.get(to)) is not None:
+            await asyncio.sleep(delay)
         return JSONResponse(message.to_json(), status_code=201)
 
     def list_messages(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Literal
 
@@ -73,8 +72,10 @@ async def send_due(
     limit: int = 50,
     daily_limit: int = service.DAILY_LIMIT_PER_NUMBER,
     daily_warn_at: int | None = None,
+    max_priority: int | None = None,
 ) -> int:
-    """One pass of the outbox. Returns how many SMS it handled.
+    """One pass of the outbox (with `max_priority`, of the SMS at least that urgent). Returns
+    how many SMS it handled.
 
     The claimed rows stay locked (FOR UPDATE SKIP LOCKED) until this pass commits, so another
     worker never picks them up; a crash before the commit leaves them queued, to be sent again:
@@ -94,7 +95,7 @@ async def send_due(
         daily_warn_at = service.daily_warn_at(daily_limit)
     async with transaction(sessions) as session:
         now = clock.now()
-        batch = await service.claim_due_sms(session, now, limit)
+        batch = await service.claim_due_sms(session, now, limit, max_priority)
         if not batch:
             return 0
         in_flight = await service.in_flight_since(session, [pk(sms) for sms in batch])
@@ -185,26 +186,46 @@ async def run_outbox(
     them apart as it keeps replicas apart): while one waits for the provider, another talks
     to the database, which roughly doubles one worker's throughput (bench/bench_outbox.py).
     A NOTIFY wakes one idle pass, not all: the others would only find its SMS claimed.
+
+    One more pass sends only the urgent SMS (`service.URGENT_SMS_PRIORITY`: the call-outs of
+    P1/P2 alerts), woken by a channel of its own. A township's power cut queues a hundred
+    guardian notices and welfare-check asks at once, and the passes POSTing them take a good
+    tenth of a second each; an SOS call-out queued meanwhile goes out at once rather than after
+    them. The other passes take urgent SMS too (first, by priority), so a busy or failed
+    urgent pass delays nothing.
     """
     try:
         wakeups = _Wakeups(max(1, concurrent_passes))
-        async with _listening(sessions, wakeups, enabled=listen):
+        urgent = _Wakeups(1)
+        async with contextlib.AsyncExitStack() as listeners:
+            if listen:
+                await listeners.enter_async_context(
+                    listening(sessions, service.OUTBOX_CHANNEL, wakeups.notify)
+                )
+                await listeners.enter_async_context(
+                    listening(sessions, service.OUTBOX_URGENT_CHANNEL, urgent.notify)
+                )
+            lanes: list[tuple[_Wakeups, int, int | None]] = [
+                (wakeups, n, None) for n in range(len(wakeups.events))
+            ]
+            lanes.append((urgent, 0, service.URGENT_SMS_PRIORITY))
             await asyncio.gather(
                 *(
                     _passes(
                         sessions,
                         provider,
                         clock,
-                        wakeups,
+                        lane_wakeups,
                         n,
                         status_callback=status_callback,
                         poll_seconds=poll_seconds,
                         max_attempts=max_attempts,
                         batch_size=batch_size,
                         daily_limit=daily_limit,
+                        max_priority=max_priority,
                         stop=stop,
                     )
-                    for n in range(len(wakeups.events))
+                    for lane_wakeups, n, max_priority in lanes
                 )
             )
     finally:
@@ -242,6 +263,7 @@ async def _passes(
     max_attempts: int,
     batch_size: int,
     daily_limit: int,
+    max_priority: int | None,
     stop: asyncio.Event,
 ) -> None:
     wakeup = wakeups.events[n]
@@ -257,6 +279,7 @@ async def _passes(
                 max_attempts=max_attempts,
                 limit=batch_size,
                 daily_limit=daily_limit,
+                max_priority=max_priority,
             )
         except Exception as exc:  # the database may be restarting: back off, never die
             log.warning("outbox_error", error=repr(exc))
@@ -270,15 +293,3 @@ async def _passes(
                 await first_of(stop, wakeup, timeout=poll_seconds)
             finally:
                 wakeups.idle[n] = False
-
-
-@contextlib.asynccontextmanager
-async def _listening(
-    sessions: SessionMaker, wakeups: _Wakeups, *, enabled: bool
-) -> AsyncIterator[None]:
-    """LISTEN on the outbox channel on a connection of our own; polling alone if that fails."""
-    if not enabled:
-        yield
-        return
-    async with listening(sessions, service.OUTBOX_CHANNEL, wakeups.notify):
-        yield

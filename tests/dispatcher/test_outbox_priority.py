@@ -6,14 +6,18 @@ living alone whose hub went silent; an SOS elsewhere a moment later must not wai
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import asyncio
+
+from sqlalchemy import func, select
 from sqlmodel import col
 
 from anxin.db import transaction
 from dispatcher import service
 from dispatcher.models import SmsMessage, SmsStatus
-from dispatcher.worker import send_due
-from tests.dispatcher.conftest import DispatchBench
+from dispatcher.twilio_provider import TwilioSmsProvider
+from dispatcher.worker import run_outbox, send_due
+from tests.conftest import eventually
+from tests.dispatcher.conftest import PLATFORM_NUMBER, DispatchBench
 from tests.dispatcher.test_dispatch_flow import ELDER
 
 
@@ -60,3 +64,80 @@ async def test_a_p1_call_out_queued_after_thirty_notices_goes_out_in_the_first_p
     assert len(waiting) >= 21 and all(s.purpose == "guardian" and s.priority == 3 for s in waiting)
     assert await bench.send_outbox() >= len(waiting)
     assert {m.to for m in bench.sandbox.messages} >= {f"+861390000{i:04d}" for i in range(30)}
+
+
+async def test_a_p1_call_out_goes_out_while_every_pass_waits_on_guardian_notices(
+    bench: DispatchBench,
+) -> None:
+    """The running worker: both of its passes are POSTing 50 guardian notices each to a slow
+    provider when an SOS is raised. Its call-out is sent by the urgent pass at once, not after
+    those POSTs are answered."""
+    guardian = "+8613900000001"
+    bench.sandbox.set_number_delay(guardian, 5.0)
+    async with transaction(bench.sessions) as session:
+        await service.queue_sms_many(
+            session,
+            [
+                {
+                    "to": guardian,
+                    "body": f"您的家人家中停电（测试 {i}）",
+                    "key": f"test:guardian:{i}",
+                    "purpose": "guardian",
+                }
+                for i in range(100)
+            ],
+            bench.clock.now(),
+        )
+    provider = TwilioSmsProvider(
+        account_sid=bench.sandbox.account_sid,
+        auth_token=bench.sandbox.auth_token,
+        from_number=PLATFORM_NUMBER,
+        base_url=bench.settings.twilio_base_url,
+    )
+    stop = asyncio.Event()
+    worker = asyncio.create_task(
+        run_outbox(
+            bench.sessions,
+            provider,
+            bench.clock,
+            status_callback=None,
+            poll_seconds=3600,
+            max_attempts=8,
+            stop=stop,
+        )
+    )
+
+    async def guardian_notices_sent() -> int:
+        async with bench.sessions() as session:
+            return int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(SmsMessage)
+                    .where(
+                        col(SmsMessage.to_phone) == guardian, col(SmsMessage.sent_at).is_not(None)
+                    )
+                )
+                or 0
+            )
+
+    try:
+        # Both passes are waiting for the provider's answers to their 50 POSTs.
+        async def posts_under_way() -> bool:
+            return bench.sandbox.requests_received >= 100
+
+        await eventually(posts_under_way, what="100 guardian POSTs under way")
+        alert = await bench.raise_alert(ELDER)
+        [aide] = await bench.asked(alert.id)
+        call_out = await bench.sandbox.next_message(aide.phone, timeout=20)
+        assert alert.code in call_out.body
+        # It went out before any of the slow POSTs was answered and recorded.
+        assert await guardian_notices_sent() == 0
+        # And none of them is lost: they are all sent once the provider answers.
+
+        async def all_sent() -> bool:
+            return await guardian_notices_sent() == 100
+
+        await eventually(all_sent, timeout=30, what="every guardian notice sent")
+    finally:
+        stop.set()
+        await worker
