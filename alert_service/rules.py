@@ -28,6 +28,9 @@ IMMEDIATE_PRIORITY: dict[str, int] = {
     "power_lost": P3,
     "offline": P3,
 }
+# Events that raise a P1 alert whatever came before: the gateway stores them ahead of the rest
+# of their batch (gateway.ingest.urgent_first).
+P1_EVENT_TYPES = frozenset(t for t, p in IMMEDIATE_PRIORITY.items() if p == P1)
 CALL_120_KINDS = frozenset({"smoke", "gas", "fall"})
 BED_EXIT_GRACE = timedelta(minutes=20)
 POWER_LOST_ESCALATE = timedelta(hours=4)

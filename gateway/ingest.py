@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from alert_service.rules import P1_EVENT_TYPES
 from anxin.schemas import (
     DEVICE_ID_RE,
     MAX_EVENT_BYTES,
@@ -152,6 +154,25 @@ def parse_event(payload: bytes) -> ParsedEvent | Rejection:
         damaged.append("data")
         data = {}
     return ParsedEvent(event_id, event_type, device_ts, data, body, tuple(damaged), text)
+
+
+def urgent_first(
+    events: Sequence[tuple[str, ParsedEvent | Rejection | None]],
+) -> tuple[list[int], list[int]]:
+    """Split a batch of (device id, parsed event) into the positions to store first and the
+    rest: every event of a device that sent an SOS, a fall, smoke or gas in this batch goes
+    first, the other devices' events after. A township's `power_lost` reports arriving in the
+    same moment as an SOS elsewhere are so committed after it, not with it. Each device's events
+    keep their order (a `cancel` before a new `sos` stays before it); devices' events were never
+    ordered among each other (the gateway's lanes and replicas take them in parallel)."""
+    urgent_devices = {
+        device_id
+        for device_id, parsed in events
+        if isinstance(parsed, ParsedEvent) and parsed.type.value in P1_EVENT_TYPES
+    }
+    first = [i for i, (device_id, _) in enumerate(events) if device_id in urgent_devices]
+    rest = [i for i, (device_id, _) in enumerate(events) if device_id not in urgent_devices]
+    return first, rest
 
 
 def parse_heartbeat(payload: bytes) -> Heartbeat:

@@ -30,6 +30,7 @@ class Incoming:
     topic: str
     device_id: str
     payload: bytes
+    parsed: ingest.ParsedEvent | ingest.Rejection | None = None  # None: parsed when stored
 
 
 async def _devices(session: AsyncSession, ids: set[str]) -> dict[str, tuple[Device, Elder]]:
@@ -186,7 +187,7 @@ async def store_events(
     acks: list[Ack | None] = [None] * len(batch)
     parsed_ok: list[tuple[int, Incoming, ingest.ParsedEvent]] = []
     for i, msg in enumerate(batch):
-        parsed = ingest.parse_event(msg.payload)
+        parsed = msg.parsed if msg.parsed is not None else ingest.parse_event(msg.payload)
         if isinstance(parsed, ingest.Rejection):
             _reject(session, acks, i, msg, parsed.event_id, parsed.reason, parsed.detail, now)
         else:

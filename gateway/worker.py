@@ -374,37 +374,54 @@ class Gateway:
                 if parts is None:
                     strays.append(msg)
                 else:
-                    good.append((msg, service.Incoming(msg.topic, parts.device_id, msg.payload)))
-            try:
-                acks = await self._with_retry(
-                    "events", partial(self._store_events, good, strays, cache), refusals_raise=True
-                )
-            except Exception as exc:
-                # Not lost: one message the database refuses must not block the rest either.
-                log.error("event_batch_refused", size=len(batch), error=repr(exc))
-                acks = await self._store_one_by_one(good, strays)
-            # Committed: now the broker acks, then the device acks (one wake-up of paho's
-            # network thread for the whole batch).
-            with self.client.burst():
-                for msg in strays:
-                    self.client.ack(msg)
+                    parsed = ingest.parse_event(msg.payload)
+                    good.append(
+                        (msg, service.Incoming(msg.topic, parts.device_id, msg.payload, parsed))
+                    )
+            first, rest = ingest.urgent_first([(inc.device_id, inc.parsed) for _, inc in good])
+            if first and (rest or strays):
+                # An SOS is committed and acked before the rest of its batch is applied.
+                await self._store_and_ack([good[i] for i in first], [], cache)
+                await self._store_and_ack([good[i] for i in rest], strays, cache)
+            else:
+                await self._store_and_ack(good, strays, cache)
+
+    async def _store_and_ack(
+        self,
+        good: list[tuple[MqttMessage, service.Incoming]],
+        strays: list[MqttMessage],
+        cache: service.DeviceCache,
+    ) -> None:
+        try:
+            acks = await self._with_retry(
+                "events", partial(self._store_events, good, strays, cache), refusals_raise=True
+            )
+        except Exception as exc:
+            # Not lost: one message the database refuses must not block the rest either.
+            log.error("event_batch_refused", size=len(good) + len(strays), error=repr(exc))
+            acks = await self._store_one_by_one(good, strays)
+        # Committed: now the broker acks, then the device acks (one wake-up of paho's
+        # network thread for the whole batch).
+        with self.client.burst():
+            for msg in strays:
+                self.client.ack(msg)
+                self.stats.rejected += 1
+                self.stats.rejected_by_reason["bad_topic"] += 1
+            for (msg, inc), ack in zip(good, acks, strict=True):
+                self.client.ack(msg)
+                self.client.publish_nowait(topic(inc.device_id, "ack"), ack.to_json(), 1)
+                if ack.status == "rejected":
                     self.stats.rejected += 1
-                    self.stats.rejected_by_reason["bad_topic"] += 1
-                for (msg, inc), ack in zip(good, acks, strict=True):
-                    self.client.ack(msg)
-                    self.client.publish_nowait(topic(inc.device_id, "ack"), ack.to_json(), 1)
-                    if ack.status == "rejected":
-                        self.stats.rejected += 1
-                        self.stats.rejected_by_reason[str(ack.reason)] += 1
-                    else:
-                        self.stats.events += 1
-            metrics.count_messages("event", len(batch))
-            for (status, reason), n in Counter((a.status, a.reason) for a in acks).items():
-                metrics.count_ack(status, n)
-                if status == "rejected":
-                    metrics.count_dead_letter(str(reason), n)
-            if strays:
-                metrics.count_dead_letter(str(RejectReason.invalid_payload), len(strays))
+                    self.stats.rejected_by_reason[str(ack.reason)] += 1
+                else:
+                    self.stats.events += 1
+        metrics.count_messages("event", len(good) + len(strays))
+        for (status, reason), n in Counter((a.status, a.reason) for a in acks).items():
+            metrics.count_ack(status, n)
+            if status == "rejected":
+                metrics.count_dead_letter(str(reason), n)
+        if strays:
+            metrics.count_dead_letter(str(RejectReason.invalid_payload), len(strays))
 
     @contextlib.asynccontextmanager
     async def _unit_of_work(self) -> AsyncIterator[AsyncSession]:
