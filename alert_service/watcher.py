@@ -25,7 +25,7 @@ COALESCE_S = 0.05
 # Device-trouble alerts (P3) are started this many a transaction, after the P1/P2 ones in a
 # transaction of their own: a township's power cut raises hundreds at once, and an SOS due
 # meanwhile waits for one small batch of them at most, not for the whole township.
-NON_URGENT_BATCH = 20
+NON_URGENT_BATCH = 5
 
 
 async def tick(

@@ -35,8 +35,11 @@ SHARE_GROUP = "anxin-gw"
 SESSION_EXPIRY_S = 300
 # Heartbeats per batched UPDATE (and the heartbeat connection's Receive Maximum).
 HEARTBEAT_BATCH = 2000
-# Device statuses applied per transaction (see Gateway._store_statuses).
-STATUS_CHUNK = 25
+# Device statuses applied per transaction (see Gateway._store_statuses), and the pause after
+# each transition they make: a township's last wills become device-trouble alerts (welfare
+# checks, guardian SMS, call-outs) at 100 a second rather than all in one moment.
+STATUS_CHUNK = 10
+TRANSITION_PACE_S = 0.01
 # After the gateway (re)connects, an `offline` waits this long for the device to say `online`
 # again (see Gateway._settle_delay). After a broker restart, the fault suite's 500 homes were
 # back 2–15 s after the gateways (a device's reconnect can wait on a CONNACK that never came
@@ -161,6 +164,7 @@ class Gateway:
         sweep_seconds: float = 2.0,
         status_settle_s: float = STATUS_SETTLE_S,
         will_grace_s: float = WILL_GRACE_S,
+        transition_pace_s: float = TRANSITION_PACE_S,
         event_workers: int = 2,
     ) -> None:
         self.sessions = sessions
@@ -171,6 +175,7 @@ class Gateway:
         self.sweep_seconds = sweep_seconds
         self.status_settle_s = status_settle_s
         self.will_grace_s = will_grace_s
+        self.transition_pace_s = transition_pace_s
         self.event_workers = max(1, event_workers)
         self.stats = GatewayStats()
         # Persistent sessions: what arrives while this replica is down (or dies mid-batch) is
@@ -458,9 +463,11 @@ class Gateway:
 
     async def _store_statuses(self, latest: dict[str, tuple[bytes, datetime]]) -> None:
         metrics.count_messages("status", len(latest))
-        # A township's wills at once, a few dozen devices a transaction: each transition raises
-        # or closes a device-trouble alert, and in one transaction of hundreds the stretches of
-        # CPU between its statements grow long enough to hold up an SOS batch of this process.
+        # A township's wills at once, a few devices a transaction and paced: each transition
+        # raises or closes a device-trouble alert, and in one transaction of hundreds the
+        # stretches of CPU between its statements grow long enough to hold up an SOS batch of
+        # this process; all at once, the welfare checks, SMS and receipts that follow them take
+        # every core of a small server for a moment, and an SOS elsewhere waits.
         # Statuses are acked after every chunk is committed; a chunk applied twice (a crash in
         # between) changes nothing, as each transition is guarded by the device's state.
         items = list(latest.items())
@@ -470,6 +477,8 @@ class Gateway:
             async with self._unit_of_work() as session:
                 gone, back = await service.mark_statuses(session, chunk, self.clock.now())
             offline, online = offline + len(gone), online + len(back)
+            if gone or back:
+                await asyncio.sleep(self.transition_pace_s * (len(gone) + len(back)))
         self.stats.statuses += len(latest)
         log.info("statuses_stored", statuses=len(latest), offline=offline, online=online)
 
