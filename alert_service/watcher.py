@@ -26,6 +26,11 @@ COALESCE_S = 0.05
 # transaction of their own: a township's power cut raises hundreds at once, and an SOS due
 # meanwhile waits for one small batch of them at most, not for the whole township.
 NON_URGENT_BATCH = 5
+# ... and at most one such batch every this long while more are due: a township's power cut
+# (dozens of `power_lost` alerts at once) is started over a second or so, each batch with its
+# guardian SMS, rather than taking every core of a small server at once. P1/P2 alerts wait
+# for none of it: a NOTIFY wakes the watcher for them at once.
+NON_URGENT_PAUSE_S = 0.1
 
 
 async def tick(
@@ -37,9 +42,15 @@ async def tick(
 
 
 async def tick_and_look_ahead(
-    sessions: SessionMaker, clock: Clock, timezone: str, *, batch_size: int = BATCH_SIZE
+    sessions: SessionMaker,
+    clock: Clock,
+    timezone: str,
+    *,
+    batch_size: int = BATCH_SIZE,
+    non_urgent: bool = True,
 ) -> tuple[int, datetime | None]:
-    """One pass, and when the next timer is due (read in the pass's last transaction)."""
+    """One pass, and when the next timer is due (read in the pass's last transaction). Without
+    `non_urgent`, the pass leaves P3 alerts for a later one."""
     try:
         with metrics.timed_commit("alerts"):
             async with transaction(sessions) as session:
@@ -49,8 +60,12 @@ async def tick_and_look_ahead(
                 urgent = await service.run_due_alerts(session, now, batch_size, urgent=True)
             async with transaction(sessions) as session:
                 now = clock.now()
-                rest_limit = min(batch_size, NON_URGENT_BATCH)
-                rest = await service.run_due_alerts(session, now, rest_limit, urgent=False)
+                rest_limit = min(batch_size, NON_URGENT_BATCH) if non_urgent else 0
+                rest = (
+                    await service.run_due_alerts(session, now, rest_limit, urgent=False)
+                    if rest_limit
+                    else 0
+                )
                 # Still in the past when alerts are left due: the next pass follows at once.
                 next_due = await service.next_due_at(session)
         return fired + urgent + rest, next_due
@@ -96,13 +111,16 @@ async def run_watcher(
     async with contextlib.AsyncExitStack() as stack:
         if listen:
             await stack.enter_async_context(listening(sessions, service.ALERTS_CHANNEL, wakeup.set))
+        loop = asyncio.get_running_loop()
+        non_urgent_from = 0.0  # loop time from which the next P3 batch may start
         while not stop.is_set():
             # Cleared before the tick: a NOTIFY that arrives during it triggers another.
             wakeup.clear()
             next_due: datetime | None = None
+            non_urgent = loop.time() >= non_urgent_from
             try:
                 handled, next_due = await tick_and_look_ahead(
-                    sessions, clock, timezone, batch_size=batch_size
+                    sessions, clock, timezone, batch_size=batch_size, non_urgent=non_urgent
                 )
             except Exception as exc:  # the database may be restarting: back off, never die
                 log.warning("watcher_error", error=repr(exc))
@@ -110,5 +128,9 @@ async def run_watcher(
                 await asyncio.sleep(1)
             if handled >= batch_size:
                 continue  # a full batch: more are due now
+            if non_urgent:
+                non_urgent_from = loop.time() + NON_URGENT_PAUSE_S
             wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
+            if not non_urgent:
+                wait = min(wait, max(0.0, non_urgent_from - loop.time()))
             await first_of(stop, wakeup, timeout=wait)
