@@ -30,7 +30,7 @@ NON_URGENT_BATCH = 5
 # (dozens of `power_lost` alerts at once) is started over a second or so, each batch with its
 # guardian SMS, rather than taking every core of a small server at once. P1/P2 alerts wait
 # for none of it: a NOTIFY wakes the watcher for them at once.
-NON_URGENT_PAUSE_S = 0.1
+NON_URGENT_PAUSE_S = 0.2
 
 
 async def tick(

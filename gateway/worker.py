@@ -40,7 +40,7 @@ HEARTBEAT_BATCH = 2000
 # checks, guardian SMS, call-outs) at 20 a second rather than all in one moment (a city's
 # 10,000 in about 8 minutes: P3, with a 2-hour welfare check at most).
 STATUS_CHUNK = 5
-TRANSITION_PACE_S = 0.05
+TRANSITION_PACE_S = 0.1
 # After the gateway (re)connects, an `offline` waits this long for the device to say `online`
 # again (see Gateway._settle_delay). After a broker restart, the fault suite's 500 homes were
 # back 2–15 s after the gateways (a device's reconnect can wait on a CONNACK that never came
