@@ -81,7 +81,7 @@ def _tune_gc() -> None:
     _gc_tuned = True
     gc.collect()
     gc.freeze()
-    gc.set_threshold(max(gc.get_threshold()[0], 10_000), 50, 100)
+    gc.set_threshold(max(gc.get_threshold()[0], 50_000), 20, 100)
 
 
 def _refused(exc: BaseException) -> bool:
