@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -156,23 +157,38 @@ def parse_event(payload: bytes) -> ParsedEvent | Rejection:
     return ParsedEvent(event_id, event_type, device_ts, data, body, tuple(damaged), text)
 
 
+# A device with more events than this in one batch is flooding (a stuck button, a replay).
+FLOODING_EVENTS = 3
+
+
 def urgent_first(
     events: Sequence[tuple[str, ParsedEvent | Rejection | None]],
-) -> tuple[list[int], list[int]]:
-    """Split a batch of (device id, parsed event) into the positions to store first and the
-    rest: every event of a device that sent an SOS, a fall, smoke or gas in this batch goes
-    first, the other devices' events after. A township's `power_lost` reports arriving in the
-    same moment as an SOS elsewhere are so committed after it, not with it. Each device's events
-    keep their order (a `cancel` before a new `sos` stays before it); devices' events were never
-    ordered among each other (the gateway's lanes and replicas take them in parallel)."""
+) -> list[list[int]]:
+    """The order in which to store a batch of (device id, parsed event): groups of positions,
+    each committed and acked before the next. First every event of a device that sent an SOS,
+    a fall, smoke or gas in this batch; of those, a device flooding the batch (more than
+    `FLOODING_EVENTS` events) after the others, so that one stuck button's hundreds of SOS do
+    not hold up a press elsewhere; then the other devices' events. A township's `power_lost`
+    reports arriving with an SOS elsewhere are so committed after it, not with it. Each
+    device's events keep their order (a `cancel` before a new `sos` stays before it); devices'
+    events were never ordered among each other (the gateway's lanes and replicas take them in
+    parallel). Empty groups are left out."""
+    counts = Counter(device_id for device_id, _ in events)
     urgent_devices = {
         device_id
         for device_id, parsed in events
         if isinstance(parsed, ParsedEvent) and parsed.type.value in P1_EVENT_TYPES
     }
-    first = [i for i, (device_id, _) in enumerate(events) if device_id in urgent_devices]
-    rest = [i for i, (device_id, _) in enumerate(events) if device_id not in urgent_devices]
-    return first, rest
+
+    def group(device_id: str) -> int:
+        if device_id not in urgent_devices:
+            return 2
+        return 1 if counts[device_id] > FLOODING_EVENTS else 0
+
+    groups: list[list[int]] = [[], [], []]
+    for i, (device_id, _) in enumerate(events):
+        groups[group(device_id)].append(i)
+    return [g for g in groups if g]
 
 
 def parse_heartbeat(payload: bytes) -> Heartbeat:

@@ -384,13 +384,13 @@ class Gateway:
                     good.append(
                         (msg, service.Incoming(msg.topic, parts.device_id, msg.payload, parsed))
                     )
-            first, rest = ingest.urgent_first([(inc.device_id, inc.parsed) for _, inc in good])
-            if first and (rest or strays):
-                # An SOS is committed and acked before the rest of its batch is applied.
-                await self._store_and_ack([good[i] for i in first], [], cache)
-                await self._store_and_ack([good[i] for i in rest], strays, cache)
-            else:
-                await self._store_and_ack(good, strays, cache)
+            # An SOS is committed and acked before the rest of its batch is applied.
+            groups = ingest.urgent_first([(inc.device_id, inc.parsed) for _, inc in good]) or [[]]
+            for n, positions in enumerate(groups, 1):
+                last = n == len(groups)
+                await self._store_and_ack(
+                    [good[i] for i in positions], strays if last else [], cache
+                )
 
     async def _store_and_ack(
         self,

@@ -31,15 +31,25 @@ def test_an_sos_device_goes_first_with_its_earlier_events_in_order() -> None:
         ("hub-4", ingest.Rejection(RejectReason.invalid_json, "not json")),
         ("btn-2", _event("t1", "low_battery")),
     ]
-    first, rest = ingest.urgent_first(batch)
-    # Everything btn-2 sent, in the order sent (its cancel stays before its new SOS).
-    assert first == [1, 3, 5]
-    assert rest == [0, 2, 4]
+    # Everything btn-2 sent, in the order sent (its cancel stays before its new SOS), then the
+    # rest.
+    assert ingest.urgent_first(batch) == [[1, 3, 5], [0, 2, 4]]
+
+
+def test_a_flooding_button_goes_after_a_press_elsewhere() -> None:
+    stuck = [("btn-9", _event(f"f{i}", "sos")) for i in range(ingest.FLOODING_EVENTS + 1)]
+    batch = [
+        *stuck[:2],
+        ("btn-2", _event("s1", "sos")),
+        *stuck[2:],
+        ("hub-1", _event("p", "power_lost")),
+    ]
+    assert ingest.urgent_first(batch) == [[2], [0, 1, 3, 4], [5]]
 
 
 def test_a_batch_without_an_sos_is_one_group() -> None:
     batch = [("hub-1", _event("p1", "power_lost")), ("hub-2", _event("o1", "offline"))]
-    assert ingest.urgent_first(batch) == ([], [0, 1])
+    assert ingest.urgent_first(batch) == [[0, 1]]
 
 
 @given(
@@ -55,14 +65,19 @@ def test_every_event_is_kept_once_and_each_device_keeps_its_order(
     sent: list[tuple[str, str]],
 ) -> None:
     batch = [(device, _event(f"e{i}", type_)) for i, (device, type_) in enumerate(sent)]
-    first, rest = ingest.urgent_first(batch)
-    assert sorted(first + rest) == list(range(len(batch)))
-    order = first + rest
+    groups = ingest.urgent_first(batch)
+    order = [i for g in groups for i in g]
+    assert sorted(order) == list(range(len(batch)))
     for device in {d for d, _ in batch}:
         positions = [i for i in order if batch[i][0] == device]
         assert positions == sorted(positions)
+        # A device's events are all in one group.
+        assert sum(any(batch[i][0] == device for i in g) for g in groups) == 1
     urgent = {d for d, t in sent if t in ("sos", "fall")}
-    assert {batch[i][0] for i in first} == urgent
+    not_urgent = {d for d, _ in sent} - urgent
+    assert not_urgent.isdisjoint(batch[i][0] for g in groups[:-1] for i in g)
+    if urgent:
+        assert {batch[i][0] for i in groups[0]} <= urgent
 
 
 async def test_an_sos_sent_after_a_townships_power_reports_is_stored_before_them(
