@@ -305,6 +305,9 @@ async def _apply_run(
         # nothing): join it like any open alert.
         if lost := [key for key in new if key not in open_alerts]:
             open_alerts.update(await _open_alerts(session, lost))
+    # A run's presses of one open alert join it together: one "triggered_again" entry with the
+    # count, not one per press (a stuck button's thousand a second would bury the timeline).
+    joins: dict[tuple[int, str], list[tuple[rules.RaiseAlert, str]]] = {}
     for k, e, decision in raises:
         key = (pk(e.elder), decision.kind)
         alert = open_alerts[key]
@@ -316,8 +319,19 @@ async def _apply_run(
                 "alert_raised", alert=alert.code, kind=decision.kind, priority=decision.priority
             )
         else:
-            await _join(session, alert, decision, now, f"device:{e.device.id}", respond_now=False)
+            joins.setdefault(key, []).append((decision, f"device:{e.device.id}"))
         alert_ids[k] = alert_ids[k] or alert.id
+    for key, presses in joins.items():
+        most_urgent = min(presses, key=lambda p: p[0].priority)
+        await _join(
+            session,
+            open_alerts[key],
+            most_urgent[0],
+            now,
+            presses[-1][1],
+            respond_now=False,
+            presses=len(presses),
+        )
     for e in run.back_online:
         alert = open_alerts.get((pk(e.elder), "offline"))
         if alert is not None and alert.device_id == e.device.id:
@@ -582,13 +596,16 @@ async def _join(
     actor: str,
     *,
     respond_now: bool = True,
+    presses: int = 1,
 ) -> None:
+    """`presses` events join the alert at once (`decision` the most urgent of them)."""
     assert alert.id is not None
-    alert.trigger_count += 1
+    alert.trigger_count += presses
     alert.last_trigger_at = now
-    await add_timeline(
-        session, alert.id, now, actor, "triggered_again", trigger_count=alert.trigger_count
-    )
+    detail: dict[str, Any] = {"trigger_count": alert.trigger_count}
+    if presses > 1:
+        detail["presses"] = presses
+    await add_timeline(session, alert.id, now, actor, "triggered_again", **detail)
     if decision.priority < alert.priority:
         alert.priority = decision.priority
         await add_timeline(session, alert.id, now, actor, "escalated", priority=decision.priority)
