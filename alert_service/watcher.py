@@ -37,7 +37,7 @@ async def tick(
     sessions: SessionMaker, clock: Clock, timezone: str, *, batch_size: int = BATCH_SIZE
 ) -> int:
     """One pass: every due timer at the clock's `now`. Returns how many it handled."""
-    handled, _ = await tick_and_look_ahead(sessions, clock, timezone, batch_size=batch_size)
+    handled, _, _ = await tick_and_look_ahead(sessions, clock, timezone, batch_size=batch_size)
     return handled
 
 
@@ -48,9 +48,10 @@ async def tick_and_look_ahead(
     *,
     batch_size: int = BATCH_SIZE,
     non_urgent: bool = True,
-) -> tuple[int, datetime | None]:
-    """One pass, and when the next timer is due (read in the pass's last transaction). Without
-    `non_urgent`, the pass leaves P3 alerts for a later one."""
+) -> tuple[int, datetime | None, bool]:
+    """One pass, when the next timer is due (read in the pass's last transaction), and whether
+    it started a full batch of P3 alerts (more may be due). Without `non_urgent`, the pass
+    leaves P3 alerts for a later one."""
     try:
         with metrics.timed_commit("alerts"):
             async with transaction(sessions) as session:
@@ -68,7 +69,7 @@ async def tick_and_look_ahead(
                 )
                 # Still in the past when alerts are left due: the next pass follows at once.
                 next_due = await service.next_due_at(session)
-        return fired + urgent + rest, next_due
+        return fired + urgent + rest, next_due, rest_limit > 0 and rest >= rest_limit
     except Exception as exc:
         # One bad row must not hold up every other alert: redo the batch row by row, each in
         # a savepoint, and put the failing ones off for a while.
@@ -79,7 +80,7 @@ async def tick_and_look_ahead(
                 session, now, timezone, batch_size, isolate=True
             )
             advanced = await service.run_due_alerts(session, now, batch_size, isolate=True)
-        return fired + advanced, None
+        return fired + advanced, None, False
 
 
 def wait_before_next_tick(
@@ -113,24 +114,27 @@ async def run_watcher(
             await stack.enter_async_context(listening(sessions, service.ALERTS_CHANNEL, wakeup.set))
         loop = asyncio.get_running_loop()
         non_urgent_from = 0.0  # loop time from which the next P3 batch may start
+        non_urgent_left = False  # the last P3 batch was full: more P3 alerts may be due
         while not stop.is_set():
             # Cleared before the tick: a NOTIFY that arrives during it triggers another.
             wakeup.clear()
             next_due: datetime | None = None
             non_urgent = loop.time() >= non_urgent_from
             try:
-                handled, next_due = await tick_and_look_ahead(
+                handled, next_due, full = await tick_and_look_ahead(
                     sessions, clock, timezone, batch_size=batch_size, non_urgent=non_urgent
                 )
             except Exception as exc:  # the database may be restarting: back off, never die
                 log.warning("watcher_error", error=repr(exc))
-                handled = 0
+                handled, full = 0, False
                 await asyncio.sleep(1)
+            if non_urgent:
+                non_urgent_left = full
+                if full:
+                    non_urgent_from = loop.time() + NON_URGENT_PAUSE_S
             if handled >= batch_size:
                 continue  # a full batch: more are due now
-            if non_urgent:
-                non_urgent_from = loop.time() + NON_URGENT_PAUSE_S
             wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
-            if not non_urgent:
+            if non_urgent_left:
                 wait = min(wait, max(0.0, non_urgent_from - loop.time()))
             await first_of(stop, wakeup, timeout=wait)

@@ -51,11 +51,11 @@ async def main(url: str, clock_file: Path, poll_ms: int) -> None:
     handled = 0
     real_tick = watcher.tick_and_look_ahead
 
-    async def counting_tick(*args: Any, **kwargs: Any) -> tuple[int, datetime | None]:
+    async def counting_tick(*args: Any, **kwargs: Any) -> tuple[int, datetime | None, bool]:
         nonlocal handled
-        n, next_due = await real_tick(*args, **kwargs)
+        n, next_due, more = await real_tick(*args, **kwargs)
         handled += n
-        return n, next_due
+        return n, next_due, more
 
     # The real loop (run_watcher), counting what this process handled for the test's report.
     watcher.tick_and_look_ahead = counting_tick

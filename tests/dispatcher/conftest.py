@@ -7,6 +7,8 @@ and moves a fake clock, so every step is visible and nothing depends on timing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from anxin.web import AppContext
 from dispatcher.models import DispatchAttempt, SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider
 from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
-from dispatcher.worker import send_due
+from dispatcher.worker import run_outbox, send_due
 from tests.conftest import Seeded, ServeApp
 
 PLATFORM_NUMBER = "+8610690000000"
@@ -59,6 +61,34 @@ class DispatchBench:
         ):
             handled += n
         return handled
+
+    @contextlib.asynccontextmanager
+    async def running_outbox(self, *, status_callback: str | None) -> AsyncIterator[None]:
+        """The outbox worker running (its own provider, as a dispatcher process has), polling
+        only hourly: what it sends while this block runs, a NOTIFY woke it for."""
+        provider = TwilioSmsProvider(
+            account_sid=self.sandbox.account_sid,
+            auth_token=self.sandbox.auth_token,
+            from_number=PLATFORM_NUMBER,
+            base_url=self.settings.twilio_base_url,
+        )
+        stop = asyncio.Event()
+        worker = asyncio.create_task(
+            run_outbox(
+                self.sessions,
+                provider,
+                self.clock,
+                status_callback=status_callback,
+                poll_seconds=3600,
+                max_attempts=8,
+                stop=stop,
+            )
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            await worker
 
     async def raise_alert(self, elder_code: str, kind: str = "sos") -> Alert:
         """What the gateway does with an SOS: the alert, its ranking and step 0, in one commit."""

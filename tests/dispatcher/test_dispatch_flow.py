@@ -19,7 +19,7 @@ from anxin.models import Responder
 from dispatcher import templates
 from dispatcher.models import AttemptAnswer, DispatchAttempt, SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider, sign_twilio_request
-from dispatcher.worker import run_outbox, send_due
+from dispatcher.worker import send_due
 from tests.conftest import eventually
 from tests.dispatcher.conftest import PLATFORM_NUMBER, DispatchBench
 
@@ -462,30 +462,10 @@ async def test_when_someone_accepts_the_others_asked_hear_who_has_it(
 async def test_the_running_worker_is_woken_by_the_queuing_commit_not_by_polling(
     bench: DispatchBench,
 ) -> None:
-    provider = TwilioSmsProvider(
-        account_sid=bench.sandbox.account_sid,
-        auth_token=bench.sandbox.auth_token,
-        from_number=PLATFORM_NUMBER,
-        base_url=bench.settings.twilio_base_url,
-    )
-    stop = asyncio.Event()
-    worker = asyncio.create_task(
-        run_outbox(
-            bench.sessions,
-            provider,
-            bench.clock,
-            status_callback=bench.status_callback,
-            poll_seconds=3600,  # it would poll again in an hour: only the NOTIFY can wake it
-            max_attempts=8,
-            stop=stop,
-        )
-    )
-    try:
+    # It polls only hourly: only the NOTIFY can wake it.
+    async with bench.running_outbox(status_callback=bench.status_callback):
         await asyncio.sleep(0.2)  # the worker has looked once, found nothing and is waiting
         alert = await bench.raise_alert(ELDER)
         aide = (await bench.asked(alert.id))[0]
         sms = await bench.sandbox.next_message(aide.phone, timeout=20)
         assert alert.code in sms.body
-    finally:
-        stop.set()
-        await worker

@@ -6,18 +6,15 @@ living alone whose hub went silent; an SOS elsewhere a moment later must not wai
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy import func, select
 from sqlmodel import col
 
 from anxin.db import transaction
 from dispatcher import service
 from dispatcher.models import SmsMessage, SmsStatus
-from dispatcher.twilio_provider import TwilioSmsProvider
-from dispatcher.worker import run_outbox, send_due
+from dispatcher.worker import send_due
 from tests.conftest import eventually
-from tests.dispatcher.conftest import PLATFORM_NUMBER, DispatchBench
+from tests.dispatcher.conftest import DispatchBench
 from tests.dispatcher.test_dispatch_flow import ELDER
 
 
@@ -88,24 +85,6 @@ async def test_a_p1_call_out_goes_out_while_every_pass_waits_on_guardian_notices
             ],
             bench.clock.now(),
         )
-    provider = TwilioSmsProvider(
-        account_sid=bench.sandbox.account_sid,
-        auth_token=bench.sandbox.auth_token,
-        from_number=PLATFORM_NUMBER,
-        base_url=bench.settings.twilio_base_url,
-    )
-    stop = asyncio.Event()
-    worker = asyncio.create_task(
-        run_outbox(
-            bench.sessions,
-            provider,
-            bench.clock,
-            status_callback=None,
-            poll_seconds=3600,
-            max_attempts=8,
-            stop=stop,
-        )
-    )
 
     async def guardian_notices_sent() -> int:
         async with bench.sessions() as session:
@@ -120,7 +99,7 @@ async def test_a_p1_call_out_goes_out_while_every_pass_waits_on_guardian_notices
                 or 0
             )
 
-    try:
+    async with bench.running_outbox(status_callback=None):
         # Both passes are waiting for the provider's answers to their 50 POSTs.
         async def posts_under_way() -> bool:
             return bench.sandbox.requests_received >= 100
@@ -138,6 +117,3 @@ async def test_a_p1_call_out_goes_out_while_every_pass_waits_on_guardian_notices
             return await guardian_notices_sent() == 100
 
         await eventually(all_sent, timeout=30, what="every guardian notice sent")
-    finally:
-        stop.set()
-        await worker
