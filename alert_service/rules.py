@@ -36,6 +36,7 @@ BED_EXIT_GRACE = timedelta(minutes=20)
 POWER_LOST_ESCALATE = timedelta(hours=4)
 WELFARE_CHECK_WITHIN = timedelta(hours=2)
 CANCEL_WINDOW = timedelta(minutes=2)
+PRESSED_AGAIN_FIRST_WINDOW = timedelta(minutes=2)
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     # Out of range: urgent when seen on two readings in a row.
@@ -193,6 +194,14 @@ def timer_alert(kind: str) -> RaiseAlert:
 
 def may_cancel(raised_at: datetime, now: datetime) -> bool:
     return now - raised_at <= CANCEL_WINDOW
+
+
+def pressed_again_window(raised_at: datetime, now: datetime) -> int:
+    """Which window a repeat press falls in; the aide who took the alert hears of the presses
+    at most once per window. The windows are the first two minutes after the alert was raised,
+    then windows that double (2–4, 4–8, 8–16 minutes …): news while the aide is on the way,
+    yet a stuck button costs the aide about ten SMS a day, not their daily SMS allowance."""
+    return int((now - raised_at) / PRESSED_AGAIN_FIRST_WINDOW).bit_length()
 
 
 # --- the escalation ladder ------------------------------------------------------------------

@@ -124,9 +124,7 @@ class ResolveIn(BaseModel):
 
 
 @router.post("/api/auth/token", response_model=Token, tags=["auth"])
-async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request
-) -> Token:
+async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request) -> Token:
     # No request-wide session: each step takes one connection for a moment and none is held
     # while the password is checked (anxin/login_throttle.py).
     ctx = context(request)

@@ -651,7 +651,11 @@ async def _elder_for_device(session: AsyncSession, operator: Operator, elder_id:
 
 @router.put("/devices/{device_id}", response_model=DeviceOut)
 async def update_device(
-    device_id: Annotated[str, Path(pattern=DEVICE_ID_RE.pattern)], body: DeviceIn, session: Session, operator: CurrentOperator, request: Request
+    device_id: Annotated[str, Path(pattern=DEVICE_ID_RE.pattern)],
+    body: DeviceIn,
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
 ) -> DeviceOut:
     _require_editor(operator)
     device = await session.get(Device, device_id)

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 import alert_service.service as alerts
+from alert_service import rules
 from alert_service.models import Alert, AlertStatus
 from anxin.db import SessionMaker, notify_on_commit, transaction
 from anxin.logging import get_logger, mask_phone
@@ -524,7 +525,7 @@ async def tell_pressed_again(session: AsyncSession, alert: Alert, now: datetime)
         session,
         to=taker.phone,
         body=templates.pressed_again_sms(alert.code, elder.name, alert.trigger_count, taker.lang),
-        key=f"alert:{alert.id}:pressed_again:{alert.trigger_count}",
+        key=f"alert:{alert.id}:pressed_again:w{rules.pressed_again_window(alert.raised_at, now)}",
         now=now,
         alert_id=alert.id,
         responder_id=taker.id,

@@ -247,6 +247,21 @@ async def test_repeat_press_joins_and_tells_the_taker(region: Seeded) -> None:
     ]
 
 
+async def test_a_stuck_button_tells_the_taker_once_per_window(region: Seeded) -> None:
+    sessions = region.sessions
+    where = await home(sessions)
+    alert_id = await event(sessions, where, "sos", T0)
+    assert alert_id is not None
+    taker = (await alert(sessions, alert_id)).ranking[0]["responder_id"]
+    await act(sessions, alert_id, "accept", taker, minutes(0, 30))
+    # Pressed every 10 s for 9 minutes: told in the first 2 minutes, then at 2, 4 and 8.
+    for second in range(40, 9 * 60, 10):
+        assert await event(sessions, where, "sos", minutes(0, second)) == alert_id
+    again = await outbox(sessions, alert_id, "pressed_again")
+    assert [s.created_at for s in again] == [minutes(0, 40), minutes(2), minutes(4), minutes(8)]
+    assert (await alert(sessions, alert_id)).trigger_count == 1 + len(range(40, 9 * 60, 10))
+
+
 async def test_sos_cancel_marks_but_never_closes(region: Seeded) -> None:
     sessions, clock = region.sessions, FakeClock(T0)
     where = await home(sessions)

@@ -194,6 +194,15 @@ def test_sos_cancel_counts_only_within_two_minutes(cancel_after: timedelta, allo
     assert rules.may_cancel(T0, T0 + cancel_after) is allowed
 
 
+def test_the_taker_hears_of_repeat_presses_in_windows_that_double() -> None:
+    def window(minutes: float) -> int:
+        return rules.pressed_again_window(T0, T0 + timedelta(minutes=minutes))
+
+    assert [window(m) for m in (0, 1.9, 2, 3.9, 4, 7.9, 8, 15.9, 16)] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    # A button stuck for a day: at most one SMS per window.
+    assert len({window(m) for m in range(0, 24 * 60)}) == 11
+
+
 # --- the 15-minute clock --------------------------------------------------------------------
 
 LADDER = rules.Ladder()

@@ -165,7 +165,12 @@ async def test_a_hostile_sms_reply_is_stored_verbatim_and_changes_nothing(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as http:
         for i, text in enumerate((*PAYLOADS, NOTE)):
-            form = {"From": aide.phone, "To": "+8610690000000", "Body": text, "MessageSid": f"SM{i}"}
+            form = {
+                "From": aide.phone,
+                "To": "+8610690000000",
+                "Body": text,
+                "MessageSid": f"SM{i}",
+            }
             signature = sign_twilio_request(token, url, form)
             res = await http.post(url, data=form, headers={"X-Twilio-Signature": signature})
             assert res.status_code == 200, res.text
@@ -205,7 +210,9 @@ async def test_webhooks_without_a_valid_signature_are_refused_even_with_no_token
 async def test_the_console_shows_hostile_names_and_notes_as_text(
     region: Seeded, clock: FakeClock, browser: Browser, serve_app: ServeApp, artifacts_dir: Path
 ) -> None:
-    code = next(e.code for e in region.plan.elders if e.village_code in village_codes(region, "T01"))
+    code = next(
+        e.code for e in region.plan.elders if e.village_code in village_codes(region, "T01")
+    )
     async with region.sessions() as session:
         elder = (await session.execute(select(Elder).where(col(Elder.code) == code))).scalar_one()
     assert elder.id is not None
@@ -278,7 +285,8 @@ async def test_a_formula_typed_as_a_name_stays_text_in_the_exported_workbook(
     formula = '=HYPERLINK("http://x.cn","点我")'
     t01 = await login(client, "t01", "anxin-t01")
     village_id = next(
-        r["id"] for r in (await client.get("/api/regions", headers=t01)).json()
+        r["id"]
+        for r in (await client.get("/api/regions", headers=t01)).json()
         if r["level"] == "village"
     )
     body = {"code": "E-XLS-1", "name": formula, "village_id": village_id, "lat": 32.7, "lon": 109.1}

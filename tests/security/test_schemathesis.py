@@ -72,9 +72,7 @@ def _summary(exc: BaseException) -> str:
     return "\n".join(kept or lines)[:1200]
 
 
-def fuzz(
-    spec: dict[str, object], base_url: str, token: str, real_ids: dict[str, Any]
-) -> Findings:
+def fuzz(spec: dict[str, object], base_url: str, token: str, real_ids: dict[str, Any]) -> Findings:
     schema = schemathesis.openapi.from_dict(spec)
     found = Findings()
     auth = {"Authorization": f"Bearer {token}"}

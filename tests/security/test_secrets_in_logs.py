@@ -168,9 +168,7 @@ async def test_a_whole_sos_at_debug_level_logs_no_secret_and_only_masked_phones(
         await engine.dispose()
 
     out, err = capfd.readouterr()
-    records = "\n".join(
-        f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
-    )
+    records = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     logs = out + err + records
     assert "sms_sent" in logs and "sms_reply" in logs, "the run logged too little to judge"
 

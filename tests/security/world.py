@@ -61,7 +61,9 @@ async def township(region: Seeded, code: str) -> Township:
         }
         devices = set(
             (
-                await session.execute(select(col(Device.id)).where(col(Device.elder_id).in_(elders)))
+                await session.execute(
+                    select(col(Device.id)).where(col(Device.elder_id).in_(elders))
+                )
             ).scalars()
         )
         centres = {
