@@ -742,16 +742,20 @@ async def _apply_action(
 ) -> None:
     assert alert.id is not None
     if isinstance(action, rules.AskResponder):
-        if await session.get(Responder, action.responder_id) is None:
-            # Removed from the registry since the ranking: drop them so the ladder moves on
-            # (asking them would record nothing, and the same step would come back forever).
+        responder = await session.get(Responder, action.responder_id)
+        # An aide who replied 下班 since the ranking is not asked: the next one is, at once.
+        off_duty = responder is not None and action.role == "aide" and not responder.on_duty
+        if responder is None or off_duty:
+            # Removed from the registry since the ranking, or gone off duty: drop them so the
+            # ladder moves on (asking them would record nothing, and the same step would come
+            # back forever).
             alert.ranking = [c for c in alert.ranking if c["responder_id"] != action.responder_id]
             await add_timeline(
                 session,
                 alert.id,
                 now,
                 "system",
-                "responder_missing",
+                "responder_off_duty" if off_duty else "responder_missing",
                 responder_id=action.responder_id,
             )
             return

@@ -128,7 +128,8 @@ async def test_decline_and_failed_sms_move_on_at_once(region: Seeded) -> None:
     sessions = region.sessions
     alert_id = await event(sessions, await home(sessions), "sos", T0)
     assert alert_id is not None
-    aides = [c["responder_id"] for c in (await alert(sessions, alert_id)).ranking][:3]
+    ranking = (await alert(sessions, alert_id)).ranking
+    aides = [c["responder_id"] for c in ranking if c["kind"] == "aide"][:3]
 
     await act(sessions, alert_id, "decline", aides[0], minutes(1, 10))
     tried = [a for a in await attempts(sessions, alert_id) if a.role == "aide"]
@@ -260,6 +261,30 @@ async def test_a_stuck_button_tells_the_taker_once_per_window(region: Seeded) ->
     again = await outbox(sessions, alert_id, "pressed_again")
     assert [s.created_at for s in again] == [minutes(0, 40), minutes(2), minutes(4), minutes(8)]
     assert (await alert(sessions, alert_id)).trigger_count == 1 + len(range(40, 9 * 60, 10))
+
+
+async def test_an_aide_gone_off_duty_since_the_ranking_is_skipped(region: Seeded) -> None:
+    sessions, clock = region.sessions, FakeClock(T0)
+    where = await home(sessions)
+    alert_id = await event(sessions, where, "sos", T0)
+    assert alert_id is not None
+    ranking = (await alert(sessions, alert_id)).ranking
+    aides = [c["responder_id"] for c in ranking if c["kind"] == "aide"][:3]
+    async with transaction(sessions) as session:
+        done = await dispatch.handle_inbound(
+            session,
+            from_phone=await phone_of(sessions, aides[1]),
+            to_phone="+8610690000000",
+            body="下班",
+            sid="SM-off-duty",
+            now=minutes(1),
+        )
+    assert done == "duty:False"
+    await tick_at(sessions, clock, minutes(3))
+    tried = [a for a in await attempts(sessions, alert_id) if a.role == "aide"]
+    assert [(a.responder_id, a.asked_at) for a in tried] == [(aides[0], T0), (aides[2], minutes(3))]
+    assert (minutes(3), "system", "responder_off_duty") in await steps(sessions, alert_id)
+    assert aides[1] not in [c["responder_id"] for c in (await alert(sessions, alert_id)).ranking]
 
 
 async def test_sos_cancel_marks_but_never_closes(region: Seeded) -> None:
