@@ -212,13 +212,15 @@ class Ladder:
     """Per-region escalation ladder; snapshotted onto each alert when it is raised.
 
     `respond_minutes` is the alert's own window (15 for P1/P2, 120 for a welfare check) and
-    `at_risk_s` counts from the start of that window.
+    `at_risk_s` counts from the start of that window. `centre_answer_s`: how long the township
+    centre's duty phone has to answer before the county is asked.
     """
 
     respond_minutes: float = 15
     accept_timeout_s: float = 180
     max_aides: int = 3
     at_risk_s: float = 480
+    centre_answer_s: float = 180
     reminder_grace_s: float = 120
     notify_guardians: bool = True
 
@@ -232,12 +234,20 @@ class Ladder:
 
     def for_window(self, window: timedelta) -> Ladder:
         """This ladder stretched to another window (a 2-hour welfare check): the at-risk point
-        keeps its share of the window, so a welfare check is not 'at risk' after 8 minutes."""
+        and the township centre's time to answer keep their share of the window, so a welfare
+        check is not 'at risk' after 8 minutes, nor sent to the county after 6."""
         minutes = window.total_seconds() / 60
         if minutes == self.respond_minutes:
             return self
-        share = self.at_risk_s / (self.respond_minutes * 60) if self.respond_minutes else 0.5
-        return replace(self, respond_minutes=minutes, at_risk_s=share * minutes * 60)
+        if not self.respond_minutes:
+            return replace(self, respond_minutes=minutes, at_risk_s=minutes * 30)
+        stretch = minutes / self.respond_minutes
+        return replace(
+            self,
+            respond_minutes=minutes,
+            at_risk_s=self.at_risk_s * stretch,
+            centre_answer_s=self.centre_answer_s * stretch,
+        )
 
 
 @dataclass(frozen=True)
@@ -437,6 +447,15 @@ def _unaccepted_steps(
     centre_attempts = [
         a for a in state.attempts if a.role == "township_centre" and a.answer != "superseded"
     ]
+    # A township centre silent for `centre_answer_s` is timed out like an aide, so the county is
+    # asked then (below), not only when the 15 minutes are up.
+    centre_answer = timedelta(seconds=ladder.centre_answer_s)
+    for attempt in centre_attempts:
+        if attempt.answer == "pending":
+            if now >= attempt.asked_at + centre_answer:
+                actions.append(TimeOutAttempt(attempt.responder_id))
+            else:
+                deadlines.append(attempt.asked_at + centre_answer)
     reason = ""
     if not live_aides:
         reason = "aides_exhausted" if aide_attempts else "no_aide_in_time"

@@ -256,7 +256,7 @@ s = timedelta(seconds=1)
 
 LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = [
     (
-        "nobody answers: three aides 3 minutes apart, centre at T0+8, county at T0+15",
+        "nobody answers: three aides 3 minutes apart, centre at T0+8, county 3 minutes later",
         NEAR,
         [],
         [
@@ -268,8 +268,27 @@ LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = 
             (8 * m, MarkAtRisk("no_accept")),
             (8 * m, ask(201, CENTRE, "at_risk")),
             (9 * m, TimeOutAttempt(103)),
+            (11 * m, TimeOutAttempt(201)),
+            (11 * m, ask(301, COUNTY, "centre_unavailable")),
             (15 * m, MarkBreached()),
-            (15 * m, ask(301, COUNTY, "breached")),
+        ],
+    ),
+    (
+        "the township centre answers after its 3 minutes: the county is asked, the centre's 1 "
+        "still takes the alert",
+        NEAR,
+        [Reply(at(12), 201, "accept"), Reply(at(14), 201, "on_scene")],
+        [
+            (0 * m, ask(101, AIDE, "nearest")),
+            (3 * m, TimeOutAttempt(101)),
+            (3 * m, ask(102, AIDE, "next_aide")),
+            (6 * m, TimeOutAttempt(102)),
+            (6 * m, ask(103, AIDE, "next_aide")),
+            (8 * m, MarkAtRisk("no_accept")),
+            (8 * m, ask(201, CENTRE, "at_risk")),
+            (9 * m, TimeOutAttempt(103)),
+            (11 * m, TimeOutAttempt(201)),
+            (11 * m, ask(301, COUNTY, "centre_unavailable")),
         ],
     ),
     (
@@ -284,8 +303,9 @@ LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = 
             (7 * m + 10 * s, TimeOutAttempt(103)),
             (7 * m + 10 * s, MarkAtRisk("aides_exhausted")),
             (7 * m + 10 * s, ask(201, CENTRE, "aides_exhausted")),
+            (10 * m + 10 * s, TimeOutAttempt(201)),
+            (10 * m + 10 * s, ask(301, COUNTY, "centre_unavailable")),
             (15 * m, MarkBreached()),
-            (15 * m, ask(301, COUNTY, "breached")),
         ],
     ),
     (
@@ -300,8 +320,9 @@ LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = 
             (6 * m + 20 * s, TimeOutAttempt(103)),
             (6 * m + 20 * s, MarkAtRisk("aides_exhausted")),
             (6 * m + 20 * s, ask(201, CENTRE, "aides_exhausted")),
+            (9 * m + 20 * s, TimeOutAttempt(201)),
+            (9 * m + 20 * s, ask(301, COUNTY, "centre_unavailable")),
             (15 * m, MarkBreached()),
-            (15 * m, ask(301, COUNTY, "breached")),
         ],
     ),
     (
@@ -332,8 +353,9 @@ LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = 
             (1 * m, ask(102, AIDE, "next_aide")),
             (2 * m, MarkAtRisk("aides_exhausted")),
             (2 * m, ask(201, CENTRE, "aides_exhausted")),
+            (5 * m, TimeOutAttempt(201)),
+            (5 * m, ask(301, COUNTY, "centre_unavailable")),
             (15 * m, MarkBreached()),
-            (15 * m, ask(301, COUNTY, "breached")),
         ],
     ),
     (
@@ -348,8 +370,9 @@ LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = 
             (4 * m, MarkAtRisk("no_aide_in_time")),
             (4 * m, ask(201, CENTRE, "no_aide_in_time")),
             (6 * m, TimeOutAttempt(102)),
+            (7 * m, TimeOutAttempt(201)),
+            (7 * m, ask(301, COUNTY, "centre_unavailable")),
             (15 * m, MarkBreached()),
-            (15 * m, ask(301, COUNTY, "breached")),
         ],
     ),
     (
@@ -398,8 +421,9 @@ LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = 
             (8 * m, MarkAtRisk("no_accept")),
             (8 * m, ask(201, CENTRE, "at_risk")),
             (10 * m, TimeOutAttempt(103)),
+            (11 * m, TimeOutAttempt(201)),
+            (11 * m, ask(301, COUNTY, "centre_unavailable")),
             (15 * m, MarkBreached()),
-            (15 * m, ask(301, COUNTY, "breached")),
         ],
     ),
     (
@@ -465,7 +489,7 @@ def test_a_step_already_taken_is_never_taken_again() -> None:
 
 def test_the_ladder_is_data_per_region() -> None:
     """A region with a 2-minute accept timeout and two aides runs that ladder."""
-    ladder = rules.Ladder(accept_timeout_s=120, max_aides=2, at_risk_s=300)
+    ladder = rules.Ladder(accept_timeout_s=120, max_aides=2, at_risk_s=300, centre_answer_s=60)
     _, log = drive(new_alert(NEAR), ladder, [], until=at(20), every_second=False)
     assert log == [
         (0 * m, ask(101, AIDE, "nearest")),
@@ -474,14 +498,16 @@ def test_the_ladder_is_data_per_region() -> None:
         (4 * m, TimeOutAttempt(102)),
         (4 * m, MarkAtRisk("aides_exhausted")),
         (4 * m, ask(201, CENTRE, "aides_exhausted")),
+        (5 * m, TimeOutAttempt(201)),
+        (5 * m, ask(301, COUNTY, "centre_unavailable")),
         (15 * m, MarkBreached()),
-        (15 * m, ask(301, COUNTY, "breached")),
     ]
     assert rules.Ladder.from_snapshot(ladder.snapshot()) == ladder
 
 
 def test_a_welfare_check_runs_the_ladder_over_two_hours() -> None:
-    """At risk after the same share of the window (64 of 120 minutes), not after 8 minutes."""
+    """At risk after the same share of the window (64 of 120 minutes), not after 8 minutes;
+    the township centre has 24 minutes to answer before the county is asked, not 3."""
     ladder = LADDER.for_window(timedelta(hours=2))
     assert ladder.respond_minutes == 120
     state = new_alert(ranking(20), window=timedelta(hours=2))
@@ -491,8 +517,9 @@ def test_a_welfare_check_runs_the_ladder_over_two_hours() -> None:
         (3 * m, TimeOutAttempt(101)),
         (3 * m, MarkAtRisk("aides_exhausted")),
         (3 * m, ask(201, CENTRE, "aides_exhausted")),
+        (27 * m, TimeOutAttempt(201)),
+        (27 * m, ask(301, COUNTY, "centre_unavailable")),
         (120 * m, MarkBreached()),
-        (120 * m, ask(301, COUNTY, "breached")),
     ]
     state = new_alert(ranking(20, 25, 30), window=timedelta(hours=2))
     reply = [Reply(at(1), 101, "accept"), Reply(at(15), 101, "on_scene")]

@@ -251,8 +251,8 @@ def _expected_unanswered(cast: Cast) -> dict[str, Any]:
             (a1, "aide", T0, "timed_out"),
             (a2, "aide", minutes(3), "timed_out"),
             (a3, "aide", minutes(6), "timed_out"),
-            (cast.centre, "township_centre", minutes(8), "pending"),
-            (cast.county, "county_centre", minutes(15), "pending"),
+            (cast.centre, "township_centre", minutes(8), "timed_out"),
+            (cast.county, "county_centre", minutes(11), "pending"),
         ],
         "timeline": Counter(
             {
@@ -264,8 +264,9 @@ def _expected_unanswered(cast: Cast) -> dict[str, Any]:
                 (minutes(8), "at_risk"): 1,
                 (minutes(8), "asked"): 1,
                 (minutes(9), "no_answer"): 1,
+                (minutes(11), "no_answer"): 1,  # the township centre, after 3 minutes
+                (minutes(11), "asked"): 1,
                 (minutes(15), "breached"): 1,
-                (minutes(15), "asked"): 1,
             }
         ),
         "sms": Counter({("dispatch", r): 1 for r in (a1, a2, a3, cast.centre, cast.county)}),
@@ -299,7 +300,7 @@ def _expected_taken_but_late(cast: Cast) -> dict[str, Any]:
 
 
 # Every moment something is due on these two ladders.
-STEP_TIMES = (0, 3, 6, 7, 8, 9, 15)
+STEP_TIMES = (0, 3, 6, 7, 8, 9, 11, 15)
 
 
 async def test_two_watcher_processes_over_1000_alerts_do_every_step_exactly_once(
