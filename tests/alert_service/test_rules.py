@@ -254,42 +254,33 @@ AIDE, CENTRE, COUNTY = "aide", "township_centre", "county_centre"
 m = timedelta(minutes=1)
 s = timedelta(seconds=1)
 
+# Nobody answers on the NEAR ranking: three aides, the township centre, the county.
+SILENT_TO_COUNTY: Log = [
+    (0 * m, ask(101, AIDE, "nearest")),
+    (3 * m, TimeOutAttempt(101)),
+    (3 * m, ask(102, AIDE, "next_aide")),
+    (6 * m, TimeOutAttempt(102)),
+    (6 * m, ask(103, AIDE, "next_aide")),
+    (8 * m, MarkAtRisk("no_accept")),
+    (8 * m, ask(201, CENTRE, "at_risk")),
+    (9 * m, TimeOutAttempt(103)),
+    (11 * m, TimeOutAttempt(201)),
+    (11 * m, ask(301, COUNTY, "centre_unavailable")),
+]
+
 LADDER_CASES: list[tuple[str, tuple[rules.Candidate, ...], list[Reply], Log]] = [
     (
         "nobody answers: three aides 3 minutes apart, centre at T0+8, county 3 minutes later",
         NEAR,
         [],
-        [
-            (0 * m, ask(101, AIDE, "nearest")),
-            (3 * m, TimeOutAttempt(101)),
-            (3 * m, ask(102, AIDE, "next_aide")),
-            (6 * m, TimeOutAttempt(102)),
-            (6 * m, ask(103, AIDE, "next_aide")),
-            (8 * m, MarkAtRisk("no_accept")),
-            (8 * m, ask(201, CENTRE, "at_risk")),
-            (9 * m, TimeOutAttempt(103)),
-            (11 * m, TimeOutAttempt(201)),
-            (11 * m, ask(301, COUNTY, "centre_unavailable")),
-            (15 * m, MarkBreached()),
-        ],
+        [*SILENT_TO_COUNTY, (15 * m, MarkBreached())],
     ),
     (
         "the township centre answers after its 3 minutes: the county is asked, the centre's 1 "
         "still takes the alert",
         NEAR,
         [Reply(at(12), 201, "accept"), Reply(at(14), 201, "on_scene")],
-        [
-            (0 * m, ask(101, AIDE, "nearest")),
-            (3 * m, TimeOutAttempt(101)),
-            (3 * m, ask(102, AIDE, "next_aide")),
-            (6 * m, TimeOutAttempt(102)),
-            (6 * m, ask(103, AIDE, "next_aide")),
-            (8 * m, MarkAtRisk("no_accept")),
-            (8 * m, ask(201, CENTRE, "at_risk")),
-            (9 * m, TimeOutAttempt(103)),
-            (11 * m, TimeOutAttempt(201)),
-            (11 * m, ask(301, COUNTY, "centre_unavailable")),
-        ],
+        SILENT_TO_COUNTY,
     ),
     (
         "a decline moves to the next aide at once",
