@@ -547,7 +547,9 @@ def read_csv_bytes(data: bytes, name: str) -> Table:
     sample = text[:4096]
     delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows = tuple((n, tuple(c.strip() for c in row)) for n, row in enumerate(reader, start=1))
+    rows = tuple(
+        (n, tuple(csv_unsafe(c.strip()) for c in row)) for n, row in enumerate(reader, start=1)
+    )
     return Table(name, rows)
 
 
@@ -1839,10 +1841,30 @@ def _row(kind: RegistryKind, values: dict[str, Any]) -> list[str]:
     return [_fmt(values.get(spec.field)) for spec in _export_columns(kind)]
 
 
+# A spreadsheet runs a cell starting with one of these as a formula; a plain number (a phone
+# "+86…", a longitude "-3.5") it reads as a number, which is harmless.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d[\d .]*")
+
+
+def _live_in_a_spreadsheet(text: str) -> bool:
+    return text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)
+
+
+def csv_safe(text: str) -> str:
+    """A name typed as "=HYPERLINK(…)" stays text when the CSV is opened in Excel or WPS: it is
+    written with a leading apostrophe, which `csv_unsafe` removes again on import."""
+    return f"'{text}" if _live_in_a_spreadsheet(text) else text
+
+
+def csv_unsafe(text: str) -> str:
+    return text[1:] if text.startswith("'") and _live_in_a_spreadsheet(text[1:]) else text
+
+
 def tables_to_csv(rows: list[list[str]]) -> bytes:
     """UTF-8 with a BOM: Excel on a Chinese Windows opens it without garbling."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    csv.writer(out, lineterminator="\r\n").writerows([csv_safe(c) for c in r] for r in rows)
     return out.getvalue().encode("utf-8-sig")
 
 

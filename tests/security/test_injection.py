@@ -4,6 +4,8 @@ Webhooks without a valid Twilio signature are refused, also when no Twilio token
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -279,7 +281,7 @@ async def test_the_console_shows_hostile_names_and_notes_as_text(
     assert errors == []
 
 
-async def test_a_formula_typed_as_a_name_stays_text_in_the_exported_workbook(
+async def test_a_formula_typed_as_a_name_stays_text_in_the_exported_workbook_and_csv(
     client: httpx.AsyncClient, region: Seeded, tmp_path: Path
 ) -> None:
     formula = '=HYPERLINK("http://x.cn","点我")'
@@ -300,5 +302,19 @@ async def test_a_formula_typed_as_a_name_stays_text_in_the_exported_workbook(
     # Read back, it is the same name: a re-import changes nothing.
     report = await import_registry_file(
         region.sessions, workbook_path.read_bytes(), workbook_path.name, now=datetime.now(UTC)
+    )
+    assert report.ok and report.changed == 0, report.summary_lines()[:5]
+
+    # The CSV export too: the cell starts with an apostrophe, so Excel or WPS shows the text;
+    # a phone number is left as it is; a re-import reads the name back as it was typed.
+    folder = tmp_path / "county-csv"
+    paths = {p.stem: p for p in await export_registry(region.sessions, folder)}
+    elders = list(csv.reader(io.StringIO(paths["elders"].read_text("utf-8-sig"))))
+    assert "'" + formula in {cell for row in elders for cell in row}
+    aides = list(csv.reader(io.StringIO(paths["aides"].read_text("utf-8-sig"))))
+    phones = [cell for row in aides[1:] for cell in row if cell.startswith(("+", "'+"))]
+    assert phones and all(p.startswith("+86") for p in phones)
+    report = await import_registry_file(
+        region.sessions, paths["elders"].read_bytes(), "elders.csv", now=datetime.now(UTC)
     )
     assert report.ok and report.changed == 0, report.summary_lines()[:5]
