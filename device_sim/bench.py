@@ -222,6 +222,9 @@ class BenchReport:
     slowest: list[SlowPress] = field(default_factory=list)
     windows: list[WindowFigures] = field(default_factory=list)
     sim: SimHealth | None = None
+    # Every press that got its call-out: (second of the load it was sent in, SOS → SMS request
+    # in seconds), so that runs can be pooled or cut to a window (bench/floods.py).
+    sms_samples: list[tuple[float, float]] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)  # process → CPU seconds under load
     load_average: list[float] = field(default_factory=list)  # 1-min load at start and end
 
@@ -971,10 +974,15 @@ async def run_bench(
                 lag.busy_between(lo, end),
             )
         )
-    sms_latency = []
-    for event_id, code in counters.alert_of.items():
-        if code in counters.callout_at:
-            sms_latency.append(counters.callout_at[code] - counters.first_send[event_id])
+    sms_samples = [
+        (
+            round(counters.first_send[event_id] - started, 3),
+            round(counters.callout_at[code] - counters.first_send[event_id], 4),
+        )
+        for event_id, code in counters.alert_of.items()
+        if code in counters.callout_at
+    ]
+    sms_latency = [latency for _, latency in sms_samples]
     sent = len(counters.sent_event_ids)
     lost = sent - alerts_in_db if alerts_in_db < sent else 0
     missing_sms = len(counters.alert_of) - len(sms_latency)
@@ -1015,6 +1023,7 @@ async def run_bench(
         hops=hops,
         slowest=slowest,
         windows=windows,
+        sms_samples=sms_samples,
         sim=SimHealth(
             *lag.figures(),
             home_beats_due=round(len(live) * load_seconds / options.heartbeat_s),
