@@ -1099,15 +1099,26 @@ async def run_due_rule_timers(
     return len(timers)
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
-    """The earliest timer of either kind; two index lookups (both partial indexes' heads)."""
-    alerts_next = select(func.min(col(Alert.next_check_at))).scalar_subquery()
+async def next_due_at(session: AsyncSession, *, urgent: bool | None = None) -> datetime | None:
+    """The earliest timer of either kind; two index lookups (both partial indexes' heads).
+    `urgent`: P1/P2 alerts and rule timers (which raise P2s) only (True), P3 alerts only
+    (False), or all (None) — the watcher's two lanes."""
+    alerts_next = select(func.min(col(Alert.next_check_at)))
+    if urgent is not None:
+        alerts_next = alerts_next.where(
+            col(Alert.priority) <= rules.P2 if urgent else col(Alert.priority) > rules.P2
+        )
     timers_next = (
         select(func.min(col(RuleTimer.due_at)))
         .where(col(RuleTimer.fired_at).is_(None), ~col(RuleTimer.cancelled))
         .scalar_subquery()
     )
-    result = await session.execute(select(func.least(alerts_next, timers_next)))
+    if urgent is False:
+        result = await session.execute(alerts_next)
+    else:
+        result = await session.execute(
+            select(func.least(alerts_next.scalar_subquery(), timers_next))
+        )
     value = result.scalar()
     return value if isinstance(value, datetime) else None
 

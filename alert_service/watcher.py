@@ -49,9 +49,21 @@ async def tick_and_look_ahead(
     batch_size: int = BATCH_SIZE,
     non_urgent: bool = True,
 ) -> tuple[int, datetime | None, bool]:
-    """One pass, when the next timer is due (read in the pass's last transaction), and whether
-    it started a full batch of P3 alerts (more may be due). Without `non_urgent`, the pass
-    leaves P3 alerts for a later one."""
+    """One pass of both lanes in turn (what `run_watcher` runs side by side), when the next
+    timer is due, and whether it started a full batch of P3 alerts (more may be due). Without
+    `non_urgent`, the pass leaves P3 alerts for a later one."""
+    handled, next_due = await urgent_pass(sessions, clock, timezone, batch_size=batch_size)
+    if not non_urgent:
+        return handled, next_due, False
+    rest, rest_due, full = await non_urgent_pass(sessions, clock, min(batch_size, NON_URGENT_BATCH))
+    due = [d for d in (next_due, rest_due) if d is not None]
+    return handled + rest, min(due) if due else None, full
+
+
+async def urgent_pass(
+    sessions: SessionMaker, clock: Clock, timezone: str, *, batch_size: int = BATCH_SIZE
+) -> tuple[int, datetime | None]:
+    """Due rule timers and P1/P2 alerts, in one transaction; and when the next of them is due."""
     try:
         with metrics.timed_commit("alerts"):
             async with transaction(sessions) as session:
@@ -59,28 +71,41 @@ async def tick_and_look_ahead(
                 # A rule timer raises a P2: fired first, so its response starts in this pass.
                 fired = await service.run_due_rule_timers(session, now, timezone, batch_size)
                 urgent = await service.run_due_alerts(session, now, batch_size, urgent=True)
-            async with transaction(sessions) as session:
-                now = clock.now()
-                rest_limit = min(batch_size, NON_URGENT_BATCH) if non_urgent else 0
-                rest = (
-                    await service.run_due_alerts(session, now, rest_limit, urgent=False)
-                    if rest_limit
-                    else 0
-                )
-                # Still in the past when alerts are left due: the next pass follows at once.
-                next_due = await service.next_due_at(session)
-        return fired + urgent + rest, next_due, rest_limit > 0 and rest >= rest_limit
+                next_due = await service.next_due_at(session, urgent=True)
+        return fired + urgent, next_due
     except Exception as exc:
         # One bad row must not hold up every other alert: redo the batch row by row, each in
         # a savepoint, and put the failing ones off for a while.
-        log.warning("watcher_batch_failed", error=repr(exc))
+        log.warning("watcher_batch_failed", error=repr(exc), lane="urgent")
         async with transaction(sessions) as session:
             now = clock.now()
             fired = await service.run_due_rule_timers(
                 session, now, timezone, batch_size, isolate=True
             )
-            advanced = await service.run_due_alerts(session, now, batch_size, isolate=True)
-        return fired + advanced, None, False
+            advanced = await service.run_due_alerts(
+                session, now, batch_size, isolate=True, urgent=True
+            )
+        return fired + advanced, None
+
+
+async def non_urgent_pass(
+    sessions: SessionMaker, clock: Clock, limit: int = NON_URGENT_BATCH
+) -> tuple[int, datetime | None, bool]:
+    """Up to `limit` due P3 alerts in one transaction; when the next is due, and whether the
+    batch was full (more may be due now)."""
+    try:
+        async with transaction(sessions) as session:
+            now = clock.now()
+            rest = await service.run_due_alerts(session, now, limit, urgent=False)
+            next_due = await service.next_due_at(session, urgent=False)
+        return rest, next_due, rest >= limit
+    except Exception as exc:
+        log.warning("watcher_batch_failed", error=repr(exc), lane="non_urgent")
+        async with transaction(sessions) as session:
+            rest = await service.run_due_alerts(
+                session, clock.now(), limit, isolate=True, urgent=False
+            )
+        return rest, None, rest >= limit
 
 
 def wait_before_next_tick(
@@ -107,34 +132,71 @@ async def run_watcher(
     """Tick until `stop` is set: at the next known timer, at the poll, and — with `listen` — as
     soon as a gateway commits a new alert (it NOTIFYs `service.ALERTS_CHANNEL`), whose ranking,
     guardian SMS and step 0 this watcher then does. The poll stays as the safety net (a lost
-    listening connection, a pooler that cannot LISTEN)."""
-    wakeup = asyncio.Event()
+    listening connection, a pooler that cannot LISTEN).
+
+    Two lanes run side by side, each with its own transaction: P1/P2 alerts and rule timers,
+    and P3 alerts. An SOS that arrives while a batch of a township's welfare checks is being
+    started is started at once, not after that batch's commit."""
+    wake_urgent, wake_rest = asyncio.Event(), asyncio.Event()
+
+    def woken() -> None:
+        wake_urgent.set()
+        wake_rest.set()
+
     async with contextlib.AsyncExitStack() as stack:
         if listen:
-            await stack.enter_async_context(listening(sessions, service.ALERTS_CHANNEL, wakeup.set))
-        loop = asyncio.get_running_loop()
-        non_urgent_from = 0.0  # loop time from which the next P3 batch may start
-        non_urgent_left = False  # the last P3 batch was full: more P3 alerts may be due
-        while not stop.is_set():
-            # Cleared before the tick: a NOTIFY that arrives during it triggers another.
-            wakeup.clear()
-            next_due: datetime | None = None
-            non_urgent = loop.time() >= non_urgent_from
-            try:
-                handled, next_due, full = await tick_and_look_ahead(
-                    sessions, clock, timezone, batch_size=batch_size, non_urgent=non_urgent
-                )
-            except Exception as exc:  # the database may be restarting: back off, never die
-                log.warning("watcher_error", error=repr(exc))
-                handled, full = 0, False
-                await asyncio.sleep(1)
-            if non_urgent:
-                non_urgent_left = full
-                if full:
-                    non_urgent_from = loop.time() + NON_URGENT_PAUSE_S
-            if handled >= batch_size:
-                continue  # a full batch: more are due now
-            wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
-            if non_urgent_left:
-                wait = min(wait, max(0.0, non_urgent_from - loop.time()))
-            await first_of(stop, wakeup, timeout=wait)
+            await stack.enter_async_context(listening(sessions, service.ALERTS_CHANNEL, woken))
+        await asyncio.gather(
+            _urgent_lane(sessions, clock, timezone, poll_seconds, stop, wake_urgent, batch_size),
+            _non_urgent_lane(sessions, clock, poll_seconds, stop, wake_rest),
+        )
+
+
+async def _urgent_lane(
+    sessions: SessionMaker,
+    clock: Clock,
+    timezone: str,
+    poll_seconds: float,
+    stop: asyncio.Event,
+    wakeup: asyncio.Event,
+    batch_size: int,
+) -> None:
+    while not stop.is_set():
+        # Cleared before the pass: a NOTIFY that arrives during it triggers another.
+        wakeup.clear()
+        next_due: datetime | None = None
+        try:
+            handled, next_due = await urgent_pass(sessions, clock, timezone, batch_size=batch_size)
+        except Exception as exc:  # the database may be restarting: back off, never die
+            log.warning("watcher_error", error=repr(exc), lane="urgent")
+            handled = 0
+            await asyncio.sleep(1)
+        if handled >= batch_size:
+            continue  # a full batch: more are due now
+        wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
+        await first_of(stop, wakeup, timeout=wait)
+
+
+async def _non_urgent_lane(
+    sessions: SessionMaker,
+    clock: Clock,
+    poll_seconds: float,
+    stop: asyncio.Event,
+    wakeup: asyncio.Event,
+) -> None:
+    while not stop.is_set():
+        wakeup.clear()
+        next_due: datetime | None = None
+        try:
+            _, next_due, full = await non_urgent_pass(sessions, clock)
+        except Exception as exc:
+            log.warning("watcher_error", error=repr(exc), lane="non_urgent")
+            full = False
+            await asyncio.sleep(1)
+        if full:
+            # More are due: the next batch after a pause, so that a township's trouble is
+            # started over a second or so instead of taking every core at once.
+            await first_of(stop, timeout=NON_URGENT_PAUSE_S)
+            continue
+        wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
+        await first_of(stop, wakeup, timeout=wait)

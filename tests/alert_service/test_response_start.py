@@ -14,7 +14,7 @@ import contextlib
 from collections import Counter
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlmodel import col
 
 from alert_service import service, watcher
@@ -222,3 +222,67 @@ async def test_an_sos_is_started_before_a_township_of_welfare_checks_due_ahead_o
         assert [a.code for a in waiting if a.respond_by is not None] == []
     started = await ranked_entries(sessions)
     assert len(started) == 1 + len(silent) and set(started.values()) == {1}
+
+
+async def test_an_sos_is_started_while_a_welfare_check_start_is_held_up(region: Seeded) -> None:
+    """The watcher's two lanes: a batch of P3 starts that is slow to commit holds no SOS up.
+    Here the welfare check's guardian SMS waits on another transaction that has written the
+    same idempotency key and not yet committed; meanwhile an SOS gets its call-out."""
+    sessions = region.sessions
+    silent = await home(sessions, living_alone=True, index=0)
+    async with transaction(sessions) as session:
+        elder = await session.get(Elder, silent.elder_id)
+        assert elder is not None and elder.consent and elder.guardian_phones
+        guardian = elder.guardian_phones[0]
+        await service.apply_events(
+            session,
+            [service.StoredEvent(silent.devices["sos_button"], elder, "offline", {})],
+            T0,
+            TZ,
+        )
+    async with sessions() as session:
+        welfare = (
+            await session.execute(select(Alert).where(col(Alert.elder_id) == silent.elder_id))
+        ).scalar_one()
+    welfare_id = welfare.id
+    assert welfare_id is not None and welfare.priority == 3 and welfare.ranked_at is None
+
+    stop = asyncio.Event()
+    async with sessions() as blocker:
+        await blocker.execute(
+            insert(SmsMessage).values(
+                direction="out",
+                idempotency_key=f"alert:{welfare_id}:guardian:{guardian}",
+                purpose="guardian",
+                to_phone=guardian,
+                from_phone="",
+                body="held",
+                status="queued",
+                attempts=0,
+                created_at=T0,
+                next_attempt_at=T0,
+            )
+        )
+        clock = FakeClock(T0.replace(second=1))
+        running = asyncio.create_task(
+            watcher.run_watcher(sessions, clock, TZ, poll_seconds=3600, stop=stop)
+        )
+        try:
+            await asyncio.sleep(0.5)  # the welfare check's start is now waiting on `blocker`
+            sos = await gateway_sos(sessions, await home(sessions, index=1), T0.replace(second=1))
+
+            async def asked() -> list[SmsMessage] | None:
+                return await outbox(sessions, sos, "dispatch") or None
+
+            await eventually(asked, what="the SOS's call-out while the welfare check waits")
+            assert (await alert(sessions, welfare_id)).ranked_at is None  # still held up
+            await blocker.rollback()
+
+            async def welfare_started() -> bool:
+                return (await alert(sessions, welfare_id)).ranked_at is not None
+
+            await eventually(welfare_started, what="the welfare check once let go")
+        finally:
+            stop.set()
+            await blocker.rollback()
+            await running

@@ -42,23 +42,30 @@ def set_time(path: Path, when: datetime) -> None:
 
 async def main(url: str, clock_file: Path, poll_ms: int) -> None:
     configure_logging("warning")
-    engine = make_engine(url, pool_size=2, max_overflow=0)
+    engine = make_engine(url, pool_size=3, max_overflow=0)  # LISTEN and a lane each
     sessions = make_sessionmaker(engine)
     clock = FileClock(clock_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     handled = 0
-    real_tick = watcher.tick_and_look_ahead
+    real_urgent, real_rest = watcher.urgent_pass, watcher.non_urgent_pass
 
-    async def counting_tick(*args: Any, **kwargs: Any) -> tuple[int, datetime | None, bool]:
+    async def counting_urgent(*args: Any, **kwargs: Any) -> tuple[int, datetime | None]:
         nonlocal handled
-        n, next_due, more = await real_tick(*args, **kwargs)
+        n, next_due = await real_urgent(*args, **kwargs)
+        handled += n
+        return n, next_due
+
+    async def counting_rest(*args: Any, **kwargs: Any) -> tuple[int, datetime | None, bool]:
+        nonlocal handled
+        n, next_due, more = await real_rest(*args, **kwargs)
         handled += n
         return n, next_due, more
 
-    # The real loop (run_watcher), counting what this process handled for the test's report.
-    watcher.tick_and_look_ahead = counting_tick
+    # The real loop (run_watcher, both lanes), counting what this process handled for the
+    # test's report.
+    watcher.urgent_pass, watcher.non_urgent_pass = counting_urgent, counting_rest
     async with engine.connect():
         pass
     print("ready", flush=True)
