@@ -1099,27 +1099,20 @@ async def run_due_rule_timers(
     return len(timers)
 
 
-async def next_due_at(session: AsyncSession, *, urgent: bool | None = None) -> datetime | None:
-    """The earliest timer of either kind; two index lookups (both partial indexes' heads).
-    `urgent`: P1/P2 alerts and rule timers (which raise P2s) only (True), P3 alerts only
-    (False), or all (None) — the watcher's two lanes."""
-    alerts_next = select(func.min(col(Alert.next_check_at)))
-    if urgent is not None:
-        alerts_next = alerts_next.where(
-            col(Alert.priority) <= rules.P2 if urgent else col(Alert.priority) > rules.P2
-        )
-    timers_next = (
-        select(func.min(col(RuleTimer.due_at)))
-        .where(col(RuleTimer.fired_at).is_(None), ~col(RuleTimer.cancelled))
-        .scalar_subquery()
+async def next_due_at(session: AsyncSession, *, urgent: bool) -> datetime | None:
+    """The earliest timer of one of the watcher's two lanes: P1/P2 alerts and rule timers (which
+    raise P2s), or P3 alerts. Index lookups (the partial indexes' heads)."""
+    alerts_next = select(func.min(col(Alert.next_check_at))).where(
+        col(Alert.priority) <= rules.P2 if urgent else col(Alert.priority) > rules.P2
     )
-    if urgent is False:
-        result = await session.execute(alerts_next)
-    else:
-        result = await session.execute(
-            select(func.least(alerts_next.scalar_subquery(), timers_next))
+    if urgent:
+        timers_next = (
+            select(func.min(col(RuleTimer.due_at)))
+            .where(col(RuleTimer.fired_at).is_(None), ~col(RuleTimer.cancelled))
+            .scalar_subquery()
         )
-    value = result.scalar()
+        alerts_next = select(func.least(alerts_next.scalar_subquery(), timers_next))
+    value = (await session.execute(alerts_next)).scalar()
     return value if isinstance(value, datetime) else None
 
 

@@ -22,9 +22,8 @@ BATCH_SIZE = 100
 # Timers due within this of each other are handled in one pass (one transaction), rather
 # than waking up for each: a little lateness for much less work under load.
 COALESCE_S = 0.05
-# Device-trouble alerts (P3) are started this many a transaction, after the P1/P2 ones in a
-# transaction of their own: a township's power cut raises hundreds at once, and an SOS due
-# meanwhile waits for one small batch of them at most, not for the whole township.
+# Device-trouble alerts (P3) are started this many a transaction, in a lane of their own beside
+# the P1/P2 one (`run_watcher`): a township's power cut raises hundreds at once.
 NON_URGENT_BATCH = 5
 # ... and at most one such batch every this long while more are due: a township's power cut
 # (dozens of `power_lost` alerts at once) is started over a second or so, each batch with its
@@ -36,28 +35,11 @@ NON_URGENT_PAUSE_S = 0.2
 async def tick(
     sessions: SessionMaker, clock: Clock, timezone: str, *, batch_size: int = BATCH_SIZE
 ) -> int:
-    """One pass: every due timer at the clock's `now`. Returns how many it handled."""
-    handled, _, _ = await tick_and_look_ahead(sessions, clock, timezone, batch_size=batch_size)
-    return handled
-
-
-async def tick_and_look_ahead(
-    sessions: SessionMaker,
-    clock: Clock,
-    timezone: str,
-    *,
-    batch_size: int = BATCH_SIZE,
-    non_urgent: bool = True,
-) -> tuple[int, datetime | None, bool]:
-    """One pass of both lanes in turn (what `run_watcher` runs side by side), when the next
-    timer is due, and whether it started a full batch of P3 alerts (more may be due). Without
-    `non_urgent`, the pass leaves P3 alerts for a later one."""
-    handled, next_due = await urgent_pass(sessions, clock, timezone, batch_size=batch_size)
-    if not non_urgent:
-        return handled, next_due, False
-    rest, rest_due, full = await non_urgent_pass(sessions, clock, min(batch_size, NON_URGENT_BATCH))
-    due = [d for d in (next_due, rest_due) if d is not None]
-    return handled + rest, min(due) if due else None, full
+    """One pass of both lanes in turn (what `run_watcher` runs side by side): every due timer at
+    the clock's `now`, P3 alerts a batch at most. Returns how many it handled."""
+    urgent, _ = await urgent_pass(sessions, clock, timezone, batch_size=batch_size)
+    rest, _, _ = await non_urgent_pass(sessions, clock, min(batch_size, NON_URGENT_BATCH))
+    return urgent + rest
 
 
 async def urgent_pass(

@@ -950,39 +950,36 @@ async def run_bench(
         )
 
     ack_latency = [counters.ack_at[e] - counters.first_send[e] for e in counters.ack_at]
+    # Every press that got its call-out: (seconds into the load it was sent, SOS → SMS request).
+    called_out = [
+        (
+            counters.first_send[event_id] - started,
+            counters.callout_at[code] - counters.first_send[event_id],
+        )
+        for event_id, code in counters.alert_of.items()
+        if code in counters.callout_at
+    ]
     windows: list[WindowFigures] = []
     window_s = 10.0
     slices = max(1, round(load_seconds / window_s))
     for n in range(slices):
         # The last slice takes the presses dispatched a moment after the nominal end too.
-        lo = started + n * window_s
-        hi = started + (n + 1) * window_s if n < slices - 1 else math.inf
-        spans = [
-            counters.callout_at[code] - counters.first_send[event_id]
-            for event_id, code in counters.alert_of.items()
-            if code in counters.callout_at and lo <= counters.first_send[event_id] < hi
-        ]
-        p = Percentiles.of(spans)
-        end = min(hi, started + load_seconds)
+        lo = n * window_s
+        hi = (n + 1) * window_s if n < slices - 1 else math.inf
+        p = Percentiles.of([latency for at, latency in called_out if lo <= at < hi])
+        end = min(hi, load_seconds)
         windows.append(
             WindowFigures(
-                round(lo - started),
-                round(end - started),
+                round(lo),
+                round(end),
                 p.count,
                 p.p50_ms,
                 p.p99_ms,
-                lag.busy_between(lo, end),
+                lag.busy_between(started + lo, started + end),
             )
         )
-    sms_samples = [
-        (
-            round(counters.first_send[event_id] - started, 3),
-            round(counters.callout_at[code] - counters.first_send[event_id], 4),
-        )
-        for event_id, code in counters.alert_of.items()
-        if code in counters.callout_at
-    ]
-    sms_latency = [latency for _, latency in sms_samples]
+    sms_samples = [(round(at, 3), round(latency, 4)) for at, latency in called_out]
+    sms_latency = [latency for _, latency in called_out]
     sent = len(counters.sent_event_ids)
     lost = sent - alerts_in_db if alerts_in_db < sent else 0
     missing_sms = len(counters.alert_of) - len(sms_latency)

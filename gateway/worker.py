@@ -37,8 +37,8 @@ SESSION_EXPIRY_S = 300
 HEARTBEAT_BATCH = 2000
 # Device statuses applied per transaction (see Gateway._store_statuses), and the pause after
 # each transition they make: a township's last wills become device-trouble alerts (welfare
-# checks, guardian SMS, call-outs) at 20 a second rather than all in one moment (a city's
-# 10,000 in about 8 minutes: P3, with a 2-hour welfare check at most).
+# checks, guardian SMS, call-outs) at 10 a second per gateway rather than all in one moment (a
+# city's 10,000 in about 17 minutes: P3, with a 2-hour welfare check at most).
 STATUS_CHUNK = 5
 TRANSITION_PACE_S = 0.1
 # After the gateway (re)connects, an `offline` waits this long for the device to say `online`
