@@ -14,7 +14,7 @@ import contextlib
 from collections import Counter
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlmodel import col
 
 from alert_service import service, watcher
@@ -268,7 +268,18 @@ async def test_an_sos_is_started_while_a_welfare_check_start_is_held_up(region: 
             watcher.run_watcher(sessions, clock, TZ, poll_seconds=3600, stop=stop)
         )
         try:
-            await asyncio.sleep(0.5)  # the welfare check's start is now waiting on `blocker`
+
+            async def welfare_start_waits() -> bool:
+                async with sessions() as session:
+                    waiting = await session.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND wait_event_type = 'Lock'"
+                        )
+                    )
+                return bool(waiting)
+
+            await eventually(welfare_start_waits, what="the welfare check's start to wait")
             sos = await gateway_sos(sessions, await home(sessions, index=1), T0.replace(second=1))
 
             async def asked() -> list[SmsMessage] | None:
