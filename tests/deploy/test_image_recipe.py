@@ -30,6 +30,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from anxin.broker import free_port
 
@@ -193,19 +194,26 @@ async def test_the_image_migrates_an_empty_database_and_serves_the_console(
 ) -> None:
     assert "run" in await asyncio.to_thread(image.anxin, "--help", extra_env={})
     # An empty database beside the test one, as compose's one-off `migrate` step meets it.
-    plain = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    # The URL may name a socket directory (`?host=/tmp/…`, as embedded Postgres does): only
+    # its database part is swapped, never the last path segment of the whole string.
+    test_db = make_url(database_url)
+    plain = test_db.set(drivername="postgresql").render_as_string(hide_password=False)
     name = f"anxin_image_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(plain)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        url = database_url.rsplit("/", 1)[0] + "/" + name
+        url = test_db.set(database=name).render_as_string(hide_password=False)
         env = {
             "ANXIN_DATABASE_URL": url,
             "ANXIN_DATA_DIR": str(image.root / "var/lib/anxin"),
             "ANXIN_HTTP_HOST": "127.0.0.1",
         }
         await asyncio.to_thread(image.anxin, "db", "upgrade", extra_env=env)
-        migrated = await asyncpg.connect(plain.rsplit("/", 1)[0] + "/" + name)
+        migrated = await asyncpg.connect(
+            test_db.set(drivername="postgresql", database=name).render_as_string(
+                hide_password=False
+            )
+        )
         try:
             version = await migrated.fetchval("SELECT version_num FROM alembic_version")
         finally:
