@@ -9,7 +9,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import gateway.models  # noqa: F401  (registers the tables)
+# Every part's tables: autogenerate compares the database with these, and a table missing here
+# would be proposed for dropping (tests/test_migrations.py runs `alembic check`).
+import alert_service.models  # noqa: F401
+import anxin.models  # noqa: F401
+import dispatcher.models  # noqa: F401
+import gateway.models  # noqa: F401
+from anxin.db import normalise_url
+from anxin.settings import Settings
 
 target_metadata = SQLModel.metadata
 
@@ -18,13 +25,24 @@ def _url() -> str:
     url = context.config.attributes.get("database_url") or context.config.get_main_option(
         "sqlalchemy.url"
     )
+    if not url and (configured := Settings().database_url) is not None:
+        # The plain `alembic` command, as alembic.ini says: the same variable as the app.
+        url = normalise_url(configured.get_secret_value())
     if not url:
-        raise RuntimeError("no database URL: set ANXIN_DATABASE_URL or pass one to migrate()")
+        raise RuntimeError(
+            "no database URL: set ANXIN_DATABASE_URL (or use `anxin db upgrade`, which also "
+            "finds the embedded Postgres in the data directory)"
+        )
     return str(url)
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
