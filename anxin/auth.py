@@ -32,15 +32,20 @@ MOSQUITTO_HASH_PREFIX = "$7$"
 # mosquitto_passwd 2.0's default. Devices number in the millions and the hash only guards the
 # broker's own file, so a low count keeps export and seeding fast at city scale.
 MOSQUITTO_ITERATIONS = 101
-_SALT_BYTES = 12
+# Mosquitto 2.0 drops a `$7$` entry whose salt is not exactly 12 bytes ("Unable to decode
+# password salt"): that device can never log in, so no other length is ever written.
+MOSQUITTO_SALT_BYTES = 12
 _KEY_BYTES = 64
 
 
 def mosquitto_hash(
     password: str, *, salt: bytes | None = None, iterations: int = MOSQUITTO_ITERATIONS
 ) -> str:
-    """The `$7$…` string mosquitto_passwd would write (PBKDF2-HMAC-SHA512, base64 salt/key)."""
-    salt = os.urandom(_SALT_BYTES) if salt is None else salt
+    """The `$7$…` string mosquitto_passwd would write (PBKDF2-HMAC-SHA512, base64 salt/key).
+    The one hasher for every broker login: the console, the registry import, seeding, export."""
+    salt = os.urandom(MOSQUITTO_SALT_BYTES) if salt is None else salt
+    if len(salt) != MOSQUITTO_SALT_BYTES:
+        raise ValueError(f"a Mosquitto salt is {MOSQUITTO_SALT_BYTES} bytes, not {len(salt)}")
     key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, _KEY_BYTES)
     return (
         f"{MOSQUITTO_HASH_PREFIX}{iterations}$"
@@ -48,11 +53,10 @@ def mosquitto_hash(
     )
 
 
-def hash_device_password(plain: str, salt: str | None = None) -> str:
+def hash_device_password(plain: str) -> str:
     """What `devices.password_hash` holds: the broker-ready hash, so the Mosquitto password file
-    (`anxin devices export-mosquitto`) is generated from the registry without plain passwords.
-    `salt` (hex) is for reproducible tests; random otherwise."""
-    return mosquitto_hash(plain, salt=bytes.fromhex(salt) if salt else None)
+    (`anxin devices export-mosquitto`) is generated from the registry without plain passwords."""
+    return mosquitto_hash(plain)
 
 
 def _b64(data: bytes) -> str:

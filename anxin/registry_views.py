@@ -631,7 +631,7 @@ async def create_device(
         elder_id=body.elder_id,
         heartbeat_interval_s=body.heartbeat_interval_s,
         enabled=body.enabled,
-        password_hash=auth.hash_device_password(password, salt=secrets.token_hex(8)),
+        password_hash=auth.hash_device_password(password),
     )
     session.add(device)
     await session.flush()

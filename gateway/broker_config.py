@@ -17,32 +17,44 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from anxin.auth import MOSQUITTO_HASH_PREFIX, MOSQUITTO_ITERATIONS, mosquitto_hash
+from anxin.auth import (
+    MOSQUITTO_HASH_PREFIX,
+    MOSQUITTO_ITERATIONS,
+    MOSQUITTO_SALT_BYTES,
+    hash_device_password,
+    mosquitto_hash,
+)
 from anxin.schemas import DEVICE_ID_RE, TOPIC_ROOT
 
-__all__ = ["MOSQUITTO_HASH_PREFIX", "MOSQUITTO_ITERATIONS", "mosquitto_hash"]
+__all__ = [
+    "MOSQUITTO_HASH_PREFIX",
+    "MOSQUITTO_ITERATIONS",
+    "hash_device_password",
+    "mosquitto_hash",
+]
 
 # What a device may publish (its own prefix) and read (its own ack and cmd).
 DEVICE_PUBLISH_LEAVES = ("event", "heartbeat", "status")
 DEVICE_READ_LEAVES = ("ack", "cmd")
 
 
-def hash_device_password(plain: str) -> str:
-    """What to store in `devices.password_hash` when seeding or registering a device: the
-    broker-ready hash, so `anxin devices export-mosquitto` can write the password file."""
-    return mosquitto_hash(plain)
-
-
 def is_mosquitto_hash(value: str) -> bool:
+    """A `$7$` entry Mosquitto will accept: a hash with any other salt length is dropped by the
+    broker, so the export counts it as skipped (no login) rather than writing it."""
     parts = value.split("$")
     # "", "7", iterations, salt, key
-    return (
+    if not (
         len(parts) == 5
         and value.startswith(MOSQUITTO_HASH_PREFIX)
         and parts[2].isdigit()
-        and bool(parts[3])
         and bool(parts[4])
-    )
+    ):
+        return False
+    try:
+        salt = base64.b64decode(parts[3], validate=True)
+    except ValueError:
+        return False
+    return len(salt) == MOSQUITTO_SALT_BYTES
 
 
 def verify_mosquitto_hash(stored: str, plain: str) -> bool:

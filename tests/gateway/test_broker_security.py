@@ -9,15 +9,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import update
 from sqlmodel import col
 from typer.testing import CliRunner
 
+from anxin.app import create_app
 from anxin.db import transaction
 from anxin.models import Device
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import event_json, topic
+from anxin.settings import Settings
 from gateway.broker_config import (
     BrokerUser,
     build_mosquitto_files,
@@ -27,7 +30,7 @@ from gateway.broker_config import (
     verify_mosquitto_hash,
 )
 from gateway.cli import devices_app
-from tests.conftest import Seeded, eventually
+from tests.conftest import Seeded, ServeApp, eventually
 from tests.gateway.conftest import Mosquitto, device_ids_of_kind
 
 SERVICE_USER = "anxin-platform"
@@ -64,6 +67,22 @@ def test_the_acl_is_a_pattern_per_leaf_whatever_the_number_of_devices() -> None:
     assert "pattern write anxin/v1/dev/%u/ack" not in files.acl_file
     with pytest.raises(ValueError, match="clashes"):
         build_mosquitto_files(devices, [BrokerUser("d1", mosquitto_hash("x"))])
+
+
+def test_a_hash_mosquitto_would_drop_is_never_written_nor_exported() -> None:
+    # Mosquitto 2.0 removes a `$7$` entry whose salt is not 12 bytes: such a device never logs in.
+    import base64
+
+    with pytest.raises(ValueError, match="12 bytes"):
+        mosquitto_hash("s3cret-pw", salt=b"8-bytes!")
+    key = base64.b64encode(bytes(64)).decode()
+    short_salt = f"$7$101${base64.b64encode(b'8-bytes!').decode()}${key}"
+    assert not is_mosquitto_hash(short_salt)
+    files = build_mosquitto_files(
+        [("ok", hash_device_password("p")), ("short", short_salt)],
+        [BrokerUser(SERVICE_USER, mosquitto_hash("x"))],
+    )
+    assert files.devices == 1 and files.skipped == ("short",)
 
 
 async def _next(queue: asyncio.Queue[MqttMessage]) -> MqttMessage | None:
@@ -168,3 +187,81 @@ async def test_a_device_cannot_publish_or_read_as_another_under_the_generated_ac
             if client is not None:
                 await client.close()
         await broker.stop()
+
+
+def _paho_connack(port: int, username: str, password: str) -> str:
+    """CONNECT as a device with paho itself and return the broker's CONNACK reason."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answered = threading.Event()
+    reasons: list[str] = []
+
+    def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
+        reasons.append(str(reason))
+        answered.set()
+
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{username}-check", protocol=paho.MQTTv311
+    )
+    client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert answered.wait(20), "the broker sent no CONNACK"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return reasons[0]
+
+
+async def test_a_device_registered_in_the_console_logs_in_to_mosquitto(
+    region: Seeded,
+    database_url: str,
+    tmp_path: Path,
+    serve_app: ServeApp,
+) -> None:
+    app = create_app(Settings(), region.sessions)
+    async with serve_app(app) as web_url, httpx.AsyncClient(base_url=web_url) as http:
+        login = await http.post(
+            "/api/auth/token", data={"username": "t01", "password": "anxin-t01"}
+        )
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        elder = (await http.get("/api/elders", headers=headers)).json()[0]
+        created = await http.post(
+            "/api/devices",
+            headers=headers,
+            json={"id": "sos-console-1", "kind": "sos_button", "elder_id": elder["id"]},
+        )
+        assert created.status_code == 201, created.text
+        password = created.json()["password"]
+
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        devices_app,
+        [
+            "export-mosquitto",
+            "--password-file",
+            str(passwd),
+            "--acl-file",
+            str(acl),
+            "--service-user",
+            f"{SERVICE_USER}={SERVICE_PASSWORD}",
+        ],
+        env={**os.environ, "ANXIN_DATABASE_URL": database_url},
+    )
+    assert result.exit_code == 0, result.output
+    broker = Mosquitto(tmp_path / "mosquitto", password_file=passwd, acl_file=acl)
+    await broker.start()
+    try:
+        device = "sos-console-1"
+        assert await asyncio.to_thread(_paho_connack, broker.port, device, password) == "Success"
+        wrong = await asyncio.to_thread(_paho_connack, broker.port, device, "not-it-123")
+        assert wrong == "Not authorized"
+    finally:
+        await broker.stop()
+    assert "Unable to decode password salt" not in broker.log.read_text()
