@@ -26,9 +26,10 @@ async def reassign(
 ) -> None:
     """Ask a responder the operator chose, now (e.g. the operator knows who is nearby).
 
-    If someone had taken the alert, they are released (their SMS is superseded) and the alert
-    is back to dispatching: the first to accept wins, as with the ladder's own asks. The ladder
-    keeps running, so an unanswered ask still times out and moves on.
+    The aides asked before (waiting, silent, or the one who had taken it) are withdrawn: they
+    get "已改派他人，无需前往", the ladder does not ask them again, and a late "1" from them does
+    not take the alert. Centres' requests stay: they are the safety net if the chosen aide
+    cannot go. The ladder keeps running, so an unanswered ask still times out and moves on.
     """
     assert alert.id is not None
     if alert.status == AlertStatus.resolved:
@@ -40,8 +41,30 @@ async def reassign(
         raise ReassignRefused("没有这个助老员 / no such responder")
     if alert.accepted_by == responder_id:
         return
-    if alert.accepted_by is not None:
-        released = alert.accepted_by
+    released = alert.accepted_by
+    withdrawn = list(
+        (
+            await session.execute(
+                update(DispatchAttempt)
+                .where(
+                    col(DispatchAttempt.alert_id) == alert.id,
+                    col(DispatchAttempt.role) == "aide",
+                    col(DispatchAttempt.responder_id) != responder_id,
+                    # A silent aide's "1" would still take the alert: withdrawn too.
+                    col(DispatchAttempt.answer).in_(
+                        (AttemptAnswer.pending, AttemptAnswer.timed_out, AttemptAnswer.accepted)
+                    ),
+                )
+                .values(answer=AttemptAnswer.withdrawn, answered_at=now)
+                .returning(col(DispatchAttempt.responder_id))
+            )
+        )
+        .scalars()
+        .unique()
+    )
+    if released is not None:
+        # A centre that had taken it: superseded, as when someone else takes it (withdrawn would
+        # keep the ladder from asking the county when the chosen aide cannot go).
         await session.execute(
             update(DispatchAttempt)
             .where(
@@ -53,11 +76,20 @@ async def reassign(
         )
         alert.accepted_by = None
         alert.accepted_at = None
+        alert.reminder_sent_at = None
         await service.add_timeline(session, alert.id, now, actor, "released", responder_id=released)
+        if released not in withdrawn:
+            withdrawn.append(released)
+    for other in withdrawn:
+        if other != released:
+            await service.add_timeline(
+                session, alert.id, now, actor, "withdrawn", responder_id=other
+            )
     last_step = await session.scalar(
         select(func.max(DispatchAttempt.step)).where(col(DispatchAttempt.alert_id) == alert.id)
     )
     step = 0 if last_step is None else int(last_step) + 1
+    await dispatch.tell_reassigned(session, alert, withdrawn, step, now)
     await dispatch.ask_responder(session, alert, responder_id, responder.kind, step=step, now=now)
     alert.status = AlertStatus.dispatching
     await service.add_timeline(

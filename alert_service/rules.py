@@ -255,7 +255,9 @@ class AttemptState:
     responder_id: int
     role: str  # aide | township_centre | county_centre
     asked_at: datetime
-    answer: str  # pending | accepted | declined | timed_out | failed | superseded
+    # pending | accepted | declined | timed_out | failed | superseded | withdrawn (改派: the
+    # ladder does not ask them again, and a late "1" from them does not take the alert)
+    answer: str
     eta_minutes: float | None = None
 
 

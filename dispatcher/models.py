@@ -18,6 +18,7 @@ class AttemptAnswer(StrEnum):
     timed_out = "timed_out"
     failed = "failed"
     superseded = "superseded"  # someone else took it
+    withdrawn = "withdrawn"  # the operator reassigned the alert to someone else (改派)
 
 
 class DispatchAttempt(SQLModel, table=True):

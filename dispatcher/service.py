@@ -546,6 +546,8 @@ async def tell_others_handled(
             .where(
                 col(DispatchAttempt.alert_id) == alert.id,
                 col(Responder.id) != taker_id,
+                # Those the operator withdrew were told to stand down already (改派).
+                col(DispatchAttempt.answer) != AttemptAnswer.withdrawn,
             )
             .distinct()
         )
@@ -560,6 +562,27 @@ async def tell_others_handled(
             alert_id=alert.id,
             responder_id=other.id,
             purpose="handled_by",
+        )
+
+
+async def tell_reassigned(
+    session: AsyncSession, alert: Alert, responder_ids: Sequence[int], step: int, now: datetime
+) -> None:
+    """To the aides whose request the operator withdrew (改派): someone else goes, stand down.
+    Keyed by the step of the new ask, so each reassignment tells them once."""
+    for responder_id in responder_ids:
+        responder = await _responder(session, responder_id)
+        if responder is None:
+            continue
+        await queue_sms(
+            session,
+            to=responder.phone,
+            body=templates.reassigned_sms(alert.code, responder.lang),
+            key=f"alert:{alert.id}:reassigned:{responder_id}:step:{step}",
+            now=now,
+            alert_id=alert.id,
+            responder_id=responder_id,
+            purpose="reassigned",
         )
 
 
@@ -917,14 +940,20 @@ async def handle_inbound(
         taken = [(a, al) for a, al in open_attempts if al.accepted_by == responder.id]
         open_attempts = taken or open_attempts
     else:
-        open_attempts = [
-            (a, al) for a, al in open_attempts if a.answer == AttemptAnswer.pending
-        ] or open_attempts
+        open_attempts = (
+            [(a, al) for a, al in open_attempts if a.answer == AttemptAnswer.pending]
+            or [(a, al) for a, al in open_attempts if a.answer != AttemptAnswer.withdrawn]
+            or open_attempts
+        )
     if not open_attempts:
         await answer(templates.help_sms(lang), "help")
         return "no_open_alert"
-    _, alert_row = open_attempts[0]
+    attempt, alert_row = open_attempts[0]
     assert alert_row.id is not None
+    if attempt.answer == AttemptAnswer.withdrawn and alert_row.accepted_by != responder.id:
+        # The operator gave this alert to someone else (改派): a late reply takes nothing.
+        await answer(templates.reassigned_sms(alert_row.code, lang), "reassigned")
+        return f"reassigned:{alert_row.code}"
     alert = await alerts.lock_alert(session, alert_row.id)
     if alert is None:
         return "no_open_alert"

@@ -224,6 +224,13 @@ def handled_by_sms(alert_code: str, taker_name: str, lang: str = "zh") -> str:
     return f"{SIGNATURE_ZH}{alert_code} 已由{taker}接单，无需前往。"
 
 
+def reassigned_sms(alert_code: str, lang: str = "zh") -> str:
+    """To an aide whose request the operator withdrew (改派), and to their late replies."""
+    if _english(lang):
+        return f"{SIGNATURE_EN}{alert_code} was reassigned to someone else. No need to go."
+    return f"{SIGNATURE_ZH}{alert_code} 已改派他人，无需前往。"
+
+
 def help_sms(lang: str = "zh") -> str:
     """The reply grammar, for anyone who sent something we could not read."""
     if _english(lang):

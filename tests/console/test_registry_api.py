@@ -331,7 +331,7 @@ async def test_reassign_asks_the_chosen_responder_and_releases_an_earlier_taker(
                 )
             ).scalars()
         }
-        assert attempts[first] == "superseded" and attempts[second] == "pending"
+        assert attempts[first] == "withdrawn" and attempts[second] == "pending"
         asked = (
             await session.execute(
                 select(AlertTimelineEntry).where(
