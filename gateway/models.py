@@ -36,3 +36,19 @@ class DeadLetter(SQLModel, table=True):
     reason: str = Field(max_length=32)
     detail: str = Field(default="", max_length=512)
     payload: str = Field(default="", max_length=4096)  # truncated, decoded with replacement
+
+
+class GatewayLiveness(SQLModel, table=True):
+    """One row per gateway replica, written by its sweeper every few seconds while it is
+    connected to the broker and the database answers: the durable record of when the platform
+    last listened, so a restart can tell the platform's own gap from silent devices."""
+
+    __tablename__ = "gateway_liveness"
+    gateway_id: str = Field(primary_key=True, max_length=64)
+    alive_at: datetime = utc_column(nullable=False)
+    # Devices' silence counts from here: set when this replica came back after the platform's
+    # gap, or after its own absence while its share of a shared subscription was held for it.
+    grace_from: datetime | None = utc_column()
+    # Heartbeats reach it through a shared subscription: while it is away the broker holds its
+    # share for its session, and the other replicas do not hear those devices.
+    shared: bool = False
