@@ -19,7 +19,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now, as uvicorn binds (SO_REUSEADDR): the
+    TIME_WAIT sockets a quick restart leaves behind do not count, a listener does. Without
+    it a restart within a minute moved the console off its port (8000)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -89,7 +89,9 @@ async def run_demo(
     timing = timing or Timing()
     stop = asyncio.Event()
 
-    web_port = settings.http_port if port_is_free(settings.http_port) else free_port()
+    web_port = (
+        settings.http_port if port_is_free(settings.http_port, settings.http_host) else free_port()
+    )
     updates: dict[str, object] = {"http_port": web_port}
     if "public_url" not in settings.model_fields_set:
         updates["public_url"] = f"http://127.0.0.1:{web_port}"
