@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alert_service.watcher import run_watcher
 from anxin.app import create_app
-from anxin.broker import EmbeddedBroker
+from anxin.broker import EmbeddedBroker, embedded_broker
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, resolve_database_url
 from anxin.logging import get_logger
@@ -46,6 +46,12 @@ class Services:
     def embedded_broker(self) -> bool:
         return self.broker is not None
 
+    @property
+    def shared_subscriptions(self) -> bool:
+        """Whether the broker has shared subscriptions: a configured one is trusted to (Mosquitto
+        and EMQX have them); of the embedded ones amqtt has not."""
+        return self.broker is None or self.broker.shared_subscriptions
+
 
 @contextlib.asynccontextmanager
 async def services(
@@ -62,7 +68,7 @@ async def services(
     if settings.mqtt_url is not None:
         mqtt_url = settings.mqtt_url.get_secret_value()
     elif need_broker:
-        broker = EmbeddedBroker()
+        broker = embedded_broker(settings.data_dir)
         await broker.start()
         mqtt_url = broker.url
     else:
@@ -123,10 +129,9 @@ def role_tasks(
             svc.mqtt,
             timezone=s.timezone,
             client_id=gateway_id,
-            # amqtt has no shared subscriptions; Mosquitto and EMQX do.
             share_group=s.mqtt_shared_group,
             shared_subscription=(
-                bool(s.mqtt_shared_group) and not svc.embedded_broker
+                bool(s.mqtt_shared_group) and svc.shared_subscriptions
                 if shared_subscription is None
                 else shared_subscription
             ),

@@ -43,7 +43,7 @@ from sqlalchemy import func, select, text
 from sqlmodel import col
 
 from alert_service.models import Alert
-from anxin.broker import EmbeddedBroker, free_port
+from anxin.broker import EmbeddedBroker, embedded_broker, free_port
 from anxin.db import SessionMaker, make_sessionmaker
 from anxin.logging import get_logger
 from anxin.mqtt import BrokerAddress
@@ -548,7 +548,7 @@ async def _platform(
             if settings.mqtt_url is not None:
                 mqtt_url = settings.mqtt_url.get_secret_value()
             else:
-                broker = EmbeddedBroker()
+                broker = embedded_broker(persistence=False)
                 await broker.start()
                 stack.push_async_callback(broker.stop)
                 mqtt_url = broker.url
@@ -813,7 +813,7 @@ async def run_bench(
                 cut_township, cut_at = (
                     parse_power_cut(options.power_cut) if options.power_cut else ("", 0.0)
                 )
-                cut_elders = _elders_of_township(plan, cut_township) if cut_township else set()
+                cut_elders = elders_of_township(plan, cut_township) if cut_township else set()
                 cut_homes = [h for h in live if h.name in cut_elders]
                 pressers = [h for h in live if h is not flood_home and h.name not in cut_elders]
                 if presses + options.warmup > len(pressers):
@@ -874,7 +874,7 @@ async def run_bench(
                     asyncio.create_task(_fault(target, role, at, console)) for role, at in faults
                 ]
                 flooder = (
-                    _Flood(flood_home, options.flood_rate, min(options.flood_s, options.duration))
+                    Flood(flood_home, options.flood_rate, min(options.flood_s, options.duration))
                     if flood_home is not None
                     else None
                 )
@@ -882,7 +882,7 @@ async def run_bench(
                     fault_tasks.append(asyncio.create_task(flooder.run()))
                 if cut_homes:
                     fault_tasks.append(
-                        asyncio.create_task(_power_cut(cut_homes, cut_at, cut_township, console))
+                        asyncio.create_task(cut_power(cut_homes, cut_at, cut_township, console))
                     )
                 started = time.monotonic()
                 for n, home in enumerate(chosen):
@@ -1044,7 +1044,7 @@ def parse_power_cut(spec: str) -> tuple[str, float]:
         raise ValueError(f"--power-cut {spec!r}: use TOWNSHIP@SECONDS, e.g. T01@10") from exc
 
 
-def _elders_of_township(plan: RegionPlan, township: str) -> set[str]:
+def elders_of_township(plan: RegionPlan, township: str) -> set[str]:
     villages = {v.code for v in plan.villages if v.parent_code == township}
     if not villages:
         raise ValueError(
@@ -1054,7 +1054,7 @@ def _elders_of_township(plan: RegionPlan, township: str) -> set[str]:
     return {e.code for e in plan.elders if e.village_code in villages}
 
 
-async def _power_cut(homes: list[SimHome], at: float, township: str, console: Console) -> None:
+async def cut_power(homes: list[SimHome], at: float, township: str, console: Console) -> None:
     """As in device_sim.scenarios: each hub reports `power_lost` on its battery, then every
     home's modem goes down without a DISCONNECT (the broker publishes the last wills)."""
     await asyncio.sleep(at)
@@ -1109,7 +1109,7 @@ async def _power_cut_figures(
     return PowerCutFigures(township, at, len(homes), len(hubs), lost, offline)
 
 
-class _Flood:
+class Flood:
     """One home's SOS button publishing `rate` SOS a second, each with its own event id, at
     QoS 1 and without waiting for acks (a stuck button does not wait)."""
 

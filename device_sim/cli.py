@@ -53,7 +53,7 @@ async def _server_url(settings: Settings) -> str:
 async def _play_files(
     settings: Settings, files: list[Path], *, real_time: bool, external: bool
 ) -> bool:
-    from anxin.broker import EmbeddedBroker
+    from anxin.broker import EmbeddedBroker, embedded_broker
     from device_sim.harness import engine_for, scratch_database
     from device_sim.region import generate_region
     from device_sim.scenarios import (
@@ -98,7 +98,7 @@ async def _play_files(
     if settings.mqtt_url is not None:
         mqtt_url = settings.mqtt_url.get_secret_value()
     else:
-        broker = EmbeddedBroker()
+        broker = embedded_broker(persistence=False)
         await broker.start()
         mqtt_url = broker.url
     try:

@@ -148,7 +148,7 @@ async def run_demo(
             )
             console.print(f"API docs:         {settings.public_url}/docs")
             console.print(
-                f"MQTT broker:      {svc.mqtt.host}:{svc.mqtt.port} ({'in-process' if svc.embedded_broker else 'configured'})"
+                f"MQTT broker:      {svc.mqtt.host}:{svc.mqtt.port} ({svc.broker.kind + ', embedded' if svc.broker else 'configured'})"
             )
             console.print(
                 f"Postgres:         {'embedded in ' + str(settings.data_dir) if settings.database_url is None else 'configured'} ({'new region seeded' if created else 'existing data found'})"

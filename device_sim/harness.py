@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from anxin.broker import free_port
+from anxin.broker import MosquittoBroker, free_port
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate
 from anxin.mqtt import BrokerAddress
@@ -214,12 +211,6 @@ async def external_sms_side(settings: Settings) -> AsyncIterator[tuple[SmsSandbo
 # --- a Postgres and a Mosquitto of our own, to restart under a running platform ----------------
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 class OwnPostgres:
     """An embedded Postgres in a directory of our own (never the machine's shared one), so a
     fault run can stop and start it with pg_ctl under the running roles."""
@@ -280,60 +271,13 @@ class OwnPostgres:
             await self.stop()
 
 
-class OwnMosquitto:
+class OwnMosquitto(MosquittoBroker):
     """A Mosquitto of our own on a free port (persistence on, queues raised: the platform's
     configuration from gateway.broker_config), to restart under the running roles."""
 
     def __init__(self, workdir: Path, binary: str | None = None) -> None:
-        self.binary = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(workdir, binary=binary)
         self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        from gateway.broker_config import mosquitto_conf
-
-        if not Path(self.binary).exists():
-            raise FileNotFoundError(f"mosquitto not found ({self.binary}): install mosquitto")
-        conf = mosquitto_conf(port=self.port, persistence_dir=str(self.workdir))
-        if os.geteuid() == 0:
-            # Otherwise Mosquitto drops to the `mosquitto` user, who cannot write our directory.
-            conf += "user root\n"
-        (self.workdir / "mosquitto.conf").write_text(conf)
-        with (self.workdir / "mosquitto.log").open("ab") as log_file:
-            return subprocess.Popen(
-                [self.binary, "-c", str(self.workdir / "mosquitto.conf")],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def start(self) -> None:
-        self.process = await asyncio.to_thread(self._spawn)
-        for _ in range(400):
-            if self.process.poll() is not None:
-                tail = (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"mosquitto exited: {tail}")
-            if await asyncio.to_thread(_port_open, self.port):
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("mosquitto did not open its port")
-
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # saves its persistence file on the way out
-        try:
-            await asyncio.to_thread(process.wait, 15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait, 10)
 
     async def restart(self, down_s: float = 1.0) -> None:
         await self.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,7 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from anxin import auth
-from anxin.broker import EmbeddedBroker
+from anxin.broker import embedded_broker
+from anxin.broker import mosquitto_binary as find_mosquitto
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, transaction
 from anxin.logging import configure_logging
 from device_sim.harness import InProcessPlatform, run_in_process, serve_app
@@ -141,7 +141,8 @@ def _port_open(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 async def mqtt_url() -> AsyncIterator[str]:
-    """The broker the tests talk to: Mosquitto under CI, in-process amqtt elsewhere."""
+    """The broker the tests talk to: the machine's Mosquitto under CI; elsewhere the embedded
+    default, as `make demo` runs it (a Mosquitto child, amqtt where none is installed)."""
     if url := os.environ.get("ANXIN_TEST_MQTT_URL"):
         yield url
         return
@@ -153,7 +154,7 @@ async def mqtt_url() -> AsyncIterator[str]:
             )
         yield CI_MQTT
         return
-    broker = EmbeddedBroker()
+    broker = embedded_broker(persistence=False)
     await broker.start()
     yield broker.url
     await broker.stop()
@@ -167,9 +168,7 @@ def artifacts_dir() -> Iterator[Path]:
 
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    found = find_mosquitto()
     if found is None:
         if IN_CI:
             raise RuntimeError("mosquitto is not installed; CI needs it for broker tests")
