@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint install clean browser
+.PHONY: demo test lint install clean browser broker
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "需要 Python 3.11 / Python 3.11 is required"; exit 1; }
@@ -15,8 +15,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) broker
 	$(BIN)/anxin demo
+
+# The embedded MQTT broker is a real Mosquitto (Debian's, as our child on a free port) when the
+# machine has one; installed when missing and we can (root + apt), else the amqtt fallback runs.
+broker:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else echo "note: mosquitto not installed; the embedded broker falls back to amqtt (apt-get install mosquitto)"; fi; \
+	fi
 
 # The console's tests drive Debian's Chromium (a browser downloaded by a test tool cannot run
 # here); CJK fonts so screenshots show Chinese. Installed when missing and we can (root + apt).
@@ -28,7 +38,7 @@ browser:
 	  else echo "note: chromium not installed; browser tests will be skipped (CI installs it)"; fi; \
 	fi
 
-test: $(STAMP) browser
+test: $(STAMP) browser broker
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest
