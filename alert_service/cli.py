@@ -15,6 +15,8 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlmodel import col
 
+from alert_service import figures
+
 figures_app = typer.Typer(help="Compliance with the 15-minute rule, per township/county and month.")
 console = Console()
 
@@ -45,7 +47,7 @@ def show(
     breaches and false alarms by device kind."""
     from dataclasses import asdict
 
-    from alert_service import figures, service
+    from alert_service import service
     from anxin import auth
     from anxin.logging import configure_logging
     from anxin.models import Region
@@ -91,27 +93,53 @@ def show(
         out = [{"region": name, **asdict(f)} for name, f in rows]
         console.print_json(json.dumps(out, ensure_ascii=False))
         return
-    table = Table(title="15分钟应急响应 / the 15-minute rule")
-    for header in (
-        "month",
-        "region",
-        "P1/P2",
-        "in time",
-        "accept p50/p90 min",
-        "on scene p50/p90 min",
-        "breaches",
-        "false alarms",
-    ):
-        table.add_column(header)
+    console.print(figures_table(rows, english=settings.language == "en"))
+
+
+# (header, English header, no_wrap): short two-line headers and unbroken figures keep the table
+# within 80 columns; only the region and false-alarm cells wrap.
+_COLUMNS = (
+    ("月份", "month", True),
+    ("地区", "region", False),
+    ("紧急\n警报", "P1/P2", True),
+    ("按时到场", "on scene\nin time", True),
+    ("接单分钟\np50/p90", "accept\np50/p90", True),
+    ("到场分钟\np50/p90", "on scene\np50/p90", True),
+    ("超时", "late", True),
+    ("误报\n(按设备)", "false\nalarms", False),
+)
+
+
+def figures_table(rows: list[tuple[str, figures.MonthFigures]], *, english: bool = False) -> Table:
+    """The monthly figures as the operators read them: Chinese unless ANXIN_LANGUAGE=en."""
+    from anxin.models import DeviceKind
+    from anxin.registry_io import DEVICE_KIND_ZH
+
+    table = Table(
+        title="the 15-minute rule" if english else "15分钟应急响应达标情况",
+        caption="on scene in time: of the urgent alerts decided; minutes from the clock's start."
+        if english
+        else "按时到场：已有结果的紧急警报中在时限内到场的件数与比例；分钟自响应计时起算。",
+        caption_justify="left",
+    )
+    for zh, en, no_wrap in _COLUMNS:
+        table.add_column(en if english else zh, no_wrap=no_wrap, min_width=None if no_wrap else 6)
     for name, f in rows:
+        kinds = f.false_alarms_by_device_kind.items()
         table.add_row(
             f.month,
             name,
             str(f.urgent),
-            f"{f.on_scene_in_time}/{f.decided} ({_percent(f.on_scene_in_time_share)})",
-            f"{_minutes(f.accept_p50_s)} / {_minutes(f.accept_p90_s)}",
-            f"{_minutes(f.on_scene_p50_s)} / {_minutes(f.on_scene_p90_s)}",
+            f"{f.on_scene_in_time}/{f.decided} {_percent(f.on_scene_in_time_share)}",
+            f"{_minutes(f.accept_p50_s)}/{_minutes(f.accept_p90_s)}",
+            f"{_minutes(f.on_scene_p50_s)}/{_minutes(f.on_scene_p90_s)}",
             str(f.breaches),
-            ", ".join(f"{k} {v}" for k, v in f.false_alarms_by_device_kind.items()) or "—",
+            (", " if english else "、").join(
+                f"{k if english else DEVICE_KIND_ZH.get(DeviceKind(k), k)} {v}"
+                if k in DeviceKind.__members__
+                else f"{k} {v}"
+                for k, v in kinds
+            )
+            or "—",
         )
-    console.print(table)
+    return table

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from rich.cells import cell_len
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -261,4 +264,53 @@ async def test_figures_on_the_command_line(
     assert (county["month"], county["urgent"], county["on_scene_in_time"]) == ("2026-11", 1, 0)
     assert county["breaches"] == 1
     assert table.exit_code == 0, table.output
-    assert "15-minute rule" in table.output and "2026-11" in table.output
+    assert "15分钟应急响应达标情况" in table.output and "2026-11" in table.output
+
+
+async def test_figures_table_speaks_chinese_and_fits_80_columns(
+    region: Seeded, database_url: str
+) -> None:
+    """`anxin figures show` as an operator runs it in an 80-column terminal: Chinese headers,
+    every figure whole (no cell cut off with …), no line wider than the terminal."""
+    sessions = region.sessions
+    home_ = await home(sessions)
+    assert await event(sessions, home_, "sos", T0) is not None
+    fall_id = await event(sessions, home_, "fall", minutes(120), device_kind="bed_sensor")
+    assert fall_id is not None
+    async with transaction(sessions) as session:
+        locked = await service.lock_alert(session, fall_id)
+        assert locked is not None
+        await service.resolve(
+            session, locked, minutes(125), actor="operator:t", outcome="false_alarm"
+        )
+
+    async def show(**env: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "anxin.cli",
+            "figures",
+            "show",
+            "--month-from",
+            "2026-11",
+            env={**os.environ, "ANXIN_DATABASE_URL": database_url, "COLUMNS": "80", **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    chinese = await show()
+    for header in ("月份", "地区", "紧急", "按时到场", "接单分钟", "到场分钟", "超时", "误报"):
+        assert header in chinese, chinese
+    assert "month" not in chinese and "breaches" not in chinese
+    assert "0/2 0.0%" in chinese, chinese  # nobody came for the SOS; the false alarm decided
+    assert "智能床垫 1" in chinese  # the false alarm, by device kind
+    assert "…" not in chinese
+    assert max(cell_len(line) for line in chinese.splitlines()) <= 80, chinese
+
+    english = await show(ANXIN_LANGUAGE="en")  # the console's English mode, on request
+    assert "month" in english and "on scene" in english and "月份" not in english
+    assert "…" not in english
+    assert max(cell_len(line) for line in english.splitlines()) <= 80, english
