@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -477,23 +477,48 @@ async def mark_offline(
     return True
 
 
-async def sweep_silent(session: AsyncSession, now: datetime, limit: int = 1000) -> list[str]:
-    """Devices past their deadline (3 missed heartbeats) go offline. Uses the partial index, so
-    the cost is the number of silent devices, not the number of devices."""
+async def sweep_silent(
+    session: AsyncSession,
+    now: datetime,
+    limit: int = 1000,
+    *,
+    share_expiry_s: float = 300.0,
+) -> list[str]:
+    """Devices past their deadline (3 missed heartbeats) go offline, unless they are still in
+    their grace after the platform's downtime (`sweep_grace_from`): those get their deadline
+    moved to the end of it instead, once each. Uses the partial index, so the cost is the
+    number of devices past their deadline, not the number of devices."""
     result = await session.execute(
         text(
             """
-            WITH due AS (
-                SELECT id FROM devices
+            WITH g AS (
+                SELECT """
+            + _GRACE_FROM
+            + """ AS grace_from FROM gateway_liveness
+            ), due AS (
+                SELECT id, (SELECT grace_from FROM g)
+                           + make_interval(secs => heartbeat_interval_s * :missed) AS grace_end
+                  FROM devices
                  WHERE online AND enabled AND offline_after <= :now
                  ORDER BY offline_after LIMIT :limit FOR UPDATE SKIP LOCKED
             )
-            UPDATE devices d SET online = false FROM due WHERE d.id = due.id RETURNING d.id
+            UPDATE devices d
+               SET online = COALESCE(due.grace_end > :now, false),
+                   offline_after = CASE WHEN due.grace_end > :now THEN due.grace_end
+                                        ELSE d.offline_after END
+              FROM due WHERE d.id = due.id
+         RETURNING d.id, d.online
             """
         ),
-        {"now": now, "limit": limit},
+        {
+            "now": now,
+            "limit": limit,
+            "missed": MISSED_BEATS_OFFLINE,
+            "missing": timedelta(seconds=REPLICA_MISSING_S),
+            "expiry": timedelta(seconds=share_expiry_s),
+        },
     )
-    silent = [str(r) for r in result.scalars()]
+    silent = [str(d) for d, spared in result if not spared]
     await _transitions(session, silent, "offline", now, source="missed_heartbeats")
     return silent
 
@@ -558,3 +583,92 @@ async def mark_statuses(
         back = [str(d) for d, was_online in result if not was_online]
         await _transitions(session, back, "online", now, source="status")
     return gone, back
+
+
+# --- the platform's own liveness ------------------------------------------------------------
+# Each gateway's sweeper writes its `gateway_liveness` row every couple of seconds while it is
+# connected to the broker and the database answers. No row newer than this: nobody listened,
+# and the devices' silence over that time is the platform's, not theirs.
+LIVENESS_GAP_S = 30.0
+# A shared replica not heard from for this long is away: the broker holds its share of the
+# heartbeats for its session (`share_expiry_s`), and the others do not hear those devices.
+REPLICA_MISSING_S = LIVENESS_GAP_S
+# Serialises gateways coming back together, so that the first one alone records the gap.
+_LIVENESS_LOCK = 0x616E78696E
+
+# From when devices' silence counts: the latest grace any gateway's return gave them; now,
+# while a shared replica is away (a hold); the end of its session if it never came back.
+_GRACE_FROM = """max(GREATEST(
+                    grace_from,
+                    CASE WHEN shared AND alive_at < CAST(:now AS timestamptz)
+                                                    - CAST(:missing AS interval)
+                         THEN LEAST(alive_at + CAST(:expiry AS interval),
+                                    CAST(:now AS timestamptz)) END))"""
+
+_UPSERT_LIVENESS = text(
+    """
+    INSERT INTO gateway_liveness (gateway_id, alive_at, grace_from, shared)
+    VALUES (:id, :now, CAST(:grace_from AS timestamptz), :shared)
+    ON CONFLICT (gateway_id) DO UPDATE
+       SET alive_at = EXCLUDED.alive_at,
+           shared = EXCLUDED.shared,
+           grace_from = COALESCE(EXCLUDED.grace_from, gateway_liveness.grace_from)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The platform's downtime: no gateway was listening from `since` until `until`."""
+
+    since: datetime
+    until: datetime
+
+
+async def gateway_alive(
+    session: AsyncSession, *, gateway_id: str, now: datetime, shared: bool, resuming: bool
+) -> Gap | None:
+    """This gateway is listening now (connected to the broker, the database answering).
+
+    `resuming`: its first tick after a start, a reconnect or an outage of the database. Then,
+    if no gateway had been alive for `LIVENESS_GAP_S`, the platform was down: devices get their
+    grace from now (`sweep_silent`), every open alert records the gap, and the gap is returned.
+    A shared replica back from its own absence gives the same grace (its share of the
+    heartbeats was held for it), without a gap: the platform was listening meanwhile."""
+    if not resuming:
+        await session.execute(
+            _UPSERT_LIVENESS, {"id": gateway_id, "now": now, "grace_from": None, "shared": shared}
+        )
+        return None
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LIVENESS_LOCK})
+    last_any, last_own = (
+        await session.execute(
+            text(
+                "SELECT max(alive_at), max(alive_at) FILTER (WHERE gateway_id = :id) "
+                "FROM gateway_liveness"
+            ),
+            {"id": gateway_id},
+        )
+    ).one()
+    away = timedelta(seconds=LIVENESS_GAP_S)
+    gap = Gap(last_any, now) if last_any is not None and now - last_any > away else None
+    came_back = last_own is None or now - last_own > away
+    await session.execute(
+        _UPSERT_LIVENESS,
+        {
+            "id": gateway_id,
+            "now": now,
+            "grace_from": now if gap is not None or (shared and came_back) else None,
+            "shared": shared,
+        },
+    )
+    if gap is not None:
+        alerts_open = await alerts.record_platform_gap(session, since=gap.since, until=gap.until)
+        log.warning(
+            "platform_gap",
+            since=gap.since.isoformat(),
+            until=gap.until.isoformat(),
+            minutes=round((gap.until - gap.since).total_seconds() / 60),
+            open_alerts=alerts_open,
+        )
+    return gap

@@ -220,6 +220,9 @@ class Gateway:
             receive_maximum=STATUS_RECEIVE_MAXIMUM,
         )
         prefix = f"$share/{share_group}/" if shared_subscription and share_group else ""
+        self.shared_subscription = bool(prefix)
+        # The loop time and connection counts of this replica's last liveness tick.
+        self._alive_tick: tuple[float, tuple[int, int]] | None = None
         self.events = self.client.subscribe(f"{prefix}{TOPIC_ROOT}/+/event", 1)
         # Statuses are not shared out: every replica gets every device's, in order. Shared, a
         # will (queued in one replica's session while the broker restarted) and the `online`
@@ -540,13 +543,43 @@ class Gateway:
                 for msg in batch:
                     self.status_client.ack(msg)
 
+    async def _alive(self) -> bool:
+        """Write this replica's liveness row; False, without writing it, while it cannot hear
+        the devices (its broker connections are down). After a start, a reconnect or a
+        database outage this is a resuming tick, which tells the platform's gap, if there was
+        one, from the devices' silence (`service.gateway_alive`). The gap is measured on the
+        loop's monotonic time, so a clock moved forward (a fake one) is no downtime."""
+        if not (self.client.is_connected and self.heartbeat_client.is_connected):
+            return False
+        loop_now = asyncio.get_running_loop().time()
+        connects = (self.client.connect_count, self.heartbeat_client.connect_count)
+        resuming = (
+            self._alive_tick is None
+            or self._alive_tick[1] != connects
+            or loop_now - self._alive_tick[0] > service.LIVENESS_GAP_S
+        )
+        async with transaction(self.sessions) as session:
+            await service.gateway_alive(
+                session,
+                gateway_id=self.client.client_id,
+                now=self.clock.now(),
+                shared=self.shared_subscription,
+                resuming=resuming,
+            )
+        self._alive_tick = (loop_now, connects)
+        return True
+
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with transaction(self.sessions) as session:
-                    silent = await service.sweep_silent(session, self.clock.now())
-                if silent:
-                    log.info("devices_offline", count=len(silent))
+                # A gateway that cannot hear the devices does not blame them for its silence.
+                if await self._alive():
+                    async with transaction(self.sessions) as session:
+                        silent = await service.sweep_silent(
+                            session, self.clock.now(), share_expiry_s=SESSION_EXPIRY_S
+                        )
+                    if silent:
+                        log.info("devices_offline", count=len(silent))
             except Exception as exc:
                 log.warning("sweep_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):

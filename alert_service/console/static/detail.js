@@ -3,7 +3,7 @@
 // alert changed.
 
 import { label, t, vocabulary } from "./i18n.js";
-import { api, errorText, fmtDateTime, fmtLeft, h, toast } from "./util.js";
+import { api, errorText, fmtDateTime, fmtLeft, fmtTime, h, toast } from "./util.js";
 import { live, onAlerts } from "./live.js";
 
 const OUTCOMES = ["handled", "false_alarm", "hospital", "elder_cancelled"];
@@ -39,6 +39,10 @@ function detailText(entry, responderNames) {
   if (d.priority) { parts.push(`P${d.priority}`); delete d.priority; }
   if (d.met !== undefined) { parts.push(d.met ? "✓ 15′" : "✗ 15′"); delete d.met; }
   if (d.reason) { parts.push(label("reason", d.reason)); delete d.reason; }
+  if (d.since && d.until) {  // the platform's gap: 25 分钟 (10:02–10:27)
+    parts.push(`${d.minutes} ${t("minutes")} (${fmtTime(d.since).slice(0, 5)}–${fmtTime(d.until).slice(0, 5)})`);
+    delete d.minutes; delete d.since; delete d.until;
+  }
   for (const [k, v] of Object.entries(d)) if (v !== "" && v !== null) parts.push(`${label("detail_key", k)}: ${v}`);
   return parts.join(" · ");
 }
