@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from anxin.logging import register_secrets
 
 
 class Settings(BaseSettings):
@@ -48,6 +51,15 @@ class Settings(BaseSettings):
     sms_daily_limit: int = 50
     log_json: bool = False
     log_level: str = "info"
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Whatever process reads settings has its secrets known to the log redactor before it
+        # can log anything: no call site can forget (anxin.logging.redact).
+        register_secrets(
+            value.get_secret_value()
+            for value in self.__dict__.values()
+            if isinstance(value, SecretStr)
+        )
 
     @property
     def twilio_configured(self) -> bool:

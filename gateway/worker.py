@@ -277,8 +277,13 @@ class Gateway:
             except Exception as exc:
                 if refusals_raise and _refused(exc):
                     raise
+                # The traceback once per unit of work: an outage retries every few seconds.
                 log.warning(
-                    "gateway_db_retry", what=what, error=repr(exc), retry_in=delay, exc_info=True
+                    "gateway_db_retry",
+                    what=what,
+                    error=repr(exc),
+                    retry_in=delay,
+                    exc_info=delay == 0.2,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

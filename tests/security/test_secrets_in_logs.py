@@ -9,9 +9,16 @@ byte written to stdout and stderr is searched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,18 +28,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alert_service.models import Alert
 from anxin.db import make_engine
-from anxin.logging import configure_logging, mask_phone
+from anxin.logging import configure_logging, get_logger, mask_phone
 from anxin.models import Responder
-from anxin.mqtt import MqttClient, MqttMessage
+from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import event_json, topic
 from anxin.settings import Settings
 from device_sim.harness import run_in_process
 from tests.conftest import Seeded, eventually
+from tests.gateway.conftest import Mosquitto
 
 DB_PASSWORD = "db-pw-Zq8r1x7Kt3"
 MQTT_PASSWORD = "mqtt-pw-Hn4v9Lp2We"
 WRONG_PASSWORD = "guess-pw-Xy7Qm2Rt5"
 E164 = re.compile(r"\+\d{8,15}")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def with_password(url: str, user: str, password: str) -> str:
@@ -190,3 +199,150 @@ async def test_a_whole_sos_at_debug_level_logs_no_secret_and_only_masked_phones(
     assert not shown, f"unmasked phone numbers in the logs: {shown[:5]}"
     assert not E164.findall(logs), E164.findall(logs)[:5]
     assert mask_phone(aide.phone) in logs  # the masked form is what the logs carry
+
+
+class CuttableProxy:
+    """A TCP relay to Postgres that the test can cut: the database becomes unreachable for a
+    running role (connections dropped, the port refusing), as when its server goes away."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.links: list[asyncio.StreamWriter] = []
+        self.is_cut = False
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.links += [writer, up_writer]
+        if self.is_cut:  # accepted just before the cut
+            self.cut()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        self.is_cut = True
+        if self.server is not None:
+            self.server.close()
+        for link in self.links:
+            link.transport.abort()
+
+
+@pytest.mark.parametrize("log_json", [False, True], ids=["console", "json"])
+async def test_a_gateway_losing_its_database_logs_retries_but_no_secret(
+    database_url: str, tmp_path: Path, log_json: bool
+) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")
+    await broker.start()
+    host_port = database_url.split("@", 1)[-1].split("/", 1)[0]
+    host, _, port = host_port.partition(":")
+    proxy = CuttableProxy(host or "127.0.0.1", int(port or 5432))
+    relay_port = await proxy.start()
+    db_url = with_password(
+        database_url.replace(host_port, f"127.0.0.1:{relay_port}"), "postgres", DB_PASSWORD
+    )
+    secrets = {
+        "database password": DB_PASSWORD,
+        "broker password": MQTT_PASSWORD,
+        "Twilio auth token": "twilio-token-Jc6Rw",
+        "token signing key": "signing-key-Pw3Lk",
+    }
+    log_file = tmp_path / "gateway.log"
+    env = {
+        **os.environ,
+        "ANXIN_DATABASE_URL": db_url,
+        "ANXIN_MQTT_URL": with_password(broker.url(), "anxin", MQTT_PASSWORD),
+        "ANXIN_TWILIO_AUTH_TOKEN": secrets["Twilio auth token"],
+        "ANXIN_SECRET_KEY": secrets["token signing key"],
+        "ANXIN_LOG_LEVEL": "debug",
+        "ANXIN_LOG_JSON": "true" if log_json else "false",
+    }
+
+    def spawn() -> subprocess.Popen[bytes]:
+        with log_file.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "anxin.cli", "run", "gateway", "--gateway-id", "gw-leak"],
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    gateway = await asyncio.to_thread(spawn)
+
+    def logged(what: str, times: int = 1) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            assert gateway.poll() is None, log_file.read_text()[-3000:]
+            return log_file.read_text().count(what) >= times
+
+        return check
+
+    device = MqttClient(BrokerAddress.parse(broker.url()), "leak-device")
+    try:
+        await eventually(logged("gateway_connected"), timeout=60, what="the gateway up")
+        proxy.cut()
+        # An event during the outage: the gateway retries it with backoff (0.2, 0.4, 0.8 s…).
+        await device.connect()
+        await device.publish(topic("sos-leak-1", "event"), event_json("leak-1", "sos"), 1)
+        await eventually(logged("gateway_db_retry", 4), timeout=60, what="four retries")
+    finally:
+        await device.close()
+        gateway.terminate()
+        try:
+            await asyncio.to_thread(gateway.wait, 15)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        proxy.cut()
+        await broker.stop()
+    logs = log_file.read_text()
+    leaked = [what for what, value in secrets.items() if value in logs]
+    assert not leaked, f"in the gateway's log: {leaked}\n{logs[-3000:]}"
+    # The retries still say what failed and where, for whoever is on call.
+    assert "ConnectionRefusedError" in logs and "Traceback (most recent call last)" in logs
+
+
+def test_no_handler_writes_a_secret_from_a_failure_at_any_level(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A library's own handler (uvicorn writes its records itself), structlog at every level,
+    an exception whose message carries a URL with credentials and a frame holding a password:
+    what reaches stderr or a handler's stream has none of them."""
+    url = f"postgresql+asyncpg://postgres:{DB_PASSWORD}@db.internal:5432/anxin"
+    Settings(database_url=SecretStr(url), twilio_auth_token=SecretStr("twilio-token-Uv8Qa"))
+    configure_logging("debug")
+    own_stream = io.StringIO()
+    handler = logging.StreamHandler(own_stream)
+    library = logging.getLogger("uvicorn.error")
+    library.addHandler(handler)
+
+    def connect(password: str) -> None:
+        raise ConnectionError(f"cannot reach {url} (token twilio-token-Uv8Qa)")
+
+    try:
+        try:
+            connect(DB_PASSWORD)
+        except ConnectionError:
+            library.exception("Exception in ASGI application")
+            logger = get_logger("test")
+            for level in ("debug", "info", "warning", "error", "critical"):
+                getattr(logger, level)("failed", url=url, exc_info=True)
+            logger.exception("failed_again", password=DB_PASSWORD)
+    finally:
+        library.removeHandler(handler)
+        configure_logging("warning")
+    out, err = capfd.readouterr()
+    logs = out + err + own_stream.getvalue()
+    assert logs.count("ConnectionError") >= 7, logs  # every record was written, with its cause
+    assert DB_PASSWORD not in logs and "twilio-token-Uv8Qa" not in logs
+    assert "postgres:***@db.internal" in logs  # the URL is still there to read, masked
