@@ -21,7 +21,7 @@ from sqlmodel import col
 from alert_service import figures, service
 from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry
 from anxin import auth, login_throttle
-from anxin.models import Elder, Region, Responder, ServiceCentre
+from anxin.models import Elder, Region, Responder, ServiceCentre, pk
 from anxin.web import (
     STREAM_PATH,
     CurrentOperator,
@@ -180,17 +180,7 @@ async def _alert_rows(
         )
     rows = await session.execute(query.order_by(col(Alert.raised_at).desc()).limit(500))
     out = [_alert_out(alert, elder, village, taker, now) for alert, elder, village, taker in rows]
-    asked = await session.execute(
-        select(DispatchAttempt, col(Responder.name))
-        .join(Responder, col(Responder.id) == col(DispatchAttempt.responder_id))
-        .where(col(DispatchAttempt.alert_id).in_([a.id for a in out]))
-        .order_by(col(DispatchAttempt.step))
-    )
-    by_alert: dict[int, list[AskedOut]] = {}
-    for attempt, name in asked:
-        by_alert.setdefault(attempt.alert_id, []).append(
-            AskedOut(responder=name, role=attempt.role, answer=attempt.answer)
-        )
+    by_alert = await _asked(session, [a.id for a in out])
     for row in out:
         row.asked = by_alert.get(row.id, [])
     # Most urgent first: least time left on the 15-minute clock, then priority.
@@ -203,6 +193,23 @@ async def _alert_rows(
         )
     )
     return out
+
+
+async def _asked(session: AsyncSession, alert_ids: list[int]) -> dict[int, list[AskedOut]]:
+    """Who was asked for each alert, in ladder order, and what they answered (queue and detail
+    show the same)."""
+    asked = await session.execute(
+        select(DispatchAttempt, col(Responder.name))
+        .join(Responder, col(Responder.id) == col(DispatchAttempt.responder_id))
+        .where(col(DispatchAttempt.alert_id).in_(alert_ids))
+        .order_by(col(DispatchAttempt.step))
+    )
+    by_alert: dict[int, list[AskedOut]] = {}
+    for attempt, name in asked:
+        by_alert.setdefault(attempt.alert_id, []).append(
+            AskedOut(responder=name, role=attempt.role, answer=attempt.answer)
+        )
+    return by_alert
 
 
 def _alert_out(
@@ -245,7 +252,7 @@ async def list_alerts(
     open_only: bool = False,
 ) -> list[AlertOut]:
     now = context(request).clock.now()
-    return await _alert_rows(
+    rows = await _alert_rows(
         session,
         operator,
         now,
@@ -254,6 +261,11 @@ async def list_alerts(
         priority=priority,
         region=region,
     )
+    # Alerts name elders and where they are (PIPL): a list read is on the record too.
+    given = {"status": alert_status, "priority": priority, "region": region, "open_only": open_only}
+    filters = {k: v for k, v in given.items() if v not in (None, False)}
+    audit(session, operator, now, "list_alerts", "alert", "", count=len(rows), filters=filters)
+    return rows
 
 
 async def _scoped_alert(
@@ -297,6 +309,7 @@ async def _detail(session: AsyncSession, alert: Alert, now: datetime) -> AlertDe
         taker.name if taker else None,
         now,
     )
+    base.asked = (await _asked(session, [pk(alert)])).get(pk(alert), [])
     return AlertDetail(
         **base.model_dump(),
         note=alert.note or "",
@@ -481,9 +494,13 @@ async def compliance_figures(
 
 
 @router.get(STREAM_PATH, tags=["alerts"])
-async def alert_stream(operator: CurrentOperator, request: Request) -> StreamingResponse:
+async def alert_stream(
+    session: Session, operator: CurrentOperator, request: Request
+) -> StreamingResponse:
     """Server-sent events: the open queue, pushed when it changes (the page does not poll)."""
     ctx = context(request)
+    # One audit row per stream opened (its pushes are the same read, kept up to date).
+    audit(session, operator, ctx.clock.now(), "list_alerts", "alert", "", stream=True)
 
     async def events() -> AsyncIterator[str]:
         last = ""

@@ -87,6 +87,8 @@ class Elder(SQLModel, table=True):
     night_start: str = "22:00"
     night_end: str = "06:00"
     thresholds: dict[str, Any] = json_column({})
+    # Set instead of deleting (the history names the elder): out of the lists, no new alerts.
+    archived_at: datetime | None = utc_column()
 
 
 class DeviceKind(StrEnum):
@@ -119,6 +121,8 @@ class Device(SQLModel, table=True):
     offline_after: datetime | None = utc_column()
     battery: int | None = None
     rssi: int | None = None
+    # Set instead of deleting (events name the device); an archived device is also disabled.
+    archived_at: datetime | None = utc_column()
 
 
 class ResponderKind(StrEnum):

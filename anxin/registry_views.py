@@ -8,24 +8,28 @@ that must exist inside the operator's scope, unique codes and numbers).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import datetime, time
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile, status
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alert_service.models import OPEN_STATUSES, Alert
-from anxin import auth
+from alert_service.models import OPEN_STATUSES, Alert, RuleTimer
+from anxin import auth, registry_io
 from anxin.models import (
     Device,
     DeviceKind,
     Elder,
     OperatorRole,
+    OperatorUser,
     Region,
     RegionLevel,
     Responder,
@@ -33,6 +37,7 @@ from anxin.models import (
     ServiceCentre,
     pk,
 )
+from anxin.registry_scope import keep_to_scope
 from anxin.schemas import DEVICE_ID_RE
 from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context, storable_text
 from dispatcher.models import DispatchAttempt
@@ -78,10 +83,18 @@ def _require_editor(operator: Operator) -> None:
         raise _forbidden("只读账号 / viewers cannot change the registry")
 
 
+def _is_region_admin(operator: Operator) -> bool:
+    return operator.user.role in (OperatorRole.admin, OperatorRole.county_operator)
+
+
 def _require_region_admin(operator: Operator) -> None:
     """Regions and centres shape the whole network: only admins and county operators."""
-    if operator.user.role not in (OperatorRole.admin, OperatorRole.county_operator):
+    if not _is_region_admin(operator):
         raise _forbidden("仅县级管理员可修改 / only county operators and admins may change this")
+
+
+def _conflict(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, message)
 
 
 def _not_found(what: str) -> HTTPException:
@@ -99,6 +112,11 @@ def _invalid(field: str, message: str) -> HTTPException:
 
 def _now(request: Request) -> datetime:
     return context(request).clock.now()
+
+
+def _filters(**given: Any) -> dict[str, Any]:
+    """The filters a list read was asked with (those set), for its audit row."""
+    return {k: v for k, v in given.items() if v not in (None, "", False, 0)}
 
 
 async def _region_in_scope(
@@ -168,10 +186,12 @@ def _region_out(region: Region, elders: int = 0) -> RegionOut:
 
 
 @router.get("/regions", response_model=list[RegionOut])
-async def list_regions(session: Session, operator: CurrentOperator) -> list[RegionOut]:
+async def list_regions(
+    session: Session, operator: CurrentOperator, request: Request
+) -> list[RegionOut]:
     counted = await session.execute(
         select(col(Elder.village_id), func.count())
-        .where(col(Elder.village_id).in_(operator.region_ids))
+        .where(col(Elder.village_id).in_(operator.region_ids), col(Elder.archived_at).is_(None))
         .group_by(col(Elder.village_id))
     )
     counts = {village_id: int(n) for village_id, n in counted}
@@ -180,7 +200,9 @@ async def list_regions(session: Session, operator: CurrentOperator) -> list[Regi
             select(Region).where(col(Region.id).in_(operator.region_ids)).order_by(col(Region.code))
         )
     ).scalars()
-    return [_region_out(r, counts.get(pk(r), 0)) for r in regions]
+    out = [_region_out(r, counts.get(pk(r), 0)) for r in regions]
+    audit(session, operator, _now(request), "list_regions", "region", "", count=len(out))
+    return out
 
 
 async def _check_region(
@@ -223,6 +245,63 @@ async def update_region(
     return _region_out(region)
 
 
+# What keeps a region from being deleted, and how a person is told (409).
+REGION_HOLDERS: list[tuple[Any, Any, str, str]] = [
+    (Region, Region.parent_id, "个下级区域", "child regions"),
+    (Elder, Elder.village_id, "位老人（含已归档）", "elders (archived ones too)"),
+    (ServiceCentre, ServiceCentre.region_id, "个服务中心", "service centres"),
+    (Responder, Responder.village_id, "位助老员", "aides"),
+    (OperatorUser, OperatorUser.region_id, "个操作员账号", "operator accounts"),
+    (Alert, Alert.village_id, "条警报记录", "alerts on record"),
+]
+
+
+@router.delete(
+    "/regions/{region_id}",
+    status_code=204,
+    responses={409: {"description": "the region still has children, elders or history"}},
+)
+async def delete_region(
+    region_id: RowId, session: Session, operator: CurrentOperator, request: Request
+) -> None:
+    """Delete an empty township or village (county operators and admins). A region that still
+    has child regions, elders (archived too), a centre, aides, operator accounts or alerts on
+    record is refused with 409 and what is left in it: the history that names it stays whole."""
+    _require_region_admin(operator)
+    region = await session.get(Region, region_id, with_for_update=True)
+    if region is None or region_id not in operator.region_ids or region.level == "county":
+        raise _not_found("地区 region")
+    left: list[tuple[int, str, str]] = []
+    for model, column, zh, en in REGION_HOLDERS:
+        n = await session.scalar(
+            select(func.count()).select_from(model).where(col(column) == region_id)
+        )
+        if n:
+            left.append((int(n), zh, en))
+    if left:
+        raise _conflict(
+            f"“{region.name}”下还有"
+            + "、".join(f"{n}{zh}" for n, zh, _ in left)
+            + "，不能删除 / the region still has "
+            + ", ".join(f"{n} {en}" for n, _, en in left)
+            + ": it cannot be deleted"
+        )
+    code, name = region.code, region.name
+    try:
+        # A savepoint: a reference added since the counts (or a table not counted above) is a
+        # 409, not a failed commit after the answer.
+        async with session.begin_nested():
+            await session.delete(region)
+    except IntegrityError:
+        raise _conflict(
+            f"“{name}”仍被其他记录引用，不能删除 / the region is still referred to: "
+            "it cannot be deleted"
+        ) from None
+    audit(
+        session, operator, _now(request), "delete_region", "region", region_id, code=code, name=name
+    )
+
+
 # --- centres ----------------------------------------------------------------------------------
 
 
@@ -256,14 +335,18 @@ def _centre_out(centre: ServiceCentre, region_name: str) -> CentreOut:
 
 
 @router.get("/centres", response_model=list[CentreOut])
-async def list_centres(session: Session, operator: CurrentOperator) -> list[CentreOut]:
+async def list_centres(
+    session: Session, operator: CurrentOperator, request: Request
+) -> list[CentreOut]:
     rows = await session.execute(
         select(ServiceCentre, col(Region.name))
         .join(Region, col(Region.id) == col(ServiceCentre.region_id))
         .where(col(ServiceCentre.region_id).in_(operator.region_ids))
         .order_by(col(ServiceCentre.id))
     )
-    return [_centre_out(c, name) for c, name in rows]
+    out = [_centre_out(c, name) for c, name in rows]
+    audit(session, operator, _now(request), "list_centres", "centre", "", count=len(out))
+    return out
 
 
 async def _centre_responder(session: AsyncSession, centre: ServiceCentre) -> None:
@@ -378,6 +461,8 @@ class ElderOut(ElderIn):
     village: str
     devices: list[DeviceBrief] = Field(default_factory=list)
     open_alerts: int = 0
+    # Set when the elder was removed (DELETE): kept for the history, out of the lists.
+    archived_at: datetime | None = None
 
 
 def _elder_out(elder: Elder, village: str, devices: list[Device], open_alerts: int = 0) -> ElderOut:
@@ -400,6 +485,7 @@ def _elder_out(elder: Elder, village: str, devices: list[Device], open_alerts: i
         consent=elder.consent,
         night_start=elder.night_start,
         night_end=elder.night_end,
+        archived_at=elder.archived_at,
         devices=[
             DeviceBrief(
                 id=d.id,
@@ -418,7 +504,9 @@ def _elder_out(elder: Elder, village: str, devices: list[Device], open_alerts: i
 async def _devices_of(session: AsyncSession, elder_ids: list[int]) -> dict[int, list[Device]]:
     devices = (
         await session.execute(
-            select(Device).where(col(Device.elder_id).in_(elder_ids)).order_by(col(Device.id))
+            select(Device)
+            .where(col(Device.elder_id).in_(elder_ids), col(Device.archived_at).is_(None))
+            .order_by(col(Device.id))
         )
     ).scalars()
     by_elder: dict[int, list[Device]] = {}
@@ -436,11 +524,17 @@ async def list_elders(
     village_id: RowId | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     offset: Annotated[int, Query(ge=0)] = 0,
+    archived: Annotated[
+        bool, Query(description="list archived (removed) elders instead of current ones")
+    ] = False,
 ) -> list[ElderOut]:
     query = (
         select(Elder, col(Region.name))
         .join(Region, col(Region.id) == col(Elder.village_id))
         .where(col(Elder.village_id).in_(operator.region_ids))
+        .where(
+            col(Elder.archived_at).is_not(None) if archived else col(Elder.archived_at).is_(None)
+        )
     )
     if village_id is not None:
         query = query.where(col(Elder.village_id) == village_id)
@@ -464,7 +558,16 @@ async def list_elders(
     )
     open_counts = {elder_id: int(n) for elder_id, n in counted}
     # Elders' records are personal data (PIPL): a list read is on the record too.
-    audit(session, operator, _now(request), "list_elders", "elder", "", count=len(rows), q=q)
+    audit(
+        session,
+        operator,
+        _now(request),
+        "list_elders",
+        "elder",
+        "",
+        count=len(rows),
+        filters=_filters(q=q, village_id=village_id, offset=offset, archived=archived),
+    )
     return [
         _elder_out(e, village, devices.get(pk(e), []), open_counts.get(pk(e), 0))
         for e, village in rows
@@ -517,6 +620,8 @@ async def update_elder(
 ) -> ElderOut:
     _require_editor(operator)
     elder = await _scoped_elder(session, operator, elder_id)
+    if elder.archived_at is not None:
+        raise _conflict(ELDER_ARCHIVED)
     village = await _check_elder(session, operator, body, elder_id)
     changed = [k for k, v in body.model_dump().items() if getattr(elder, k) != v]
     for key, value in body.model_dump().items():
@@ -525,6 +630,64 @@ async def update_elder(
     audit(session, operator, _now(request), "update_elder", "elder", elder_id, changed=changed)
     devices = await _devices_of(session, [elder_id])
     return _elder_out(elder, village.name, devices.get(elder_id, []))
+
+
+ELDER_ARCHIVED = "这位老人已归档 / this elder is archived"
+
+
+@router.delete(
+    "/elders/{elder_id}",
+    response_model=ElderOut,
+    responses={409: {"description": "the elder has an open alert"}},
+)
+async def archive_elder(
+    elder_id: RowId, session: Session, operator: CurrentOperator, request: Request
+) -> ElderOut:
+    """Remove an elder from the registry by archiving the record: deleting it would lose the
+    history that names it (alerts, SMS, the monthly figures, the audit log). The elder leaves
+    the lists (`GET /api/elders?archived=true` shows them), their devices are archived and
+    disabled (rejected with `disabled_device`, no broker login), their pending rule timers are
+    cancelled, and no new alert is raised for them. Refused with 409 while an alert of theirs is
+    open: resolve it first. Removing an archived elder again changes nothing."""
+    _require_editor(operator)
+    now = _now(request)
+    elder = await session.get(Elder, elder_id, with_for_update=True)
+    if elder is None or elder.village_id not in operator.region_ids:
+        raise _not_found("老人 elder")
+    village = await session.get(Region, elder.village_id)
+    if elder.archived_at is None:
+        # Devices first: from here on the gateway rejects them, so no alert is raised while
+        # the open alerts are counted.
+        archived = await session.execute(
+            update(Device)
+            .where(col(Device.elder_id) == elder_id, col(Device.archived_at).is_(None))
+            .values(enabled=False, archived_at=now)
+            .returning(col(Device.id))
+        )
+        device_ids = sorted(archived.scalars())
+        open_codes = [
+            f"A{alert_id}"
+            for alert_id in (
+                await session.execute(
+                    select(col(Alert.id)).where(
+                        col(Alert.elder_id) == elder_id, col(Alert.status).in_(OPEN_STATUSES)
+                    )
+                )
+            ).scalars()
+        ]
+        if open_codes:
+            raise _conflict(
+                f"这位老人还有未结束的警报 {'、'.join(open_codes)}，请先处理完毕再归档 / the elder "
+                f"has an open alert ({', '.join(open_codes)}): resolve it before archiving"
+            )
+        await session.execute(
+            update(RuleTimer)
+            .where(col(RuleTimer.elder_id) == elder_id, col(RuleTimer.fired_at).is_(None))
+            .values(cancelled=True)
+        )
+        elder.archived_at = now
+        audit(session, operator, now, "archive_elder", "elder", elder_id, devices=device_ids)
+    return _elder_out(elder, village.name if village else "", [])
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -557,21 +720,30 @@ class DeviceOut(BaseModel):
     heartbeat_interval_s: int
     trouble: list[str]
     password: str | None = None  # only in the answer that created it
+    # Set when the device was removed (DELETE): kept for its events' sake, disabled for good.
+    archived_at: datetime | None = None
 
 
 @router.get("/devices", response_model=list[DeviceOut])
 async def list_devices(
     session: Session,
     operator: CurrentOperator,
+    request: Request,
     elder_id: RowId | None = None,
     trouble_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=2000)] = 1000,
+    archived: Annotated[
+        bool, Query(description="list archived (removed) devices instead of current ones")
+    ] = False,
 ) -> list[DeviceOut]:
     query = (
         select(Device, col(Elder.name), col(Region.name))
         .join(Elder, col(Elder.id) == col(Device.elder_id))
         .join(Region, col(Region.id) == col(Elder.village_id))
         .where(col(Elder.village_id).in_(operator.region_ids))
+        .where(
+            col(Device.archived_at).is_not(None) if archived else col(Device.archived_at).is_(None)
+        )
     )
     if elder_id is not None:
         query = query.where(col(Device.elder_id) == elder_id)
@@ -580,6 +752,17 @@ async def list_devices(
     out = [_device_out(d, elder, village, trouble.get(d.id, [])) for d, elder, village in rows]
     if trouble_only:
         out = [d for d in out if d.trouble]
+    filters = _filters(elder_id=elder_id, trouble_only=trouble_only, archived=archived)
+    audit(
+        session,
+        operator,
+        _now(request),
+        "list_devices",
+        "device",
+        "",
+        count=len(out),
+        filters=filters,
+    )
     return out
 
 
@@ -597,6 +780,7 @@ def _device_out(device: Device, elder: str, village: str, trouble: list[str]) ->
         last_seen_at=device.last_seen_at,
         heartbeat_interval_s=device.heartbeat_interval_s,
         trouble=trouble,
+        archived_at=device.archived_at,
     )
 
 
@@ -646,6 +830,8 @@ async def _elder_for_device(session: AsyncSession, operator: Operator, elder_id:
     elder = await session.get(Elder, elder_id)
     if elder is None or elder.village_id not in operator.region_ids:
         raise _invalid("elder_id", "不在您的辖区内 / not in your region")
+    if elder.archived_at is not None:
+        raise _invalid("elder_id", ELDER_ARCHIVED)
     return elder
 
 
@@ -658,10 +844,9 @@ async def update_device(
     request: Request,
 ) -> DeviceOut:
     _require_editor(operator)
-    device = await session.get(Device, device_id)
-    owner = await session.get(Elder, device.elder_id) if device else None
-    if device is None or owner is None or owner.village_id not in operator.region_ids:
-        raise _not_found("设备 device")
+    device = await _scoped_device(session, operator, device_id)
+    if device.archived_at is not None:
+        raise _conflict(DEVICE_ARCHIVED)
     elder = await _elder_for_device(session, operator, body.elder_id)
     for key, value in body.model_dump().items():
         setattr(device, key, value)
@@ -671,6 +856,40 @@ async def update_device(
     return _device_out(
         device, elder.name, village.name if village else "", trouble.get(device_id, [])
     )
+
+
+DEVICE_ARCHIVED = "这个设备已停用归档 / this device is archived"
+
+
+async def _scoped_device(session: AsyncSession, operator: Operator, device_id: str) -> Device:
+    device = await session.get(Device, device_id, with_for_update=True)
+    owner = await session.get(Elder, device.elder_id) if device else None
+    if device is None or owner is None or owner.village_id not in operator.region_ids:
+        raise _not_found("设备 device")
+    return device
+
+
+@router.delete("/devices/{device_id}", response_model=DeviceOut)
+async def archive_device(
+    device_id: Annotated[str, Path(pattern=DEVICE_ID_RE.pattern)],
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+) -> DeviceOut:
+    """Remove a device by archiving it (its events stay on record): it is disabled for good, so
+    the gateway rejects what it sends with `disabled_device` and `anxin devices
+    export-mosquitto` leaves it out (no broker login). It leaves the lists
+    (`GET /api/devices?archived=true` shows it) and its id stays taken. Open alerts it raised
+    stay open for an operator to close. Removing it again changes nothing."""
+    _require_editor(operator)
+    now = _now(request)
+    device = await _scoped_device(session, operator, device_id)
+    if device.archived_at is None:
+        device.enabled, device.archived_at = False, now
+        audit(session, operator, now, "archive_device", "device", device_id)
+    elder = await session.get(Elder, device.elder_id)
+    village = await session.get(Region, elder.village_id) if elder else None
+    return _device_out(device, elder.name if elder else "", village.name if village else "", [])
 
 
 class TownshipHealth(BaseModel):
@@ -684,7 +903,9 @@ class TownshipHealth(BaseModel):
 
 
 @router.get("/device-health", response_model=list[TownshipHealth])
-async def device_health(session: Session, operator: CurrentOperator) -> list[TownshipHealth]:
+async def device_health(
+    session: Session, operator: CurrentOperator, request: Request
+) -> list[TownshipHealth]:
     """Devices online, offline and low on battery per township (the figures page shows it too)."""
     village = Region.__table__.alias("village")  # type: ignore[attr-defined]
     township = Region.__table__.alias("township")  # type: ignore[attr-defined]
@@ -703,11 +924,11 @@ async def device_health(session: Session, operator: CurrentOperator) -> list[Tow
         .join(Elder, col(Elder.id) == col(Device.elder_id))
         .join(village, village.c.id == col(Elder.village_id))
         .join(township, township.c.id == village.c.parent_id)
-        .where(col(Elder.village_id).in_(operator.region_ids))
+        .where(col(Elder.village_id).in_(operator.region_ids), col(Device.archived_at).is_(None))
         .group_by(township.c.id, township.c.name, township.c.code)
         .order_by(township.c.code)
     )
-    return [
+    out = [
         TownshipHealth(
             township_id=tid,
             township=name,
@@ -719,6 +940,8 @@ async def device_health(session: Session, operator: CurrentOperator) -> list[Tow
         )
         for tid, name, total, online, offline, low, disabled in rows
     ]
+    audit(session, operator, _now(request), "list_device_health", "device", "", count=len(out))
+    return out
 
 
 # --- responders -------------------------------------------------------------------------------
@@ -811,6 +1034,8 @@ async def list_responders(
         .group_by(col(DispatchAttempt.responder_id))
     )
     today = {rid: (n, accepted) for rid, n, accepted in counts}
+    # Aides' names and phone numbers are personal data: a list read is on the record.
+    audit(session, operator, ctx.clock.now(), "list_responders", "responder", "", count=len(rows))
     return [
         _responder_out(r, village or centre or "", *today.get(pk(r), (0, 0)))
         for r, village, centre in rows
@@ -894,6 +1119,7 @@ class DeadLetterOut(BaseModel):
 async def list_dead_letters(
     session: Session,
     operator: CurrentOperator,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[DeadLetterOut]:
     """Rejected device messages. A message from an unknown device belongs to no region: only
@@ -918,7 +1144,7 @@ async def list_dead_letters(
             .limit(limit)
         )
     ).scalars()
-    return [
+    out = [
         DeadLetterOut(
             id=d.id or 0,
             received_at=d.received_at,
@@ -930,6 +1156,17 @@ async def list_dead_letters(
         )
         for d in rows
     ]
+    audit(
+        session,
+        operator,
+        _now(request),
+        "list_dead_letters",
+        "dead_letter",
+        "",
+        count=len(out),
+        filters=_filters(limit=limit),
+    )
+    return out
 
 
 # --- the map ----------------------------------------------------------------------------------
@@ -964,7 +1201,11 @@ async def map_points(session: Session, operator: CurrentOperator, request: Reque
         )
     ).scalars()
     elders = (
-        await session.execute(select(Elder).where(col(Elder.village_id).in_(operator.region_ids)))
+        await session.execute(
+            select(Elder).where(
+                col(Elder.village_id).in_(operator.region_ids), col(Elder.archived_at).is_(None)
+            )
+        )
     ).scalars()
     responders = (
         await session.execute(select(Responder).where(_responders_in_scope(operator)))
@@ -991,3 +1232,78 @@ async def map_points(session: Session, operator: CurrentOperator, request: Reque
     # Where elders live is personal data: reading the map is on the record.
     audit(session, operator, _now(request), "read_map", "elder", "", count=len(out.elders))
     return out
+
+
+# --- registry import --------------------------------------------------------------------------
+
+MAX_IMPORT_BYTES = 20 * 1024 * 1024  # a city's registry as .xlsx is a few MB
+
+
+@router.post(
+    "/registry/import",
+    responses={
+        413: {"description": "the file is larger than 20 MB"},
+        422: {"description": "the file cannot be read (format, encoding)"},
+    },
+)
+async def import_registry(
+    file: Annotated[UploadFile, File(description="a .xlsx workbook or a .csv file")],
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+    kind: Annotated[
+        registry_io.RegistryKind | None,
+        Query(description="what the file holds when its name and headers do not say"),
+    ] = None,
+    dry_run: Annotated[bool, Query(description="check only; store nothing")] = False,
+    strict: Annotated[bool, Query(description="store nothing if any row is refused")] = False,
+) -> dict[str, Any]:
+    """Import the registry from a spreadsheet (multipart field `file`), as `anxin registry
+    import` does, and answer with its row-by-row report as JSON (`lines` is the text the
+    command prints). Only rows inside the operator's region are imported; rows outside it, and
+    rows naming an archived elder or device, are refused with their row and column. Regions and
+    centres only by county operators and admins. The file is one transaction; audited."""
+    _require_editor(operator)
+    data = await file.read(MAX_IMPORT_BYTES + 1)
+    if len(data) > MAX_IMPORT_BYTES:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "文件超过 20 MB / the file is over 20 MB"
+        )
+    name = PurePath((file.filename or "").replace("\\", "/")).name or "upload.csv"
+    now = _now(request)
+    try:
+        # Parsing a large workbook is seconds of CPU: off the event loop.
+        sheets = await asyncio.to_thread(registry_io.parse_file, data, name, kind)
+    except registry_io.RegistryFileError as exc:
+        raise HTTPException(422, str(exc)) from None
+    await keep_to_scope(
+        session,
+        sheets,
+        region_ids=operator.region_ids,
+        may_shape_network=_is_region_admin(operator),
+    )
+    report = await registry_io.apply_sheets(
+        context(request).sessions,
+        sheets,
+        source=name,
+        now=now,
+        dry_run=dry_run,
+        strict=strict,
+        actor=operator.actor,
+        operator_id=operator.id,
+    )
+    if not report.committed:
+        # A committed import wrote its own audit row with the file; this one records the rest.
+        audit(
+            session,
+            operator,
+            now,
+            "registry_import",
+            "file",
+            name[:64],
+            committed=False,
+            dry_run=dry_run,
+            strict=strict,
+            refused_rows=sum(s.refused_rows for s in report.sheets),
+        )
+    return {**report.as_dict(), "ok": report.ok, "lines": report.summary_lines()}

@@ -1,6 +1,7 @@
 """The audit log cannot be read back, edited or deleted through the API: there is no audit
-route, no route deletes or patches anything, and the rows written as a side effect of an
-operator's action carry the server's own who, what and when, whatever the request says."""
+route, no route patches anything or deletes beyond the registry's three removals, and the rows
+written as a side effect of an operator's action carry the server's own who, what and when,
+whatever the request says."""
 
 from __future__ import annotations
 
@@ -43,7 +44,13 @@ async def audit_rows(region: Seeded) -> str:
 def test_no_route_touches_the_audit_log_and_none_deletes_or_patches(app: FastAPI) -> None:
     routes = app_routes(app)
     assert not [r for r in routes if "audit" in r[1].lower()]
-    assert {method for method, _ in routes} <= {"GET", "POST", "PUT"}
+    assert {method for method, _ in routes} <= {"GET", "POST", "PUT", "DELETE"}
+    # The only removals: an empty region, and elders and devices (archived, not deleted).
+    assert {path for method, path in routes if method == "DELETE"} == {
+        "/api/regions/{region_id}",
+        "/api/elders/{elder_id}",
+        "/api/devices/{device_id}",
+    }
 
 
 async def test_every_method_on_every_audit_path_changes_nothing(

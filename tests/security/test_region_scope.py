@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from anxin.clock import FakeClock
+from anxin.models import Elder, Region
 from dispatcher.models import DispatchAttempt
 from tests.conftest import Seeded, ServeApp
 from tests.console.test_registry_api import login
@@ -239,6 +240,47 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         assert {r["id"] for r in res["responders"]} <= mine.responders
         assert {c["id"] for c in res["centres"]} == mine.centres
 
+    async def delete_region() -> None:
+        assert await status("DELETE", f"/api/regions/{theirs.village}", t01) == 403
+        assert await status("DELETE", f"/api/regions/{theirs.village}", c2) == 404
+
+    async def archive_elder() -> None:
+        assert await status("DELETE", f"/api/elders/{theirs.elder}", t01) == 404
+
+    async def archive_device() -> None:
+        assert await status("DELETE", f"/api/devices/{theirs.device}", t01) == 404
+
+    async def registry_import() -> None:
+        async with region.sessions() as session:
+            their_elder = await session.get(Elder, theirs.elder)
+            my_elder = await session.get(Elder, mine.elder)
+            my_village = await session.get(Region, mine.village)
+            their_village = await session.get(Region, theirs.village)
+            assert their_elder and my_elder and my_village and their_village
+        files = {
+            # Their elder moved into my village; a new elder in their village.
+            "elders": "老人编号,姓名,村编码,纬度,经度\n"
+            f"{their_elder.code},改名,{my_village.code},32.7,109.1\n"
+            f"E9902,新人,{their_village.code},32.7,109.1\n",
+            # Their device given to my elder.
+            "devices": f"设备编号,设备类型,老人编号\n{theirs.device},一键呼叫,{my_elder.code}\n",
+            # An aide in their village.
+            "aides": f"姓名,手机号,村编码\n赵敏,+8613900009902,{their_village.code}\n",
+        }
+        for kind, text in files.items():
+            res = await http.post(
+                "/api/registry/import",
+                headers=t01,
+                params={"kind": kind},
+                files={"file": (f"{kind}.csv", text.encode(), "text/csv")},
+            )
+            assert res.status_code == 200, res.text
+            report = res.json()
+            assert report["sheets"][0]["created"] == report["sheets"][0]["updated"] == 0
+            assert report["refused"] and all(
+                "not in your region" in f["message"] for f in report["refused"]
+            ), report["refused"]
+
     async def console_config() -> None:
         res = (await http.get("/api/console/config", headers=t01)).json()
         assert res["username"] == "t01" and res["can_edit_regions"] is False
@@ -272,6 +314,10 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("GET", "/api/dead-letters"): dead_letters,
         ("GET", "/api/map"): map_points,
         ("GET", "/api/console/config"): console_config,
+        ("DELETE", "/api/regions/{region_id}"): delete_region,
+        ("DELETE", "/api/elders/{elder_id}"): archive_elder,
+        ("DELETE", "/api/devices/{device_id}"): archive_device,
+        ("POST", "/api/registry/import"): registry_import,
     }
     routes = app_routes(app)
     assert routes == set(probes) | NOT_OPERATOR_DATA, (
