@@ -968,9 +968,16 @@ async def handle_inbound(
     if reply.kind == ReplyKind.decline:
         await alerts.decline(session, alert, responder.id, now, actor)
         return f"declined:{alert.code}"
+    # CONTRACT §5: only the taker moves an alert on (an untaken one is taken by the `2`/`3`).
+    if alert.accepted_by != responder.id and not await alerts.accept(
+        session, alert, responder.id, now, actor
+    ):
+        taker = await _responder(session, alert.accepted_by)
+        await answer(
+            templates.not_taker_sms(alert.code, taker.name if taker else "", lang), "not_taker"
+        )
+        return f"not_taker:{alert.code}"
     if reply.kind == ReplyKind.on_scene:
-        if alert.accepted_by is None:
-            await alerts.accept(session, alert, responder.id, now, actor)
         await alerts.on_scene(session, alert, now, actor)
         return f"on_scene:{alert.code}"
     # done

@@ -224,6 +224,15 @@ def handled_by_sms(alert_code: str, taker_name: str, lang: str = "zh") -> str:
     return f"{SIGNATURE_ZH}{alert_code} 已由{taker}接单，无需前往。"
 
 
+def not_taker_sms(alert_code: str, taker_name: str, lang: str = "zh") -> str:
+    """To an aide whose arrival (`2`) or completion (`3`) was for an alert someone else took:
+    it changed nothing (CONTRACT §5)."""
+    taker = mask_name(taker_name)
+    if _english(lang):
+        return f"{SIGNATURE_EN}{alert_code} was taken by {taker}; your reply changed nothing."
+    return f"{SIGNATURE_ZH}{alert_code} 已由{taker}接单，您的回复未生效。"
+
+
 def reassigned_sms(alert_code: str, lang: str = "zh") -> str:
     """To an aide whose request the operator withdrew (改派), and to their late replies."""
     if _english(lang):

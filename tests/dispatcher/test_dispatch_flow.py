@@ -459,6 +459,39 @@ async def test_when_someone_accepts_the_others_asked_hear_who_has_it(
     assert [m.body for m in bench.sandbox.messages_to(first.phone)][-1] == handled
 
 
+async def test_only_the_taker_puts_an_alert_on_scene_or_resolves_it(bench: DispatchBench) -> None:
+    """CONTRACT §5: aide A declines, aide B takes it; A's `2` or `3` (bare or with the code)
+    changes nothing and A is told who has it; B's own `2` and `3` still work."""
+    alert = await bench.raise_alert(ELDER)
+    first = (await bench.asked(alert.id))[0]
+    assert await bench.reply(first.phone, "0") == 200
+    second = (await bench.asked(alert.id))[1]
+    assert await bench.reply(second.phone, "1") == 200
+    await bench.send_outbox()
+    timeline = len(await bench.timeline(alert.id))
+    told_second = len(bench.sandbox.messages_to(second.phone))
+
+    not_yours = templates.not_taker_sms(alert.code, second.name, "zh")
+    assert f"{alert.code} 已由{templates.mask_name(second.name)}接单" in not_yours
+    for body in ("3", "2", "到了", f"完成 误报 {alert.code}"):
+        assert await bench.reply(first.phone, body) == 200
+        taken = await bench.alert(alert.id)
+        assert (taken.status, taken.accepted_by, taken.on_scene_at) == (
+            "accepted",
+            second.id,
+            None,
+        ), body
+        await bench.send_outbox()
+        assert bench.sandbox.messages_to(first.phone)[-1].body == not_yours, body
+    assert len(await bench.timeline(alert.id)) == timeline
+    assert len(bench.sandbox.messages_to(second.phone)) == told_second
+
+    assert await bench.reply(second.phone, "2") == 200
+    assert await bench.reply(second.phone, "3") == 200
+    closed = await bench.alert(alert.id)
+    assert (closed.status, closed.resolved_by) == ("resolved", f"responder:{second.id}")
+
+
 async def test_the_running_worker_is_woken_by_the_queuing_commit_not_by_polling(
     bench: DispatchBench,
 ) -> None:
