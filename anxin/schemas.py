@@ -51,7 +51,12 @@ class Ack(BaseModel):
     reason: RejectReason | None = None
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+        body = self.model_dump_json(exclude_none=True).encode()
+        if self.event_id is None:
+            # `"event_id": null` says the payload could not be read: the device must not resend
+            # it (CONTRACT §5). The other empty fields stay out, as before.
+            return b'{"event_id":null,' + body[1:]
+        return body
 
 
 class Heartbeat(BaseModel):

@@ -28,6 +28,11 @@ _ROOT_PARTS = TOPIC_ROOT.split("/")
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 # orjson reads an integer past 64 bits as a float, the standard library as an int.
 _LONG_NUMBER = re.compile(r"[0-9]{20}")
+# A payload too large to store is still read for its event_id, so the device's ack names the
+# event (CONTRACT §5): parsed whole up to this size, beyond it only when the object begins with
+# its event_id, so a huge message costs no parse.
+_READ_ID_MAX_BYTES = 1 << 20
+_LEADING_EVENT_ID = re.compile(rb'\A\s*\{\s*"event_id"\s*:\s*"([^"\\\x00-\x1f]{1,256})"')
 # Device clocks before 2001 or far in the future are not trusted as times.
 _MIN_TS_MS = 978_307_200_000
 _MAX_TS_MS = 4_102_444_800_000
@@ -106,11 +111,38 @@ def _loads(text: str) -> Any:
     return json.loads(text)
 
 
+def _sound_event_id(value: Any) -> str | None:
+    if isinstance(value, str) and 1 <= len(value) <= 64 and _storable(value) == value:
+        return value
+    return None
+
+
+def readable_event_id(payload: bytes) -> str | None:
+    """The event_id of a payload rejected for its size, when it can be read; None otherwise."""
+    if len(payload) <= _READ_ID_MAX_BYTES:
+        try:
+            body = _loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        return _sound_event_id(body.get("event_id")) if isinstance(body, dict) else None
+    leading = _LEADING_EVENT_ID.match(payload)
+    if leading is None:
+        return None
+    try:
+        return _sound_event_id(leading.group(1).decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
+
 def parse_event(payload: bytes) -> ParsedEvent | Rejection:
     """Validate an event payload. Only identity (event_id) and type must be sound:
     damaged optional fields are dropped and noted ("when in doubt, alert")."""
     if len(payload) > MAX_EVENT_BYTES:
-        return Rejection(RejectReason.too_large, f"{len(payload)} bytes > {MAX_EVENT_BYTES}")
+        return Rejection(
+            RejectReason.too_large,
+            f"{len(payload)} bytes > {MAX_EVENT_BYTES}",
+            readable_event_id(payload),
+        )
     try:
         decoded = payload.decode("utf-8")
         body = _loads(decoded)

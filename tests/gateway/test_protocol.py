@@ -52,6 +52,11 @@ async def test_every_reject_reason_gets_its_ack_and_dead_letter_and_the_gateway_
         )
     address = BrokerAddress.parse(mosquitto.url())
     oversized = event_json("big-1", "sos", data={"pad": "x" * MAX_EVENT_BYTES})
+    # The event id last, and past 1 MiB (read only from an object that begins with it).
+    id_last = json.dumps(
+        {"data": {"pad": "x" * MAX_EVENT_BYTES}, "type": "sos", "event_id": "big-2"}
+    )
+    huge = event_json("big-3", "sos", data={"pad": "x" * (1 << 20)})
     # (device, payload, expected reason, event_id the ack carries)
     cases: list[tuple[str, bytes, str, str | None]] = [
         (good, b"{not json", "invalid_json", None),
@@ -64,7 +69,11 @@ async def test_every_reject_reason_gets_its_ack_and_dead_letter_and_the_gateway_
         (good, json.dumps({"event_id": "t-1", "type": 7}).encode(), "invalid_payload", "t-1"),
         (good, json.dumps({"event_id": "t-2"}).encode(), "invalid_payload", "t-2"),
         (good, event_json("u-1", "dance"), "unknown_type", "u-1"),
-        (good, oversized, "too_large", None),
+        # Too large, but the event id can be read: the ack names it (CONTRACT §5).
+        (good, oversized, "too_large", "big-1"),
+        (good, id_last.encode(), "too_large", "big-2"),
+        (good, huge, "too_large", "big-3"),
+        (good, b"garbage " * MAX_EVENT_BYTES, "too_large", None),
         ("ghost-device-1", event_json("g-1", "sos"), "unknown_device", "g-1"),
         (disabled, event_json("d-1", "sos"), "disabled_device", "d-1"),
     ]
@@ -82,7 +91,8 @@ async def test_every_reject_reason_gets_its_ack_and_dead_letter_and_the_gateway_
                 ack = await _next_rejection(device, key, before)
                 assert ack["status"] == "rejected", (reason, ack)
                 assert ack["reason"] == reason, (payload[:60], ack)
-                assert ack.get("event_id") == event_id
+                # Always there: `null` when the payload could not be read.
+                assert "event_id" in ack and ack["event_id"] == event_id, (payload[:60], ack)
                 letters = await eventually(
                     partial(_at_least, region.sessions, n), what="dead letter"
                 )
