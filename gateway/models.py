@@ -39,9 +39,9 @@ class DeadLetter(SQLModel, table=True):
 
 
 class GatewayLiveness(SQLModel, table=True):
-    """One row per gateway replica, written by its sweeper every few seconds while it is
-    connected to the broker and the database answers: the durable record of when the platform
-    last listened, so a restart can tell the platform's own gap from silent devices."""
+    """One row per gateway replica, written every few seconds while it is connected to the
+    broker and the database answers: the durable record of when the platform last listened,
+    so a restart can tell the platform's own gap from silent devices."""
 
     __tablename__ = "gateway_liveness"
     gateway_id: str = Field(primary_key=True, max_length=64)

@@ -257,6 +257,7 @@ class Gateway:
                 *(self._event_loop(stop, lane) for lane in lanes),
                 self._heartbeat_loop(stop),
                 self._status_loop(stop),
+                self._liveness_loop(stop),
                 self._sweep_loop(stop),
             )
         finally:
@@ -574,11 +575,35 @@ class Gateway:
         self._alive_tick = (loop_now, connects)
         return True
 
+    def _listening(self) -> bool:
+        """Connected, with this connection's liveness tick written (so its gap, if there was
+        one, is handled) and recent."""
+        if self._alive_tick is None:
+            return False
+        at, connects = self._alive_tick
+        return (
+            self.client.is_connected
+            and self.heartbeat_client.is_connected
+            and connects == (self.client.connect_count, self.heartbeat_client.connect_count)
+            and asyncio.get_running_loop().time() - at <= service.LIVENESS_GAP_S
+        )
+
+    async def _liveness_loop(self, stop: asyncio.Event) -> None:
+        # A loop of its own, not the sweep's: a long sweep (a township's worth of transitions)
+        # must not make this replica look away to the others.
+        while not stop.is_set():
+            try:
+                await self._alive()
+            except Exception as exc:
+                log.warning("liveness_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.sweep_seconds)
+
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 # A gateway that cannot hear the devices does not blame them for its silence.
-                if await self._alive():
+                if self._listening():
                     async with transaction(self.sessions) as session:
                         silent = await service.sweep_silent(
                             session, self.clock.now(), share_expiry_s=SESSION_EXPIRY_S
