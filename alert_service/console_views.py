@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -34,6 +34,12 @@ def mount_console(app: FastAPI) -> None:
 async def console_page() -> HTMLResponse:
     # The same shell as `/`: the console routes inside the page (#/queue, #/alert/7, …).
     return HTMLResponse(SHELL.read_text(encoding="utf-8"))
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    # The page names its icon; this is for what asks by the old name anyway (/docs, bookmarks).
+    return FileResponse(CONSOLE_DIR / "static" / "favicon.svg", media_type="image/svg+xml")
 
 
 class ConsoleConfig(BaseModel):

@@ -514,7 +514,9 @@ async def alert_stream(
                 last = payload
                 yield f"event: alerts\ndata: {payload}\n\n"
             else:
-                yield ": keep-alive\n\n"
+                # An event, not a comment line (a page never sees those): the console's "the
+                # data of HH:MM:SS" banner says when the server last confirmed the list.
+                yield "event: alive\ndata: 1\n\n"
             await asyncio.sleep(1)
 
     return StreamingResponse(

@@ -42,7 +42,11 @@ async def serve_app(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", port))
     bound = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        # An open console's live stream never ends by itself: without a limit the server
+        # would wait for it forever when it stops.
+        uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1
+        )
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -25,9 +25,11 @@ const ROUTES = [
 ];
 
 let cleanup = null;
+let routed = 0;  // which route() call is the latest
 
 async function route() {
   if (!state.config) return;
+  const mine = ++routed;
   const hash = location.hash || "#/queue";
   let render = null;
   for (const [pattern, make] of ROUTES) {
@@ -39,11 +41,15 @@ async function route() {
     link.classList.toggle("active", hash.startsWith(`#/${link.dataset.route}`) || (link.dataset.route === "queue" && hash.startsWith("#/alert")));
   }
   if (cleanup) { cleanup(); cleanup = null; }
-  const view = clear(document.getElementById("view"));
-  view.className = "";
+  // Each route renders into a page of its own: a slower render started before (a detail
+  // still fetching when the operator moved on) then draws into a page no longer shown.
+  const view = h("div", {});
+  document.getElementById("view").replaceChildren(view);
   try {
     const result = await render(view);
-    if (typeof result === "function") cleanup = result;
+    if (typeof result === "function") {
+      if (mine === routed) cleanup = result; else result();
+    }
   } catch (err) {
     view.append(h("p", { class: "error" }, errorText(err)));
   }

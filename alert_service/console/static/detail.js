@@ -51,10 +51,21 @@ function table(columns, rows) {
   return h("table", { class: "grid" }, h("thead", {}, h("tr", {}, columns.map(c => h("th", {}, t(c))))), h("tbody", {}, rows));
 }
 
+/** The ranking as the table shows it: soonest first by the ETA it shows (the ladder's own order
+ * puts aides before centres, and same-village aides first among near ties). */
+function byEta(alert) {
+  return [...alert.ranking].sort((a, b) => a.eta_minutes - b.eta_minutes);
+}
+
+/** Only an SOS is pressed: another kind reported again (a device offline again, say). */
+function actionLabel(alert, action) {
+  return label("action", action === "triggered_again" && alert.kind !== "sos" ? "reported_again" : action);
+}
+
 function selectResponder(alert, id) {
   return h("select", { id, required: true },
     h("option", { value: "" }, t("choose")),
-    alert.ranking.map((c, i) => h("option", { value: c.responder_id },
+    byEta(alert).map((c, i) => h("option", { value: c.responder_id },
       `${i + 1}. ${c.name} · ${label("role", c.kind)} · ${c.eta_minutes} ${t("minutes")}`)));
 }
 
@@ -144,11 +155,11 @@ export async function renderAlert(view, alertId, config) {
         h("section", { class: "card", id: "timeline" }, h("h3", {}, t("timeline")),
           table(["time", "who", "event", "detail"], alert.timeline.map(e =>
             h("tr", { class: `tl-${e.action}` }, h("td", { class: "mono" }, fmtDateTime(e.at)), h("td", {}, actorText(e.actor, responderNames)),
-              h("td", {}, label("action", e.action)), h("td", {}, detailText(e, responderNames)))))),
+              h("td", {}, actionLabel(alert, e.action)), h("td", {}, detailText(e, responderNames)))))),
         h("section", { class: "card", id: "ranking" }, h("h3", {}, t("ranking")),
-          table(["rank", "name", "role", "distance", "eta", "answer"], alert.ranking.map((c, i) => {
+          table(["rank", "name", "role", "distance", "eta", "answer"], byEta(alert).map((c, i) => {
             const attempt = asked.get(c.responder_id);
-            return h("tr", {}, h("td", {}, i + 1), h("td", {}, c.name), h("td", {}, label("role", c.kind)),
+            return h("tr", { dataset: { responder: c.responder_id } }, h("td", {}, i + 1), h("td", {}, c.name), h("td", {}, label("role", c.kind)),
               h("td", { class: "num" }, `${c.distance_km} ${t("km")}`), h("td", { class: "num" }, `${c.eta_minutes} ${t("minutes")}`),
               h("td", {}, attempt ? label("answer", attempt.answer) : ""));
           }))),
@@ -158,7 +169,8 @@ export async function renderAlert(view, alertId, config) {
           h("tr", { class: `sms-${m.status}` }, h("td", { class: "mono" }, fmtDateTime(m.created_at)),
             h("td", {}, m.direction === "in" ? t("sms_in") : t("sms_out")),
             h("td", { class: "mono" }, m.direction === "in" ? m.from_phone : m.to_phone),
-            h("td", {}, label("purpose", m.purpose)), h("td", {}, label("sms_status", m.status)),
+            h("td", {}, m.purpose === "pressed_again" && alert.kind !== "sos" ? actionLabel(alert, "triggered_again") : label("purpose", m.purpose)),
+            h("td", {}, label("sms_status", m.status)),
             h("td", { class: "sms-body" }, m.body))))),
     );
     for (const [id, value] of kept) {
@@ -179,7 +191,10 @@ export async function renderAlert(view, alertId, config) {
   if (mine) signature = JSON.stringify({ ...mine, seconds_left: null });
   const ticker = setInterval(() => {
     const el = document.getElementById("detail-countdown");
-    if (el && alert && alert.status !== "resolved") el.textContent = fmtLeft(secondsLeftNow(alert, fetchedAt));
+    if (el && alert && alert.status !== "resolved") {
+      const left = fmtLeft(secondsLeftNow(alert, fetchedAt));
+      el.replaceChildren(left, ...(live.connected ? [] : [h("small", { class: "stale-mark" }, t("stale"))]));
+    }
   }, 250);
   return () => { stop(); clearInterval(ticker); };
 }

@@ -1,12 +1,13 @@
 // The live alert list, pushed by the server (Server-Sent Events; the page never polls), the
 // banner and the sound for a new emergency.
 
-import { fmtLeft, h, session, clear, api } from "./util.js";
+import { fmtLeft, fmtTime, h, session, clear, api } from "./util.js";
 import { label, t } from "./i18n.js";
 
 export const live = {
   alerts: [],          // the latest list from the server
   receivedAt: 0,       // when it arrived (performance.now()), to run the countdown locally
+  confirmedAt: null,   // when the server last confirmed it (a Date): a push or its "alive" beat
   connected: false,
   listeners: new Set(),
 };
@@ -67,9 +68,25 @@ function showBanner(fresh) {
   banner.hidden = false;
 }
 
+/** The server is gone: say so, and since when the screen shows old data (the queue greys). */
+function showConnectionLost() {
+  const el = document.getElementById("connection-lost");
+  const when = live.confirmedAt ? fmtTime(live.confirmedAt.toISOString()) : "—";
+  el.textContent = `⚠ ${t("connection_lost").replace("{time}", when)}`;
+  el.hidden = false;
+  document.body.classList.add("stale");
+}
+
+function confirmed() {
+  live.confirmedAt = new Date();
+  document.getElementById("connection-lost").hidden = true;
+  document.body.classList.remove("stale");
+}
+
 function receive(list) {
   live.alerts = list;
   live.receivedAt = performance.now();
+  confirmed();
   const open = list.filter(a => a.status !== "resolved");
   if (seen === null) {
     seen = new Set(list.map(a => a.id));
@@ -99,22 +116,36 @@ function setLive(connected) {
   badge.hidden = false;
   badge.textContent = connected ? `● ${t("live")}` : t("reconnecting");
   badge.className = connected ? "live on" : "live off";
+  // The banner stays until fresh data arrives, not merely a connection.
+  if (!connected) showConnectionLost();
+}
+
+function open(onExpired) {
+  if (source) source.close();
+  clearTimeout(retryTimer);
+  source = new EventSource(`/api/alerts-stream?token=${encodeURIComponent(session.token)}`);
+  source.addEventListener("open", () => setLive(true));
+  source.addEventListener("alerts", ev => { setLive(true); receive(JSON.parse(ev.data)); });
+  source.addEventListener("alive", () => { if (live.connected) confirmed(); });
+  source.addEventListener("error", () => {
+    setLive(false);
+    if (source && source.readyState === EventSource.CLOSED) {
+      // Closed for good (the browser retries a dropped stream by itself, not a refused one):
+      // the session expired (401), or the server is still away — then try again, and again.
+      const retry = () => {
+        retryTimer = setTimeout(async () => {
+          try { await api("/api/console/config"); open(onExpired); }
+          catch (err) { if (err.status === 401) onExpired(); else retry(); }
+        }, 3000);
+      };
+      retry();
+    }
+  });
 }
 
 export function connect(onExpired) {
   disconnect();
-  source = new EventSource(`/api/alerts-stream?token=${encodeURIComponent(session.token)}`);
-  source.addEventListener("open", () => setLive(true));
-  source.addEventListener("alerts", ev => { setLive(true); receive(JSON.parse(ev.data)); });
-  source.addEventListener("error", () => {
-    setLive(false);
-    if (source && source.readyState === EventSource.CLOSED) {
-      // Closed for good: either the session expired (401) or the server went away.
-      retryTimer = setTimeout(async () => {
-        try { await api("/api/console/config"); connect(onExpired); } catch { onExpired(); }
-      }, 3000);
-    }
-  });
+  open(onExpired);
 }
 
 export function disconnect() {
@@ -122,7 +153,12 @@ export function disconnect() {
   source = null;
   seen = null;
   lastSignature = "";
+  live.connected = false;
+  live.confirmedAt = null;
   clearTimeout(retryTimer);
+  const lost = document.getElementById("connection-lost");
+  if (lost) lost.hidden = true;
+  document.body.classList.remove("stale");
 }
 
 export { fmtLeft };

@@ -4,7 +4,8 @@ import { label, t } from "./i18n.js";
 import { fmtDateTime, fmtLeft, h } from "./util.js";
 import { live, onAlerts, secondsLeft } from "./live.js";
 
-const ANSWER_MARK = { pending: "…", accepted: "✓", declined: "✗", timed_out: "⌛", failed: "✗", superseded: "–" };
+// Symbols the fonts the Makefile installs have (DejaVu, Noto CJK): ⌛ had none and showed a box.
+const ANSWER_MARK = { pending: "…", accepted: "✓", declined: "✗", timed_out: "◷", failed: "✗", superseded: "–", withdrawn: "↷" };
 const AT_RISK_SECONDS = 5 * 60;
 
 function rowClass(alert, left) {
@@ -12,6 +13,11 @@ function rowClass(alert, left) {
   if (alert.breached || (left !== null && left < 0)) classes.push("breached");
   else if (alert.at_risk || (left !== null && left < AT_RISK_SECONDS)) classes.push("at-risk");
   return classes.join(" ");
+}
+
+/** The countdown, marked stale while the server is away (it still counts to the deadline). */
+function countdown(left) {
+  return live.connected ? [fmtLeft(left)] : [fmtLeft(left), h("small", { class: "stale-mark" }, t("stale"))];
 }
 
 function askedCell(alert) {
@@ -39,7 +45,7 @@ function alertRow(alert) {
   if (alert.cancel_requested) flags.push(h("span", { class: "badge grey" }, t("cancel_requested")));
   return h("tr", { class: rowClass(alert, left), dataset: { id: alert.id }, onclick: () => { location.hash = `#/alert/${alert.id}`; } },
     h("td", {}, h("span", { class: `prio p${alert.priority}` }, `P${alert.priority}`)),
-    h("td", { class: "countdown", dataset: { id: alert.id } }, fmtLeft(left)),
+    h("td", { class: "countdown", dataset: { id: alert.id } }, countdown(left)),
     h("td", {}, h("a", { href: `#/alert/${alert.id}` }, alert.code)),
     h("td", { class: "elder" }, alert.elder),
     h("td", {}, alert.village),
@@ -100,7 +106,7 @@ export function renderQueue(view) {
       const alert = byId.get(cell.dataset.id);
       if (!alert) continue;
       const left = secondsLeft(alert);
-      cell.textContent = fmtLeft(left);
+      cell.replaceChildren(...countdown(left));
       cell.parentElement.className = rowClass(alert, left);
     }
   }

@@ -146,10 +146,10 @@ export async function renderElders(view, config) {
   const body = h("div", {});
   async function load() {
     const elders = await api(`/api/elders?q=${encodeURIComponent(search.value.trim())}`);
-    body.replaceChildren(grid(["code", "name", "village", "flags", "#guardians", "devices", "#open_count"],
+    body.replaceChildren(grid(["code", "name", "village", "flags", "guardians", "devices", "#open_count"],
       elders.map(e => h("tr", { onclick: () => { location.hash = `#/elder/${e.id}`; } },
         h("td", { class: "mono" }, e.code), h("td", {}, h("a", { href: `#/elder/${e.id}` }, e.name)), h("td", {}, e.village),
-        h("td", {}, flagBadges(e)), h("td", { class: "num" }, e.guardian_phones.length), h("td", {}, deviceDots(e.devices)),
+        h("td", {}, flagBadges(e)), h("td", { class: "mono guardians" }, e.guardian_phones.map(p => h("div", {}, p))), h("td", {}, deviceDots(e.devices)),
         h("td", { class: "num" }, e.open_alerts || "")))));
   }
   let timer = null;
@@ -301,7 +301,7 @@ export async function renderRegions(view, config) {
   const parents = regions.filter(r => r.level !== "village").map(r => [r.id, `${r.name}（${label("level", r.level)}）`]);
   const regionFields = (editing) => [
     { name: "code", required: true, maxlength: 32 },
-    { name: "name", required: true, maxlength: 32 },
+    { name: "name", label: "region_name", required: true, maxlength: 32 },
     { name: "level", type: "select", options: [["township", label("level", "township")], ["village", label("level", "village")]], required: true, readonly: editing, send: true },
     { name: "parent_id", label: "parent", type: "select", options: parents, required: true, numeric: true },
     { name: "lat", type: "number", step: "any" },
@@ -310,7 +310,7 @@ export async function renderRegions(view, config) {
   ];
   const centreFields = [
     { name: "region_id", label: "region", type: "select", options: parents, required: true, numeric: true },
-    { name: "name", required: true, maxlength: 64 },
+    { name: "name", label: "region_name", required: true, maxlength: 64 },
     { name: "duty_phone", required: true, maxlength: 20 },
     { name: "lat", type: "number", step: "any", required: true },
     { name: "lon", type: "number", step: "any", required: true },
@@ -330,7 +330,7 @@ export async function renderRegions(view, config) {
             title: `${t("add")} · ${t("regions")}`, fields: regionFields(false), values: { level: "village", response_minutes: 15 },
             submit: async data => { await api("/api/regions", { method: "POST", body: data }); reload(); },
           }) }, `+ ${t("add")}`) : null),
-        grid(["name", "code", "level", "#response_minutes", "#elders", ""], ordered.map(([r, depth]) =>
+        grid(["region_name", "code", "level", "#response_minutes", "#elders", ""], ordered.map(([r, depth]) =>
           h("tr", {}, h("td", { style: `padding-left:${0.6 + depth * 1.4}em` }, r.name), h("td", { class: "mono" }, r.code),
             h("td", {}, label("level", r.level)), h("td", { class: "num" }, r.response_minutes), h("td", { class: "num" }, r.level === "village" ? r.elders : ""),
             h("td", {}, edit && r.level !== "county" ? h("button", { type: "button", class: "small", onclick: () => openForm({
@@ -343,7 +343,7 @@ export async function renderRegions(view, config) {
             title: `${t("add")} · ${t("centres")}`, fields: centreFields, values: { has_vehicle: true },
             submit: async data => { await api("/api/centres", { method: "POST", body: data }); reload(); },
           }) }, `+ ${t("add")}`) : null),
-        grid(["name", "region", "level", "duty_phone", "has_vehicle", ""], centres.map(c =>
+        grid(["region_name", "region", "level", "duty_phone", "has_vehicle", ""], centres.map(c =>
           h("tr", {}, h("td", {}, c.name), h("td", {}, c.region), h("td", {}, label("level", c.level)), h("td", { class: "mono" }, c.duty_phone),
             h("td", {}, yesNo(c.has_vehicle)),
             h("td", {}, edit ? h("button", { type: "button", class: "small", onclick: () => openForm({

@@ -112,8 +112,9 @@ export function errorText(err) {
   return err instanceof ApiError && typeof err.detail === "string" ? err.detail : String(err.message || err);
 }
 
+/** A short note in the header's free space: it never lies over the page's text. */
 export function toast(message, kind = "ok") {
-  const el = h("div", { class: `toast ${kind}`, role: "status" }, message);
-  document.body.append(el);
-  setTimeout(() => el.remove(), 4000);
+  const el = h("div", { class: `toast ${kind}`, title: message }, message);
+  (document.getElementById("toasts") ?? document.body).replaceChildren(el);
+  setTimeout(() => el.remove(), kind === "bad" ? 8000 : 4000);
 }
