@@ -37,6 +37,7 @@ NOT_OPERATOR_DATA = {
     ("GET", "/"),
     ("GET", "/console"),
     ("GET", "/console/static"),
+    ("GET", "/favicon.ico"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("POST", "/api/auth/token"),
