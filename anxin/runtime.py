@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from alert_service.watcher import run_watcher
 from anxin.app import create_app
 from anxin.broker import EmbeddedBroker, embedded_broker
+from anxin.cli_run import InProcessServer
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, resolve_database_url
 from anxin.logging import get_logger
@@ -102,7 +103,7 @@ async def serve_web(svc: Services, stop: asyncio.Event, port: int | None = None)
         log_level="warning",
         lifespan="off",
     )
-    server = uvicorn.Server(config)
+    server = InProcessServer(config)
     task = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True

@@ -7,18 +7,26 @@ Wired into anxin/cli.py as `app.add_typer(sim_app, name="sim")` and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from anxin.logging import configure_logging
+from anxin.cli_run import INTERRUPTED_EXIT, Interrupted, run_until_interrupted
+from anxin.logging import configure_logging, get_logger
 from anxin.settings import Settings
+
+if TYPE_CHECKING:
+    from device_sim.scenarios import Scenario
+    from device_sim.scenarios import ScenarioResult as Played  # faults has a ScenarioResult too
+
+log = get_logger("device_sim.cli")
 
 sim_app = typer.Typer(help="Simulated homes and aides: play scenario files.", no_args_is_help=True)
 console = Console()
@@ -32,15 +40,101 @@ def _settings() -> Settings:
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    async def main() -> Any:
-        task = asyncio.ensure_future(coro)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        return await task
+    """Run a command; Ctrl-C stops it cleanly, with no traceback, and exits 130."""
+    try:
+        return run_until_interrupted(coro)
+    except Interrupted:
+        console.print("interrupted")
+        raise typer.Exit(INTERRUPTED_EXIT) from None
 
-    return asyncio.run(main())
+
+Progress_ = Callable[[float], None]
+
+
+@dataclass
+class Tally:
+    """How many scenarios passed and failed so far, for the closing line (also when stopped)."""
+
+    total: int
+    passed: int = 0
+    failed: int = 0
+
+    def line(self, seconds: float) -> str:
+        not_run = self.total - self.passed - self.failed
+        return (
+            f"{self.passed} passed, {self.failed} failed"
+            + (f", {not_run} not run" if not_run else "")
+            + f" ({seconds:.0f} s)"
+        )
+
+
+@contextlib.contextmanager
+def _progress_bar(tally: Tally) -> Iterator[Callable[[Scenario], Progress_ | None]]:
+    """A bar per scenario in scenario time, on stderr and only on a terminal (a log or a pipe
+    gets the report alone). Yields: scenario → the player's progress callback."""
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        yield lambda _: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[played]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        current: list[Any] = []
+
+        def start(scenario: Scenario) -> Progress_:
+            for task in current:
+                progress.remove_task(task)
+            done = tally.passed + tally.failed
+            total = float(scenario.run_for)
+            task = progress.add_task(
+                f"[{done + 1}/{tally.total}] {scenario.name[:40]}", total=total, played="starting"
+            )
+            current[:] = [task]
+
+            def advance(played: float) -> None:
+                progress.update(
+                    task, completed=played, played=f"{_clock(played)} / {_clock(total)}"
+                )
+
+            return advance
+
+        yield start
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+async def _play_one(
+    name: str,
+    tally: Tally,
+    play: Callable[[], Awaitable[Played]],
+) -> None:
+    """Play one scenario and print its report; one that cannot finish is a failure with its
+    reason on one line (the traceback at ANXIN_LOG_LEVEL=debug), and the next one still runs."""
+    from device_sim.scenarios import render
+
+    try:
+        result = await play()
+    except Exception as exc:
+        log.debug("scenario_crashed", scenario=name, exc_info=True)
+        console.print(
+            f"{name}: [bold red]FAILED[/] (did not finish: {type(exc).__name__}: {exc})",
+            markup=True,
+            highlight=False,
+        )
+        tally.failed += 1
+        return
+    render(result, console)
+    if result.passed:
+        tally.passed += 1
+    else:
+        tally.failed += 1
 
 
 async def _server_url(settings: Settings) -> str:
@@ -51,21 +145,18 @@ async def _server_url(settings: Settings) -> str:
 
 
 async def _play_files(
-    settings: Settings, files: list[Path], *, real_time: bool, external: bool
-) -> bool:
+    settings: Settings,
+    scenarios: list[Scenario],
+    tally: Tally,
+    *,
+    real_time: bool,
+    external: bool,
+) -> None:
     from anxin.broker import EmbeddedBroker, embedded_broker
     from device_sim.harness import engine_for, scratch_database
     from device_sim.region import generate_region
-    from device_sim.scenarios import (
-        ScenarioPlayer,
-        load_scenario,
-        play_in_process,
-        render,
-        seed_plan,
-    )
+    from device_sim.scenarios import ScenarioPlayer, play_in_process, seed_plan
 
-    scenarios = [load_scenario(f) for f in files]  # every file checked before anything runs
-    all_passed = True
     if external:
         if settings.database_url is None or settings.mqtt_url is None:
             raise typer.BadParameter("--external needs ANXIN_DATABASE_URL and ANXIN_MQTT_URL")
@@ -77,22 +168,27 @@ async def _play_files(
         from anxin.mqtt import BrokerAddress
         from device_sim.harness import external_sms_side
 
+        mqtt = BrokerAddress.parse(settings.mqtt_url.get_secret_value())
         async with external_sms_side(settings) as (sandbox, sessions):
-            for scenario in scenarios:
-                plan = generate_region(scenario.region.homes, scenario.region.seed)
-                await seed_plan(sessions, plan)
-                player = ScenarioPlayer(
-                    scenario,
-                    plan,
-                    sessions=sessions,
-                    sandbox=sandbox,
-                    mqtt=BrokerAddress.parse(settings.mqtt_url.get_secret_value()),
-                    clock=None,
-                )
-                result = await player.play()
-                render(result, console)
-                all_passed &= result.passed
-        return all_passed
+            with _progress_bar(tally) as bar:
+                for scenario in scenarios:
+
+                    async def external_play(scenario: Scenario = scenario) -> Played:
+                        plan = generate_region(scenario.region.homes, scenario.region.seed)
+                        await seed_plan(sessions, plan)
+                        player = ScenarioPlayer(
+                            scenario,
+                            plan,
+                            sessions=sessions,
+                            sandbox=sandbox,
+                            mqtt=mqtt,
+                            clock=None,
+                            progress=bar(scenario),
+                        )
+                        return await player.play()
+
+                    await _play_one(scenario.name, tally, external_play)
+        return
 
     broker: EmbeddedBroker | None = None
     if settings.mqtt_url is not None:
@@ -103,22 +199,25 @@ async def _play_files(
         mqtt_url = broker.url
     try:
         server = await _server_url(settings)
-        for scenario in scenarios:
-            # A fresh database per scenario: its counts are of its own alerts only.
-            async with scratch_database(server) as url, engine_for(url) as engine:
-                result = await play_in_process(
-                    scenario,
-                    database_url=url,
-                    mqtt_url=mqtt_url,
-                    engine=engine,
-                    real_time=real_time,
-                )
-            render(result, console)
-            all_passed &= result.passed
+        with _progress_bar(tally) as bar:
+            for scenario in scenarios:
+
+                async def in_process(scenario: Scenario = scenario) -> Played:
+                    # A fresh database per scenario: its counts are of its own alerts only.
+                    async with scratch_database(server) as url, engine_for(url) as engine:
+                        return await play_in_process(
+                            scenario,
+                            database_url=url,
+                            mqtt_url=mqtt_url,
+                            engine=engine,
+                            real_time=real_time,
+                            progress=bar(scenario),
+                        )
+
+                await _play_one(scenario.name, tally, in_process)
     finally:
         if broker is not None:
             await broker.stop()
-    return all_passed
 
 
 @sim_app.command("run")
@@ -145,17 +244,28 @@ def run_scenarios(
     (or embedded) Postgres, on scenario time: a FakeClock moved straight to the next thing
     that can happen, so a 40-minute night plays in seconds.
     """
-    from device_sim.scenarios import ScenarioError
+    from device_sim.scenarios import ScenarioError, load_scenario
 
     settings = _settings()
     try:
-        passed = _run(
-            _play_files(settings, files, real_time=real_time or external, external=external)
-        )
+        scenarios = [load_scenario(f) for f in files]  # every file checked before anything runs
     except ScenarioError as exc:
         console.print(f"[bold red]bad scenario file[/]\n{exc}")
         raise typer.Exit(2) from exc
-    raise typer.Exit(0 if passed else 1)
+    tally = Tally(total=len(scenarios))
+    started = time.monotonic()
+    play = _play_files(
+        settings, scenarios, tally, real_time=real_time or external, external=external
+    )
+    try:
+        run_until_interrupted(play)
+    except Interrupted:
+        console.print(f"interrupted: {tally.line(time.monotonic() - started)}")
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+    ok = tally.failed == 0 and tally.passed == tally.total
+    colour = "green" if ok else "bold red"
+    console.print(f"[{colour}]{tally.line(time.monotonic() - started)}[/]", highlight=False)
+    raise typer.Exit(0 if ok else 1)
 
 
 @sim_app.command("list")

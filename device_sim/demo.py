@@ -29,6 +29,7 @@ from sqlmodel import col
 from alert_service.models import Alert
 from anxin import auth
 from anxin.broker import free_port, port_is_free
+from anxin.cli_run import InProcessServer
 from anxin.db import transaction
 from anxin.models import Elder, pk
 from anxin.runtime import ROLES, Services, role_tasks, run_until_stopped, services
@@ -65,7 +66,7 @@ def _behaviour(index: int) -> Behaviour:
 
 
 async def _serve(app: FastAPI, port: int, stop: asyncio.Event) -> None:
-    server = uvicorn.Server(
+    server = InProcessServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     task = asyncio.create_task(server.serve())

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from anxin.broker import MosquittoBroker, free_port
+from anxin.cli_run import InProcessServer
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate
 from anxin.mqtt import BrokerAddress
@@ -41,7 +42,7 @@ async def serve_app(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     bound = sock.getsockname()[1]
-    server = uvicorn.Server(
+    server = InProcessServer(
         # An open console's live stream never ends by itself: without a limit the server
         # would wait for it forever when it stops.
         uvicorn.Config(

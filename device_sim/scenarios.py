@@ -22,7 +22,7 @@ import heapq
 import itertools
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -472,8 +472,11 @@ class ScenarioPlayer:
         mqtt: BrokerAddress,
         clock: FakeClock | None,
         settle_timeout_s: float = 120.0,
+        progress: Callable[[float], None] | None = None,
     ) -> None:
         self.scenario = scenario
+        # Told the scenario seconds played so far (of `run_for`), for a progress bar.
+        self.progress = progress
         self.plan = plan
         self.sessions = sessions
         self.sandbox = sandbox
@@ -805,6 +808,7 @@ class ScenarioPlayer:
         while True:
             await self._settle()
             now = self.clock.now()
+            self._report_progress(now)
             due = [s for s in pending if self.t0 + timedelta(seconds=s.at) <= now]
             if due:
                 for step in due:
@@ -831,16 +835,23 @@ class ScenarioPlayer:
             self.clock.set(target)
             self.time.wake_due()
 
+    def _report_progress(self, now: datetime) -> None:
+        if self.progress is not None:
+            played = (now - self.t0).total_seconds()
+            self.progress(min(max(played, 0.0), self.scenario.run_for))
+
     async def _play_in_real_time(self) -> None:
         for step in self.scenario.steps():
             wait = (self.t0 + timedelta(seconds=step.at) - datetime.now(UTC)).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
             await self._run_step(step)
+            self._report_progress(datetime.now(UTC))
         end = self.t0 + timedelta(seconds=self.scenario.run_for)
         # Stop early once everything expected has happened and no phone is mid-script.
         while datetime.now(UTC) < end:
             await asyncio.sleep(0.5)
+            self._report_progress(datetime.now(UTC))
             if self.time.active <= 0 and (await self.check()).passed:
                 return
 
@@ -1112,6 +1123,7 @@ async def play_in_process(
     engine: Any,
     real_time: bool = False,
     plan: RegionPlan | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ScenarioResult:
     """Seed, start every role in this process (on a FakeClock unless `real_time`) and play."""
     from device_sim.harness import run_in_process
@@ -1127,5 +1139,6 @@ async def play_in_process(
             sandbox=platform.sandbox,
             mqtt=platform.mqtt,
             clock=clock,
+            progress=progress,
         )
         return await player.play()
