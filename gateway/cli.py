@@ -77,11 +77,19 @@ def _service_users(specs: list[str], settings: Settings) -> list[BrokerUser]:
 @devices_app.command("export-mosquitto")
 def export_mosquitto(
     password_file: Annotated[
-        Path, typer.Option(help="Where to write the Mosquitto password file.")
-    ] = Path("deploy/mosquitto/passwd"),
-    acl_file: Annotated[Path, typer.Option(help="Where to write the Mosquitto ACL file.")] = Path(
-        "deploy/mosquitto/acl"
-    ),
+        Path | None,
+        typer.Option(
+            help="Where to write the Mosquitto password file (default: broker-auth/passwd in "
+            "the data directory, ANXIN_DATA_DIR)."
+        ),
+    ] = None,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the Mosquitto ACL file (default: broker-auth/acl in the data "
+            "directory)."
+        ),
+    ] = None,
     service_user: Annotated[
         list[str] | None,
         typer.Option(
@@ -98,6 +106,10 @@ def export_mosquitto(
     # No logging set-up here: the output is the two files and a line on the console (and a
     # CLI runner in tests must not leave structlog writing to its closed capture stream).
     settings = Settings()
+    # The hashes are the devices' logins: by default beside the rest of this deployment's data
+    # (./var, git-ignored), never in the repository's deploy/ directory.
+    password_file = password_file or settings.data_dir / "broker-auth" / "passwd"
+    acl_file = acl_file or settings.data_dir / "broker-auth" / "acl"
     users = _service_users(service_user or [], settings)
     if not users:
         typer.echo(
