@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 app = typer.Typer(help="Dispatcher: routed travel times and the SMS outbox.", no_args_is_help=True)
-console = Console()
 
 
 @app.callback()
@@ -34,8 +32,8 @@ def import_travel_times(
 ) -> None:
     """Import a travel-time table from a road router; it overrides the straight-line estimate.
 
-    Importing the same responder and home again replaces the older time. Bad lines are listed
-    and skipped; the rest are stored.
+    Importing the same responder and home again replaces the older time. Refused lines are
+    listed by line number and skipped; the rest are stored. Exit 1 if a line was refused.
     """
     from anxin.db import transaction
     from anxin.logging import configure_logging
@@ -60,8 +58,10 @@ def import_travel_times(
         return stored
 
     stored = asyncio.run(main())
+    # As the registry import reports: a count line, then each refused line in line order, in
+    # Chinese and English; exit 1 when any line was refused (the good ones are stored).
+    typer.echo(f"== {csv_file}")
+    typer.echo(f"  行程时间 travel times: 存入 {stored} stored, 拒绝 {len(errors)} lines refused")
     for error in sorted(errors, key=lambda e: e.line):
-        console.print(f"line {error.line}: {error.reason}")
-    console.print(f"{stored} travel times stored, {len(errors)} lines skipped")
-    if errors and not stored:
-        raise typer.Exit(1)
+        typer.echo(f"  拒绝 refused — {error}")
+    raise typer.Exit(1 if errors else 0)

@@ -262,10 +262,21 @@ async def _import_chunk(
     for row in rows:
         elder_id, responder_id = elders.get(row.elder_code), responders.get(row.responder_phone)
         if elder_id is None:
-            errors.append(TravelTimeError(row.line, f"unknown elder {row.elder_code}"))
-        elif responder_id is None:
             errors.append(
-                TravelTimeError(row.line, f"unknown responder {mask_phone(row.responder_phone)}")
+                TravelTimeError(
+                    row.line,
+                    f"unknown elder {row.elder_code}",
+                    f"找不到老人编号“{row.elder_code}”：请先导入老人表",
+                )
+            )
+        elif responder_id is None:
+            masked = mask_phone(row.responder_phone)
+            errors.append(
+                TravelTimeError(
+                    row.line,
+                    f"unknown responder {masked}",
+                    f"找不到电话为 {masked} 的助老员或服务中心：请先导入助老员表",
+                )
             )
         else:
             # A pair listed twice: the later line wins, as it would in the spreadsheet.
