@@ -12,9 +12,8 @@ from sqlmodel import col
 
 import dispatcher.service as dispatch
 from alert_service import service
-from alert_service.models import Alert, AlertStatus
+from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from anxin.models import Responder
-from dispatcher.models import AttemptAnswer, DispatchAttempt
 
 
 class ReassignRefused(Exception):

@@ -1,4 +1,5 @@
-"""Alert tables: the alert with its deadlines on the row, its timeline, and pending rule timers."""
+"""Alert tables: the alert with its deadlines on the row, its timeline, pending rule timers, and
+the ladder's dispatch attempts (who was asked at which step, and how they answered)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, text
+from sqlalchemy import BigInteger, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from anxin.models import json_column, utc_column
@@ -118,3 +119,32 @@ class RuleTimer(SQLModel, table=True):
     fired_at: datetime | None = utc_column()
     cancelled: bool = False
     detail: dict[str, Any] = json_column({})
+
+
+class AttemptAnswer(StrEnum):
+    pending = "pending"
+    accepted = "accepted"
+    declined = "declined"
+    timed_out = "timed_out"
+    failed = "failed"
+    superseded = "superseded"  # someone else took it
+    withdrawn = "withdrawn"  # the operator reassigned the alert to someone else (改派)
+
+
+class DispatchAttempt(SQLModel, table=True):
+    __tablename__ = "dispatch_attempts"
+    __table_args__ = (
+        UniqueConstraint(
+            "alert_id", "responder_id", "step", name="uq_attempt_alert_responder_step"
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alerts.id", index=True)
+    responder_id: int = Field(foreign_key="responders.id", index=True)
+    step: int
+    role: str = Field(max_length=20)  # aide | township_centre | county_centre
+    asked_at: datetime = utc_column(nullable=False)
+    distance_km: float | None = None
+    eta_minutes: float | None = None
+    answer: str = Field(default=AttemptAnswer.pending, max_length=16)
+    answered_at: datetime | None = utc_column()

@@ -33,12 +33,19 @@ from sqlmodel import col
 
 import dispatcher.service as dispatch
 from alert_service import figures, rules
-from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry, RuleTimer
+from alert_service.models import (
+    OPEN_STATUSES,
+    Alert,
+    AlertStatus,
+    AlertTimelineEntry,
+    AttemptAnswer,
+    DispatchAttempt,
+    RuleTimer,
+)
 from anxin import metrics
 from anxin.db import notify_on_commit
 from anxin.logging import get_logger
 from anxin.models import Device, Elder, Region, Responder, pk
-from dispatcher.models import AttemptAnswer, DispatchAttempt
 
 log = get_logger("alert_service")
 _ALERTS = Alert.__table__  # type: ignore[attr-defined]

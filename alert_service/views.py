@@ -19,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alert_service import figures, service
-from alert_service.models import OPEN_STATUSES, Alert, AlertStatus, AlertTimelineEntry
+from alert_service.models import (
+    OPEN_STATUSES,
+    Alert,
+    AlertStatus,
+    AlertTimelineEntry,
+    DispatchAttempt,
+)
 from anxin import auth, login_throttle
 from anxin.models import Elder, Region, Responder, ServiceCentre, pk
 from anxin.web import (
@@ -34,7 +40,7 @@ from anxin.web import (
     context,
     invalid,
 )
-from dispatcher.models import DispatchAttempt, SmsMessage
+from dispatcher.models import SmsMessage
 
 router = APIRouter()
 PAGE = Path(__file__).with_name("index.html")

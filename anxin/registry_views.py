@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alert_service.models import OPEN_STATUSES, Alert, RuleTimer
+from alert_service.models import OPEN_STATUSES, Alert, DispatchAttempt, RuleTimer
 from anxin import auth, registry_io
 from anxin.models import (
     Device,
@@ -40,7 +40,6 @@ from anxin.models import (
 from anxin.registry_scope import keep_to_scope
 from anxin.schemas import DEVICE_ID_RE
 from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context, storable_text
-from dispatcher.models import DispatchAttempt
 from dispatcher.routing import TravelMode
 from gateway.models import DeadLetter
 

@@ -776,8 +776,7 @@ async def _other_alerts(sessions: SessionMaker, since: datetime) -> dict[str, in
 
 async def _explain(sessions: SessionMaker, examples: list[str]) -> list[str]:
     """For an unexpected call-out: what the platform recorded (attempts and timeline)."""
-    from alert_service.models import AlertTimelineEntry
-    from dispatcher.models import DispatchAttempt
+    from alert_service.models import AlertTimelineEntry, DispatchAttempt
 
     out: list[str] = []
     async with sessions() as session:

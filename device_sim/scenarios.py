@@ -43,7 +43,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alert_service.models import Alert, AlertTimelineEntry, RuleTimer
+from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt, RuleTimer
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker
 from anxin.logging import get_logger
@@ -53,7 +53,7 @@ from anxin.schemas import EventType
 from device_sim.homes import DEVICE_FOR_EVENT, AckResult, SimDevice, SimHome
 from device_sim.phones import Behaviour
 from device_sim.region import RegionPlan, generate_region
-from dispatcher.models import DispatchAttempt, SmsMessage
+from dispatcher.models import SmsMessage
 from dispatcher.twilio_sandbox import SandboxMessage, SmsSandbox
 from gateway.models import Event
 

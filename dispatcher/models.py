@@ -1,4 +1,8 @@
-"""Dispatcher tables: who was asked for which alert at which step, and every SMS in or out."""
+"""Dispatcher tables: every SMS in or out, what is in flight, routed travel times.
+
+Who was asked for which alert at which step (`DispatchAttempt`) is the ladder's: see
+`alert_service.models`.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +13,6 @@ from sqlalchemy import BigInteger, Index, SmallInteger, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from anxin.models import utc_column
-
-
-class AttemptAnswer(StrEnum):
-    pending = "pending"
-    accepted = "accepted"
-    declined = "declined"
-    timed_out = "timed_out"
-    failed = "failed"
-    superseded = "superseded"  # someone else took it
-    withdrawn = "withdrawn"  # the operator reassigned the alert to someone else (改派)
-
-
-class DispatchAttempt(SQLModel, table=True):
-    __tablename__ = "dispatch_attempts"
-    __table_args__ = (
-        UniqueConstraint(
-            "alert_id", "responder_id", "step", name="uq_attempt_alert_responder_step"
-        ),
-    )
-    id: int | None = Field(default=None, primary_key=True)
-    alert_id: int = Field(foreign_key="alerts.id", index=True)
-    responder_id: int = Field(foreign_key="responders.id", index=True)
-    step: int
-    role: str = Field(max_length=20)  # aide | township_centre | county_centre
-    asked_at: datetime = utc_column(nullable=False)
-    distance_km: float | None = None
-    eta_minutes: float | None = None
-    answer: str = Field(default=AttemptAnswer.pending, max_length=16)
-    answered_at: datetime | None = utc_column()
 
 
 class SmsStatus(StrEnum):
@@ -121,7 +96,7 @@ class TravelTime(SQLModel, table=True):
     imported_at: datetime = utc_column(nullable=False)
 
 
-__all__ = ["AttemptAnswer", "DispatchAttempt", "SmsMessage", "SmsStatus", "TravelTime"]
+__all__ = ["SmsMessage", "SmsStatus", "TravelTime"]
 
 
 class SmsInFlight(SQLModel, table=True):

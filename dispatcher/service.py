@@ -25,15 +25,13 @@ from sqlmodel import col
 
 import alert_service.service as alerts
 from alert_service import rules
-from alert_service.models import Alert, AlertStatus
+from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from anxin.db import SessionMaker, notify_on_commit, transaction
 from anxin.logging import get_logger, mask_phone
 from anxin.models import Elder, Region, Responder, ServiceCentre, pk
 from dispatcher import routing, templates
 from dispatcher.models import (
     SMS_DEFAULT_PRIORITY,
-    AttemptAnswer,
-    DispatchAttempt,
     SmsInFlight,
     SmsMessage,
     SmsStatus,

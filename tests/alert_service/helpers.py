@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from alert_service import service
-from alert_service.models import Alert, AlertTimelineEntry
+from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.db import SessionMaker, transaction
 from anxin.models import Device, Elder, Responder
-from dispatcher.models import DispatchAttempt, SmsMessage
+from dispatcher.models import SmsMessage
 
 TZ = "Asia/Shanghai"
 

@@ -25,10 +25,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 
 from alert_service import rules, service
-from alert_service.models import Alert, AlertTimelineEntry
+from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder, Responder
-from dispatcher.models import DispatchAttempt, SmsMessage
+from dispatcher.models import SmsMessage
 from tests.alert_service.watcher_process import set_time
 from tests.conftest import Seeded, eventually
 

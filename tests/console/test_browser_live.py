@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from alert_service import rules, service
-from alert_service.models import Alert
+from alert_service.models import Alert, DispatchAttempt
 from anxin.app import create_app
 from anxin.clock import SystemClock
 from anxin.db import transaction
@@ -23,7 +23,6 @@ from anxin.models import Elder, Responder
 from anxin.settings import Settings
 from device_sim.harness import serve_app
 from dispatcher import templates
-from dispatcher.models import DispatchAttempt
 from tests.conftest import RunningPlatform, Seeded, eventually
 from tests.console.test_browser import WAIT_MS, accept_dialog, log_in, press_sos, sos_button_in
 

@@ -12,14 +12,13 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from alert_service import rules, service
-from alert_service.models import Alert, AlertTimelineEntry
+from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin import auth
 from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.db import transaction
 from anxin.models import AuditLog, Elder, OperatorUser, Region
 from anxin.settings import Settings
-from dispatcher.models import DispatchAttempt
 from gateway.models import DeadLetter
 from tests.conftest import Seeded
 

@@ -22,14 +22,14 @@ from sqlmodel import col
 
 import alert_service.service as alerts
 from alert_service import rules
-from alert_service.models import Alert, AlertTimelineEntry
+from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder, Responder
 from anxin.settings import Settings
 from anxin.web import AppContext
-from dispatcher.models import DispatchAttempt, SmsMessage
+from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider
 from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
 from dispatcher.worker import run_outbox, send_due

@@ -13,11 +13,11 @@ from sqlmodel import SQLModel, col
 
 import alert_service.service as alerts
 import dispatcher.service as dispatch
-from alert_service.models import Alert, AlertTimelineEntry
+from alert_service.models import Alert, AlertTimelineEntry, AttemptAnswer, DispatchAttempt
 from anxin.db import SessionMaker, transaction
 from anxin.models import Responder
 from dispatcher import templates
-from dispatcher.models import AttemptAnswer, DispatchAttempt, SmsMessage
+from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider, sign_twilio_request
 from dispatcher.worker import send_due
 from tests.conftest import eventually

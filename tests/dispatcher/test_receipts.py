@@ -7,8 +7,9 @@ from sqlalchemy import select
 from sqlmodel import col
 
 import dispatcher.service as dispatch
+from alert_service.models import AttemptAnswer
 from anxin.db import transaction
-from dispatcher.models import AttemptAnswer, SmsMessage
+from dispatcher.models import SmsMessage
 from tests.dispatcher.conftest import DispatchBench
 from tests.dispatcher.test_dispatch_flow import ELDER
 

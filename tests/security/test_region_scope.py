@@ -19,9 +19,9 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from alert_service.models import DispatchAttempt
 from anxin.clock import FakeClock
 from anxin.models import Elder, Region
-from dispatcher.models import DispatchAttempt
 from tests.conftest import Seeded, ServeApp
 from tests.console.test_registry_api import login
 from tests.security.world import second_county, snapshot, two_townships
