@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 from datetime import datetime
 
-from alert_service import service
+from alert_service import due as alert_due
+from alert_service import intake as alert_intake
 from anxin import metrics
 from anxin.clock import Clock
-from anxin.db import SessionMaker, first_of, listening, transaction
+from anxin.db import Idle, SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger
 
 log = get_logger("alert_service.watcher")
@@ -51,9 +52,9 @@ async def urgent_pass(
             async with transaction(sessions) as session:
                 now = clock.now()
                 # A rule timer raises a P2: fired first, so its response starts in this pass.
-                fired = await service.run_due_rule_timers(session, now, timezone, batch_size)
-                urgent = await service.run_due_alerts(session, now, batch_size, urgent=True)
-                next_due = await service.next_due_at(session, urgent=True)
+                fired = await alert_due.run_due_rule_timers(session, now, timezone, batch_size)
+                urgent = await alert_due.run_due_alerts(session, now, batch_size, urgent=True)
+                next_due = await alert_due.next_due_at(session, urgent=True)
         return fired + urgent, next_due
     except Exception as exc:
         # One bad row must not hold up every other alert: redo the batch row by row, each in
@@ -61,10 +62,10 @@ async def urgent_pass(
         log.warning("watcher_batch_failed", error=repr(exc), lane="urgent")
         async with transaction(sessions) as session:
             now = clock.now()
-            fired = await service.run_due_rule_timers(
+            fired = await alert_due.run_due_rule_timers(
                 session, now, timezone, batch_size, isolate=True
             )
-            advanced = await service.run_due_alerts(
+            advanced = await alert_due.run_due_alerts(
                 session, now, batch_size, isolate=True, urgent=True
             )
         return fired + advanced, None
@@ -78,13 +79,13 @@ async def non_urgent_pass(
     try:
         async with transaction(sessions) as session:
             now = clock.now()
-            rest = await service.run_due_alerts(session, now, limit, urgent=False)
-            next_due = await service.next_due_at(session, urgent=False)
+            rest = await alert_due.run_due_alerts(session, now, limit, urgent=False)
+            next_due = await alert_due.next_due_at(session, urgent=False)
         return rest, next_due, rest >= limit
     except Exception as exc:
         log.warning("watcher_batch_failed", error=repr(exc), lane="non_urgent")
         async with transaction(sessions) as session:
-            rest = await service.run_due_alerts(
+            rest = await alert_due.run_due_alerts(
                 session, clock.now(), limit, isolate=True, urgent=False
             )
         return rest, None, rest >= limit
@@ -110,16 +111,19 @@ async def run_watcher(
     stop: asyncio.Event,
     batch_size: int = BATCH_SIZE,
     listen: bool = True,
+    idle: asyncio.Event | None = None,
 ) -> None:
     """Tick until `stop` is set: at the next known timer, at the poll, and — with `listen` — as
-    soon as a gateway commits a new alert (it NOTIFYs `service.ALERTS_CHANNEL`), whose ranking,
+    soon as a gateway commits a new alert (it NOTIFYs `alert_intake.ALERTS_CHANNEL`), whose ranking,
     guardian SMS and step 0 this watcher then does. The poll stays as the safety net (a lost
     listening connection, a pooler that cannot LISTEN).
 
     Two lanes run side by side, each with its own transaction: P1/P2 alerts and rule timers,
     and P3 alerts. An SOS that arrives while a batch of a township's welfare checks is being
-    started is started at once, not after that batch's commit."""
+    started is started at once, not after that batch's commit. `idle` is set while both lanes
+    wait for work."""
     wake_urgent, wake_rest = asyncio.Event(), asyncio.Event()
+    waiting = Idle(2, idle)
 
     def woken() -> None:
         wake_urgent.set()
@@ -127,10 +131,12 @@ async def run_watcher(
 
     async with contextlib.AsyncExitStack() as stack:
         if listen:
-            await stack.enter_async_context(listening(sessions, service.ALERTS_CHANNEL, woken))
+            await stack.enter_async_context(listening(sessions, alert_intake.ALERTS_CHANNEL, woken))
         await asyncio.gather(
-            _urgent_lane(sessions, clock, timezone, poll_seconds, stop, wake_urgent, batch_size),
-            _non_urgent_lane(sessions, clock, poll_seconds, stop, wake_rest),
+            _urgent_lane(
+                sessions, clock, timezone, poll_seconds, stop, wake_urgent, batch_size, waiting
+            ),
+            _non_urgent_lane(sessions, clock, poll_seconds, stop, wake_rest, waiting),
         )
 
 
@@ -142,6 +148,7 @@ async def _urgent_lane(
     stop: asyncio.Event,
     wakeup: asyncio.Event,
     batch_size: int,
+    waiting: Idle,
 ) -> None:
     while not stop.is_set():
         # Cleared before the pass: a NOTIFY that arrives during it triggers another.
@@ -156,7 +163,8 @@ async def _urgent_lane(
         if handled >= batch_size:
             continue  # a full batch: more are due now
         wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
-        await first_of(stop, wakeup, timeout=wait)
+        async with waiting.waiting_for_work():
+            await first_of(stop, wakeup, timeout=wait)
 
 
 async def _non_urgent_lane(
@@ -165,6 +173,7 @@ async def _non_urgent_lane(
     poll_seconds: float,
     stop: asyncio.Event,
     wakeup: asyncio.Event,
+    waiting: Idle,
 ) -> None:
     while not stop.is_set():
         wakeup.clear()
@@ -181,4 +190,5 @@ async def _non_urgent_lane(
             await first_of(stop, timeout=NON_URGENT_PAUSE_S)
             continue
         wait = wait_before_next_tick(next_due, clock.now(), poll_seconds=poll_seconds)
-        await first_of(stop, wakeup, timeout=wait)
+        async with waiting.waiting_for_work():
+            await first_of(stop, wakeup, timeout=wait)

@@ -139,6 +139,27 @@ async def first_of(*events: asyncio.Event, timeout: float) -> None:
         await asyncio.gather(*waiters, return_exceptions=True)
 
 
+class Idle:
+    """Sets `event` while each of a worker's `lanes` waits for work (listening, when it LISTENs).
+    Whoever queues work after that knows only a NOTIFY can wake the worker in time for it: a
+    test awaits it instead of sleeping and hoping the first pass is over."""
+
+    def __init__(self, lanes: int, event: asyncio.Event | None) -> None:
+        self.lanes, self.event, self.waiting = lanes, event, 0
+
+    @contextlib.asynccontextmanager
+    async def waiting_for_work(self) -> AsyncIterator[None]:
+        self.waiting += 1
+        if self.event is not None and self.waiting == self.lanes:
+            self.event.set()
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+            if self.event is not None:
+                self.event.clear()
+
+
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from anxin import metrics
 from anxin.clock import Clock
-from anxin.db import SessionMaker, first_of, listening, transaction
+from anxin.db import Idle, SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger, mask_phone
 from anxin.models import pk
 from dispatcher import service
@@ -174,8 +174,9 @@ async def run_outbox(
     batch_size: int = 50,
     concurrent_passes: int = 2,
     daily_limit: int = service.DAILY_LIMIT_PER_NUMBER,
+    idle: asyncio.Event | None = None,
 ) -> None:
-    """Send the outbox until `stop` is set.
+    """Send the outbox until `stop` is set (`idle` is set while every pass waits for work).
 
     With `listen`, the worker LISTENs on the channel that `queue_sms` NOTIFYs in the queuing
     transaction, so a new SMS is picked up as soon as that transaction commits instead of at
@@ -197,6 +198,7 @@ async def run_outbox(
     try:
         wakeups = _Wakeups(max(1, concurrent_passes))
         urgent = _Wakeups(1)
+        waiting = Idle(len(wakeups.events) + 1, idle)
         async with contextlib.AsyncExitStack() as listeners:
             if listen:
                 await listeners.enter_async_context(
@@ -224,6 +226,7 @@ async def run_outbox(
                         daily_limit=daily_limit,
                         max_priority=max_priority,
                         stop=stop,
+                        waiting=waiting,
                     )
                     for lane_wakeups, n, max_priority in lanes
                 )
@@ -265,6 +268,7 @@ async def _passes(
     daily_limit: int,
     max_priority: int | None,
     stop: asyncio.Event,
+    waiting: Idle,
 ) -> None:
     wakeup = wakeups.events[n]
     while not stop.is_set():
@@ -290,6 +294,7 @@ async def _passes(
         elif not handled:
             wakeups.idle[n] = True
             try:
-                await first_of(stop, wakeup, timeout=poll_seconds)
+                async with waiting.waiting_for_work():
+                    await first_of(stop, wakeup, timeout=poll_seconds)
             finally:
                 wakeups.idle[n] = False

@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from sqlalchemy import insert, select, text
 from sqlmodel import col
 
-from alert_service import service, watcher
+from alert_service import due as alert_due
+from alert_service import intake as alert_intake
+from alert_service import watcher
 from alert_service.models import Alert, AlertTimelineEntry
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker, transaction
@@ -35,7 +37,7 @@ async def gateway_sos(sessions: SessionMaker, where: Home, now: datetime) -> int
     async with transaction(sessions) as session:
         elder = await session.get(Elder, where.elder_id)
         assert elder is not None
-        alert_id = await service.apply_event(
+        alert_id = await alert_intake.apply_event(
             session, device=device, elder=elder, event_type="sos", data={}, now=now, timezone=TZ
         )
     assert alert_id is not None
@@ -115,7 +117,7 @@ async def test_a_watcher_that_dies_mid_batch_leaves_the_alerts_to_the_next(
     # The first watcher does the whole batch's work, then dies before its commit.
     with contextlib.suppress(Killed):
         async with transaction(sessions) as session:
-            assert await service.run_due_alerts(session, T0) == 5
+            assert await alert_due.run_due_alerts(session, T0) == 5
             raise Killed
     assert await sms_per_alert(sessions) == {}
     assert await due_now(sessions, T0) == 5
@@ -159,13 +161,13 @@ async def test_the_watcher_wakes_on_the_gateways_notify_not_its_poll(region: See
     """The watcher's poll is an hour here: only the NOTIFY of the raising transaction can
     wake it in time for this test to see step 0."""
     sessions, clock = region.sessions, FakeClock(T0)
-    stop = asyncio.Event()
+    stop, idle = asyncio.Event(), asyncio.Event()
     running = asyncio.create_task(
-        watcher.run_watcher(sessions, clock, TZ, poll_seconds=3600, stop=stop)
+        watcher.run_watcher(sessions, clock, TZ, poll_seconds=3600, stop=stop, idle=idle)
     )
     try:
         # Its first tick finds nothing due; then it sleeps on the poll, listening.
-        await asyncio.sleep(0.5)
+        await eventually(lambda: asyncio.sleep(0, idle.is_set()), what="the watcher waiting")
         alert_id = await gateway_sos(sessions, await home(sessions), T0)
 
         async def asked() -> list[SmsMessage] | None:
@@ -192,10 +194,10 @@ async def test_an_sos_is_started_before_a_township_of_welfare_checks_due_ahead_o
     ]
     async with transaction(sessions) as session:
         elders = {h.elder_id: await session.get(Elder, h.elder_id) for h in silent}
-        await service.apply_events(
+        await alert_intake.apply_events(
             session,
             [
-                service.StoredEvent(h.devices["sos_button"], elder, "offline", {})
+                alert_intake.StoredEvent(h.devices["sos_button"], elder, "offline", {})
                 for h in silent
                 if (elder := elders[h.elder_id]) is not None
             ],
@@ -234,9 +236,9 @@ async def test_an_sos_is_started_while_a_welfare_check_start_is_held_up(region: 
         elder = await session.get(Elder, silent.elder_id)
         assert elder is not None and elder.consent and elder.guardian_phones
         guardian = elder.guardian_phones[0]
-        await service.apply_events(
+        await alert_intake.apply_events(
             session,
-            [service.StoredEvent(silent.devices["sos_button"], elder, "offline", {})],
+            [alert_intake.StoredEvent(silent.devices["sos_button"], elder, "offline", {})],
             T0,
             TZ,
         )

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlmodel import col
 
-import alert_service.service as alerts
+from alert_service import intake as alert_intake
 from alert_service import rules
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.app import create_app
@@ -63,9 +63,12 @@ class DispatchBench:
         return handled
 
     @contextlib.asynccontextmanager
-    async def running_outbox(self, *, status_callback: str | None) -> AsyncIterator[None]:
+    async def running_outbox(
+        self, *, status_callback: str | None, idle: asyncio.Event | None = None
+    ) -> AsyncIterator[None]:
         """The outbox worker running (its own provider, as a dispatcher process has), polling
-        only hourly: what it sends while this block runs, a NOTIFY woke it for."""
+        only hourly: what it sends while this block runs, a NOTIFY woke it for. `idle` is set
+        while all its passes wait for work."""
         provider = TwilioSmsProvider(
             account_sid=self.sandbox.account_sid,
             auth_token=self.sandbox.auth_token,
@@ -82,6 +85,7 @@ class DispatchBench:
                 poll_seconds=3600,
                 max_attempts=8,
                 stop=stop,
+                idle=idle,
             )
         )
         try:
@@ -94,7 +98,7 @@ class DispatchBench:
         """What the gateway does with an SOS: the alert, its ranking and step 0, in one commit."""
         async with transaction(self.sessions) as session:
             elder = await self.elder(elder_code, session)
-            return await alerts.raise_or_join(
+            return await alert_intake.raise_or_join(
                 session,
                 elder,
                 rules.RaiseAlert(kind, rules.IMMEDIATE_PRIORITY[kind]),

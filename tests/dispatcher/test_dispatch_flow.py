@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import SQLModel, col
 
-import alert_service.service as alerts
 import dispatcher.service as dispatch
+from alert_service import ladder as alert_ladder
 from alert_service.models import Alert, AlertTimelineEntry, AttemptAnswer, DispatchAttempt
 from anxin.db import SessionMaker, transaction
 from anxin.models import Responder
@@ -62,9 +62,9 @@ async def receipts_settled(bench: DispatchBench) -> None:
 async def operator_resolves(bench: DispatchBench, alert_id: int | None) -> None:
     assert alert_id is not None
     async with transaction(bench.sessions) as session:
-        alert = await alerts.lock_alert(session, alert_id)
+        alert = await alert_ladder.lock_alert(session, alert_id)
         assert alert is not None
-        await alerts.resolve(
+        await alert_ladder.resolve(
             session, alert, bench.clock.now(), actor="operator:t", outcome="handled"
         )
 
@@ -234,12 +234,12 @@ async def test_running_the_same_ladder_step_twice_writes_one_sms(bench: Dispatch
     (aide,) = await bench.asked(alert.id)
     for _ in range(2):
         async with transaction(bench.sessions) as session:
-            again = await alerts.lock_alert(session, alert.id or 0)
+            again = await alert_ladder.lock_alert(session, alert.id or 0)
             assert again is not None
             await dispatch.ask_responder(
                 session, again, aide.id or 0, "aide", step=0, now=bench.clock.now()
             )
-            await alerts.advance(session, again, bench.clock.now())
+            await alert_ladder.advance(session, again, bench.clock.now())
 
     assert len(await bench.sms_to(aide.phone, "dispatch")) == 1
     assert len(await bench.attempts(alert.id)) == 1
@@ -496,8 +496,10 @@ async def test_the_running_worker_is_woken_by_the_queuing_commit_not_by_polling(
     bench: DispatchBench,
 ) -> None:
     # It polls only hourly: only the NOTIFY can wake it.
-    async with bench.running_outbox(status_callback=bench.status_callback):
-        await asyncio.sleep(0.2)  # the worker has looked once, found nothing and is waiting
+    idle = asyncio.Event()
+    async with bench.running_outbox(status_callback=bench.status_callback, idle=idle):
+        # The worker has looked once, found nothing and is waiting.
+        await eventually(lambda: asyncio.sleep(0, idle.is_set()), what="the worker waiting")
         alert = await bench.raise_alert(ELDER)
         aide = (await bench.asked(alert.id))[0]
         sms = await bench.sandbox.next_message(aide.phone, timeout=20)
