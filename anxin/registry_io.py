@@ -436,7 +436,9 @@ class ImportReport:
 
     @property
     def refused(self) -> list[Finding]:
-        return [f for s in self.sheets for f in s.refused]
+        """Sheet by sheet, in row order (a sheet-wide refusal first), whichever check found
+        them: the parse, a duplicate key, or a reference the database did not have."""
+        return [f for s in self.sheets for f in sorted(s.refused, key=_row_order)]
 
     @property
     def notices(self) -> list[Finding]:
@@ -492,9 +494,48 @@ class ImportReport:
             lines.append("仅检查，未写入 / dry run: nothing was written")
         for finding in self.refused:
             lines.append(f"拒绝 refused — {finding}")
-        for finding in self.notices:
-            lines.append(f"提示 note — {finding}")
+        for sheet in self.sheets:
+            for line in _folded(sorted(sheet.notices, key=_row_order)):
+                lines.append(f"提示 note — {line}")
         return lines
+
+
+def _row_order(finding: Finding) -> int:
+    return -1 if finding.row is None else finding.row
+
+
+def _rows_text(rows: Sequence[int], shown: int = 5) -> str:
+    """2, 3, 4, 5, 9 → 2–5、9 (at most `shown` runs, then …)."""
+    runs: list[tuple[int, int]] = []
+    for row in sorted(set(rows)):
+        if runs and row == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], row)
+        else:
+            runs.append((row, row))
+    text = "、".join(f"{a}–{b}" if b > a else str(a) for a, b in runs[:shown])
+    return text + ("…" if len(runs) > shown else "")
+
+
+FOLD_AT: Final = 4  # this many identical notes and more are one line with a count
+
+
+def _folded(findings: Sequence[Finding]) -> list[str]:
+    """Notes as lines; the same note on many rows (a thousand devices without a password) is
+    one line with the count and the rows, in the place of its first row."""
+    groups: dict[tuple[str, str | None, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.sheet, f.column, f.message), []).append(f)
+    lines: list[str] = []
+    for (sheet, column, message), same in groups.items():
+        rows = [f.row for f in same if f.row is not None]
+        if len(rows) < FOLD_AT:
+            lines.extend(str(f) for f in same)
+            continue
+        where = f"{sheet} 列「{column}」" if column else sheet
+        lines.append(
+            f"{where}: {message}（共 {len(rows)} 行 / {len(rows)} rows: 第{_rows_text(rows)}行）"
+        )
+    return lines
 
 
 class RegistryFileError(ValueError):
@@ -683,6 +724,18 @@ class ParsedSheet:
     refused: list[Finding] = field(default_factory=list)
     notices: list[Finding] = field(default_factory=list)
     total_rows: int = 0
+    # The natural keys (a region's code and name too) of this sheet's refused rows → their row.
+    refused_keys: dict[str, int] = field(default_factory=dict)
+    # Set by apply_sheets: the parents (elders for devices, regions for elders and aides)
+    # refused in the same file, key → (sheet, row), so a child can say why it has no parent.
+    parents_refused: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def _keys_of(kind: RegistryKind, values: dict[str, Any]) -> list[str]:
+    keys = [values.get(_KEY_FIELD[kind])]
+    if kind is RegistryKind.regions:
+        keys.append(values.get("name"))
+    return [str(k) for k in keys if k]
 
 
 class CellError(ValueError):
@@ -925,6 +978,7 @@ def parse_table(table: Table, kind: RegistryKind | None = None) -> ParsedSheet:
         seen_fields[spec.field] = header
         columns[position] = spec
 
+    sheet.notices.extend(_unheaded_data(table, header_index, header_cells))
     missing = [s for s in COLUMNS[kind] if s.required and s.field not in seen_fields]
     if kind in (RegistryKind.elders, RegistryKind.aides) and not (
         {"village", "village_code"} & seen_fields.keys()
@@ -963,10 +1017,57 @@ def parse_table(table: Table, kind: RegistryKind | None = None) -> ParsedSheet:
         problems.extend(_row_checks(kind, table.name, row_number, values, seen_fields))
         if problems:
             sheet.refused.extend(problems)
+            for key in _keys_of(kind, values):
+                sheet.refused_keys.setdefault(key, row_number)
         else:
             sheet.rows.append(ParsedRow(row_number, values, dict(seen_fields)))
     _refuse_duplicate_keys(sheet)
     return sheet
+
+
+def column_letter(position: int) -> str:
+    """0 → A, 25 → Z, 26 → AA: how a spreadsheet names a column."""
+    letters = ""
+    position += 1
+    while position:
+        position, rest = divmod(position - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
+
+
+_NOTE_HEADERS: Final = frozenset({"备注", "note", "notes"})
+
+
+def _unheaded_data(table: Table, header_index: int, header_cells: Sequence[str]) -> list[Finding]:
+    """Every other column whose contents are dropped gets a note too: one without a header (or
+    beyond the header's last cell) that holds data, and a 备注 column that holds any."""
+    filled: set[int] = set()
+    for _, cells in table.rows[header_index + 1 :]:
+        filled.update(i for i, cell in enumerate(cells) if cell.strip())
+    notes: list[Finding] = []
+    for position in sorted(filled):
+        header = header_cells[position] if position < len(header_cells) else ""
+        letter = column_letter(position)
+        if not header:
+            notes.append(
+                Finding(
+                    table.name,
+                    None,
+                    None,
+                    f"第{letter}列没有表头，其中的内容已忽略 / column {letter} has data but no "
+                    "header: ignored",
+                )
+            )
+        elif normalise_header(header) in _NOTE_HEADERS:
+            notes.append(
+                Finding(
+                    table.name,
+                    None,
+                    header,
+                    "备注不导入，平台不保存 / notes are not imported",
+                )
+            )
+    return notes
 
 
 def _row_checks(
@@ -1133,7 +1234,10 @@ def _village_problem(reason: str, text: str) -> str:
 
 
 def _resolve_village(
-    regions: _Regions, parsed: ParsedRow, sheet: str
+    regions: _Regions,
+    parsed: ParsedRow,
+    sheet: str,
+    refused: dict[str, tuple[str, int]] | None = None,
 ) -> tuple[_RegionView | None, Finding | None]:
     code = parsed.values.get("village_code") or ""
     text = code or parsed.values.get("village") or ""
@@ -1142,6 +1246,13 @@ def _resolve_village(
         return None, Finding(sheet, parsed.row, column, "必填项为空 / required, empty")
     village, reason = regions.find_village(text, parsed.values.get("township") or "")
     if village is None:
+        refused = refused or {}
+        where = next(
+            (refused[n] for n in (text, text.removesuffix("村"), text + "村") if n in refused),
+            None,
+        )
+        if reason == "unknown" and where is not None:
+            return None, Finding(sheet, parsed.row, column, _refused_in_file("村", text, where))
         return None, Finding(sheet, parsed.row, column, _village_problem(reason, text))
     return village, None
 
@@ -1427,7 +1538,9 @@ async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: Sheet
     updates: list[dict[str, Any]] = []
     for parsed in sheet.rows:
         v = parsed.values
-        village, problem = _resolve_village(regions, parsed, sheet.table_name)
+        village, problem = _resolve_village(
+            regions, parsed, sheet.table_name, sheet.parents_refused
+        )
         if village is None:
             report.refused.extend([problem] if problem else [])
             continue
@@ -1481,12 +1594,15 @@ async def _apply_devices(session: AsyncSession, sheet: ParsedSheet, report: Shee
         v = parsed.values
         elder = elders.get(v["elder_code"])
         if elder is None:
+            refused_elder = sheet.parents_refused.get(v["elder_code"])
             report.refused.append(
                 Finding(
                     sheet.table_name,
                     parsed.row,
                     parsed.columns.get("elder_code"),
-                    f"找不到老人编号“{v['elder_code']}”：请先导入老人表 / unknown elder "
+                    _refused_in_file("老人", v["elder_code"], refused_elder)
+                    if refused_elder
+                    else f"找不到老人编号“{v['elder_code']}”：请先导入老人表 / unknown elder "
                     f"{v['elder_code']!r}: import the elders first",
                 )
             )
@@ -1554,7 +1670,9 @@ async def _apply_aides(session: AsyncSession, sheet: ParsedSheet, report: SheetR
                 )
             )
             continue
-        village, problem = _resolve_village(regions, parsed, sheet.table_name)
+        village, problem = _resolve_village(
+            regions, parsed, sheet.table_name, sheet.parents_refused
+        )
         if village is None:
             report.refused.extend([problem] if problem else [])
             continue
@@ -1595,6 +1713,35 @@ _APPLY: Final[dict[RegistryKind, Callable[[AsyncSession, ParsedSheet, SheetRepor
 }
 
 
+# Whose rows a sheet's rows name: a device its elder, an elder or an aide its village.
+_PARENT_KIND: Final = {
+    RegistryKind.devices: RegistryKind.elders,
+    RegistryKind.elders: RegistryKind.regions,
+    RegistryKind.aides: RegistryKind.regions,
+}
+
+
+def _refused_keys(sheet: ParsedSheet, report: SheetReport) -> dict[str, int]:
+    """The keys of every row of the sheet refused so far, while parsing or while applying."""
+    assert sheet.kind is not None
+    keys = dict(sheet.refused_keys)
+    refused_rows = {f.row for f in report.refused if f.row is not None}
+    for parsed in sheet.rows:
+        if parsed.row in refused_rows:
+            for key in _keys_of(sheet.kind, parsed.values):
+                keys.setdefault(key, parsed.row)
+    return keys
+
+
+def _refused_in_file(what: str, key: str, where: tuple[str, int]) -> str:
+    sheet, row = where
+    return (
+        f"{what}“{key}”在本文件中被拒绝（{sheet} 第{row}行）：请先改正那一行 / its "
+        f"{'elder' if what == '老人' else 'village'} {key!r} was refused in this file "
+        f"({sheet} row {row}): fix that row first"
+    )
+
+
 async def apply_sheets(
     sessions: SessionMaker,
     sheets: Sequence[ParsedSheet],
@@ -1628,9 +1775,15 @@ async def apply_sheets(
     async with sessions() as session:
         transaction = await session.begin()
         try:
+            refused_by_kind: dict[RegistryKind, dict[str, tuple[str, int]]] = {}
             for kind in APPLY_ORDER:
                 for sheet, sheet_report in by_kind.get(kind, []):
+                    parent = _PARENT_KIND.get(kind)
+                    sheet.parents_refused = refused_by_kind.get(parent, {}) if parent else {}
                     await _APPLY[kind](session, sheet, sheet_report)
+                    refused = refused_by_kind.setdefault(kind, {})
+                    for key, row in _refused_keys(sheet, sheet_report).items():
+                        refused.setdefault(key, (sheet.table_name, row))
             session.add(
                 AuditLog(
                     at=now,
