@@ -47,7 +47,7 @@ def show(
     breaches and false alarms by device kind."""
     from dataclasses import asdict
 
-    from alert_service import service
+    from alert_service import compliance as alert_compliance
     from anxin import auth
     from anxin.logging import configure_logging
     from anxin.models import Region
@@ -77,7 +77,7 @@ def show(
             for root in roots:
                 assert root.id is not None
                 scope |= await auth.regions_under(session, root.id)
-            rows = await service.compliance(session, scope, start, end, tz, now)
+            rows = await alert_compliance.compliance(session, scope, start, end, tz, now)
             names = {
                 r.id: r.name
                 for r in (

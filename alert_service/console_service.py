@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 import dispatcher.service as dispatch
-from alert_service import service
+from alert_service import ladder as alert_ladder
+from alert_service import timeline as alert_timeline
 from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from anxin.models import Responder
 
@@ -76,12 +77,14 @@ async def reassign(
         alert.accepted_by = None
         alert.accepted_at = None
         alert.reminder_sent_at = None
-        await service.add_timeline(session, alert.id, now, actor, "released", responder_id=released)
+        await alert_timeline.add_timeline(
+            session, alert.id, now, actor, "released", responder_id=released
+        )
         if released not in withdrawn:
             withdrawn.append(released)
     for other in withdrawn:
         if other != released:
-            await service.add_timeline(
+            await alert_timeline.add_timeline(
                 session, alert.id, now, actor, "withdrawn", responder_id=other
             )
     last_step = await session.scalar(
@@ -91,7 +94,7 @@ async def reassign(
     await dispatch.tell_reassigned(session, alert, withdrawn, step, now)
     await dispatch.ask_responder(session, alert, responder_id, responder.kind, step=step, now=now)
     alert.status = AlertStatus.dispatching
-    await service.add_timeline(
+    await alert_timeline.add_timeline(
         session,
         alert.id,
         now,
@@ -101,4 +104,4 @@ async def reassign(
         role=responder.kind,
         reason="operator",
     )
-    await service.advance(session, alert, now)
+    await alert_ladder.advance(session, alert, now)

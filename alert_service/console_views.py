@@ -13,7 +13,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from alert_service import console_service, service
+from alert_service import console_service
+from alert_service import ladder as alert_ladder
 from alert_service.views import responder_for
 from anxin.models import Region
 from anxin.web import CurrentOperator, RowId, Session, audit, context
@@ -90,7 +91,7 @@ async def reassign_alert(
     if not operator.can_act:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "只读账号 / viewers cannot act")
     now = context(request).clock.now()
-    alert = await service.lock_alert(session, alert_id)
+    alert = await alert_ladder.lock_alert(session, alert_id)
     if alert is None or alert.village_id not in operator.region_ids:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这个警报 / no such alert")
     if await responder_for(session, operator, alert, body.responder_id) is None:

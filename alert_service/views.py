@@ -18,7 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alert_service import figures, service
+from alert_service import compliance as alert_compliance
+from alert_service import figures
+from alert_service import ladder as alert_ladder
 from alert_service.models import (
     OPEN_STATUSES,
     Alert,
@@ -277,7 +279,9 @@ async def list_alerts(
 async def _scoped_alert(
     session: AsyncSession, operator: Operator, alert_id: int, *, lock: bool
 ) -> Alert:
-    alert = await (service.lock_alert(session, alert_id) if lock else session.get(Alert, alert_id))
+    alert = await (
+        alert_ladder.lock_alert(session, alert_id) if lock else session.get(Alert, alert_id)
+    )
     # Outside the operator's region looks exactly like not there.
     if alert is None or alert.village_id not in operator.region_ids:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这个警报 / no such alert")
@@ -397,7 +401,7 @@ async def accept_for_aide(
     alert = await _scoped_alert(session, operator, alert_id, lock=True)
     if await responder_for(session, operator, alert, body.responder_id) is None:
         raise invalid("body", "responder_id", "没有这个助老员 / no such responder")
-    if not await service.accept(session, alert, body.responder_id, now, operator.actor):
+    if not await alert_ladder.accept(session, alert, body.responder_id, now, operator.actor):
         raise HTTPException(status.HTTP_409_CONFLICT, "已由他人接单 / already taken")
     audit(session, operator, now, "accept", "alert", alert_id, responder_id=body.responder_id)
     return await _detail(session, alert, now)
@@ -410,7 +414,7 @@ async def record_on_scene(
     _require_actor(operator)
     now = context(request).clock.now()
     alert = await _scoped_alert(session, operator, alert_id, lock=True)
-    await service.on_scene(session, alert, now, operator.actor)
+    await alert_ladder.on_scene(session, alert, now, operator.actor)
     audit(session, operator, now, "on_scene", "alert", alert_id)
     return await _detail(session, alert, now)
 
@@ -422,7 +426,7 @@ async def resolve_alert(
     _require_actor(operator)
     now = context(request).clock.now()
     alert = await _scoped_alert(session, operator, alert_id, lock=True)
-    await service.resolve(
+    await alert_ladder.resolve(
         session,
         alert,
         now,
@@ -479,7 +483,7 @@ async def compliance_figures(
     _, end = figures.month_bounds(last, tz)
     if end <= start:
         raise invalid("query", "month_to", "月份范围无效 / month_to is before month_from")
-    rows = await service.compliance(session, operator.region_ids, start, end, tz, now)
+    rows = await alert_compliance.compliance(session, operator.region_ids, start, end, tz, now)
     regions = {
         r.id: r
         for r in (

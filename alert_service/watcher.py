@@ -12,7 +12,7 @@ import contextlib
 from datetime import datetime
 
 from alert_service import due as alert_due
-from alert_service import intake as alert_intake
+from alert_service import intake
 from anxin import metrics
 from anxin.clock import Clock
 from anxin.db import Idle, SessionMaker, first_of, listening, transaction
@@ -114,7 +114,7 @@ async def run_watcher(
     idle: asyncio.Event | None = None,
 ) -> None:
     """Tick until `stop` is set: at the next known timer, at the poll, and — with `listen` — as
-    soon as a gateway commits a new alert (it NOTIFYs `alert_intake.ALERTS_CHANNEL`), whose ranking,
+    soon as a gateway commits a new alert (it NOTIFYs `intake.ALERTS_CHANNEL`), whose ranking,
     guardian SMS and step 0 this watcher then does. The poll stays as the safety net (a lost
     listening connection, a pooler that cannot LISTEN).
 
@@ -131,7 +131,7 @@ async def run_watcher(
 
     async with contextlib.AsyncExitStack() as stack:
         if listen:
-            await stack.enter_async_context(listening(sessions, alert_intake.ALERTS_CHANNEL, woken))
+            await stack.enter_async_context(listening(sessions, intake.ALERTS_CHANNEL, woken))
         await asyncio.gather(
             _urgent_lane(
                 sessions, clock, timezone, poll_seconds, stop, wake_urgent, batch_size, waiting

@@ -46,7 +46,7 @@ import uvicorn
 from sqlalchemy import insert, select, text
 from sqlmodel import col
 
-import alert_service.service  # noqa: F401  (registers every table with SQLAlchemy)
+import alert_service.intake  # noqa: F401  (registers every table with SQLAlchemy)
 
 ADMIN_URL = os.environ.get(
     "ANXIN_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -217,7 +217,7 @@ async def raise_alerts(
 ) -> list[tuple[str, datetime, datetime]]:
     """Raise alerts one by one; (code, raised_at, when its transaction had committed)."""
     from alert_service import rules
-    from alert_service.service import raise_or_join
+    from alert_service.intake import raise_or_join
     from anxin.clock import SystemClock
     from anxin.db import make_engine, make_sessionmaker, transaction
     from anxin.models import Elder

@@ -312,7 +312,8 @@ async def _watcher(
     from sqlalchemy import event, text
     from sqlalchemy.orm import Session
 
-    from alert_service import service, watcher
+    from alert_service import ladder as alert_ladder
+    from alert_service import watcher
     from anxin.clock import SystemClock
     from anxin.db import make_engine, make_sessionmaker
     from anxin.logging import configure_logging
@@ -329,7 +330,7 @@ async def _watcher(
     # Record each fired step's due time, and stamp them when their transaction commits.
     pending_dues: list[float] = []
     lateness: list[tuple[float, float]] = []  # (due, committed − due)
-    real_advance = service.advance
+    real_advance = alert_ladder.advance
 
     async def recording_advance(session: Any, alert: Any, now: datetime, *args: Any) -> None:
         if alert.next_check_at is not None and alert.next_check_at <= now:
@@ -344,7 +345,7 @@ async def _watcher(
     def rolled_back(_session: Session) -> None:
         pending_dues.clear()
 
-    service.advance = recording_advance  # type: ignore[assignment]
+    alert_ladder.advance = recording_advance  # type: ignore[assignment]
     event.listen(Session, "after_commit", committed)
     event.listen(Session, "after_rollback", rolled_back)
 

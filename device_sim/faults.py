@@ -540,7 +540,7 @@ async def _close_ready(
     2 one accept timeout later) have reached the phones, the operator confirms the last aide
     asked as taking it (the ladder stops there: nothing more is due for minutes); once every
     press of the home is acked, the operator closes the alert."""
-    from alert_service import service
+    from alert_service import ladder as alert_ladder
 
     pending = [t for t in tracks if not t.resolved and t.alert_codes]
     if not pending:
@@ -598,9 +598,11 @@ async def _close_ready(
                     return False
                 now = SystemClock().now()
                 if taker is not None:
-                    await service.accept(session, locked, taker, now, actor="operator:fault-suite")
+                    await alert_ladder.accept(
+                        session, locked, taker, now, actor="operator:fault-suite"
+                    )
                 else:
-                    await service.resolve(
+                    await alert_ladder.resolve(
                         session, locked, now, actor="operator:fault-suite", outcome="handled"
                     )
                     resolved_at[code] = now
@@ -619,7 +621,7 @@ async def _close_ready(
 
 
 async def _close_leftovers(sessions: SessionMaker) -> None:
-    from alert_service import service
+    from alert_service import ladder as alert_ladder
 
     for _ in range(30):
         try:
@@ -629,7 +631,7 @@ async def _close_leftovers(sessions: SessionMaker) -> None:
                 )
                 now = SystemClock().now()
                 for alert in rows.scalars():
-                    await service.resolve(
+                    await alert_ladder.resolve(
                         session, alert, now, actor="operator:fault-suite", outcome="handled"
                     )
             return

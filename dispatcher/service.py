@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
-import alert_service.service as alerts
+from alert_service import ladder as alert_ladder
 from alert_service import rules
+from alert_service import timeline as alert_timeline
 from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from anxin.db import SessionMaker, notify_on_commit, transaction
 from anxin.logging import get_logger, mask_phone
@@ -735,7 +736,7 @@ async def daily_limit_near(
         limit=limit,
     )
     if sms.alert_id is not None:
-        await alerts.add_timeline(
+        await alert_timeline.add_timeline(
             session,
             sms.alert_id,
             now,
@@ -755,7 +756,7 @@ async def daily_limit_reached(
     sms.warning = reason
     log.warning("sms_daily_limit_reached", to=mask_phone(sms.to_phone), purpose=sms.purpose)
     if sms.alert_id is not None:
-        await alerts.add_timeline(
+        await alert_timeline.add_timeline(
             session,
             sms.alert_id,
             now,
@@ -773,9 +774,9 @@ async def sms_failed(session: AsyncSession, sms: SmsMessage, reason: str, now: d
     sms.last_error = reason[:256]
     sms.updated_at = now
     if sms.purpose == "dispatch" and sms.alert_id is not None and sms.responder_id is not None:
-        alert = await alerts.lock_alert(session, sms.alert_id)
+        alert = await alert_ladder.lock_alert(session, sms.alert_id)
         if alert is not None and alert.status != AlertStatus.resolved:
-            await alerts.attempt_failed(session, alert, sms.responder_id, now, reason)
+            await alert_ladder.attempt_failed(session, alert, sms.responder_id, now, reason)
 
 
 # --- receipts and replies -------------------------------------------------------------------
@@ -963,11 +964,11 @@ async def handle_inbound(
         # The operator gave this alert to someone else (改派): a late reply takes nothing.
         await answer(templates.reassigned_sms(alert_row.code, lang), "reassigned")
         return f"reassigned:{alert_row.code}"
-    alert = await alerts.lock_alert(session, alert_row.id)
+    alert = await alert_ladder.lock_alert(session, alert_row.id)
     if alert is None:
         return "no_open_alert"
     if reply.kind == ReplyKind.accept:
-        if await alerts.accept(session, alert, responder.id, now, actor):
+        if await alert_ladder.accept(session, alert, responder.id, now, actor):
             return f"accepted:{alert.code}"
         taker = await _responder(session, alert.accepted_by)
         await answer(
@@ -975,10 +976,10 @@ async def handle_inbound(
         )
         return f"already_taken:{alert.code}"
     if reply.kind == ReplyKind.decline:
-        await alerts.decline(session, alert, responder.id, now, actor)
+        await alert_ladder.decline(session, alert, responder.id, now, actor)
         return f"declined:{alert.code}"
     # CONTRACT §5: only the taker moves an alert on (an untaken one is taken by the `2`/`3`).
-    if alert.accepted_by != responder.id and not await alerts.accept(
+    if alert.accepted_by != responder.id and not await alert_ladder.accept(
         session, alert, responder.id, now, actor
     ):
         taker = await _responder(session, alert.accepted_by)
@@ -987,12 +988,12 @@ async def handle_inbound(
         )
         return f"not_taker:{alert.code}"
     if reply.kind == ReplyKind.on_scene:
-        await alerts.on_scene(session, alert, now, actor)
+        await alert_ladder.on_scene(session, alert, now, actor)
         return f"on_scene:{alert.code}"
     # done
     if alert.on_scene_at is None:
-        await alerts.on_scene(session, alert, now, actor)
-    await alerts.resolve(session, alert, now, actor=actor, outcome=outcome_of(reply.outcome))
+        await alert_ladder.on_scene(session, alert, now, actor)
+    await alert_ladder.resolve(session, alert, now, actor=actor, outcome=outcome_of(reply.outcome))
     return f"resolved:{alert.code}"
 
 

@@ -13,8 +13,8 @@ from sqlalchemy import or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-import alert_service.service as alerts
-from alert_service import rules
+from alert_service import intake, rules
+from alert_service import timeline as alert_timeline
 from anxin.logging import get_logger
 from anxin.models import Device, Elder, pk
 from anxin.schemas import Ack, EventType, Heartbeat, RejectReason, alert_code
@@ -71,7 +71,7 @@ async def _previous_vitals(
     payload = row.scalar()
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
         return "normal"
-    return rules.vitals_state(alerts.profile_of(elder, tz), payload["data"])
+    return rules.vitals_state(intake.profile_of(elder, tz), payload["data"])
 
 
 # One round trip per batch: the rows of registered, enabled devices are inserted (each key once)
@@ -259,16 +259,16 @@ async def store_events(
         # Applied in elder order (stable: a device's events keep their order), so two replicas'
         # batches lock the same elders' alerts in the same order and cannot deadlock.
         stored.sort(key=lambda row: wanted[row[1].device_id][1])
-        to_apply: list[alerts.StoredEvent] = []
+        to_apply: list[intake.StoredEvent] = []
         for _, msg, parsed, event_pk in stored:
             device, elder = found[msg.device_id]
             previous = "normal"
             if parsed.type is EventType.vitals:
                 previous = await _previous_vitals(session, device.id, event_pk, elder, timezone)
             to_apply.append(
-                alerts.StoredEvent(device, elder, parsed.type.value, parsed.data, previous)
+                intake.StoredEvent(device, elder, parsed.type.value, parsed.data, previous)
             )
-        alert_ids = await alerts.apply_events(session, to_apply, now, timezone)
+        alert_ids = await intake.apply_events(session, to_apply, now, timezone)
         linked = [(row[3], a) for row, a in zip(stored, alert_ids, strict=True) if a is not None]
         if linked:
             await session.execute(
@@ -411,10 +411,10 @@ async def _transitions(
     ordered = sorted(
         dict.fromkeys(d for d in device_ids if d in found), key=lambda d: (pk(found[d][1]), d)
     )
-    alert_ids = await alerts.apply_events(
+    alert_ids = await intake.apply_events(
         session,
         [
-            alerts.StoredEvent(device=found[d][0], elder=found[d][1], event_type=kind, data={})
+            intake.StoredEvent(device=found[d][0], elder=found[d][1], event_type=kind, data={})
             for d in ordered
         ],
         now,
@@ -663,7 +663,9 @@ async def gateway_alive(
         },
     )
     if gap is not None:
-        alerts_open = await alerts.record_platform_gap(session, since=gap.since, until=gap.until)
+        alerts_open = await alert_timeline.record_platform_gap(
+            session, since=gap.since, until=gap.until
+        )
         log.warning(
             "platform_gap",
             since=gap.since.isoformat(),

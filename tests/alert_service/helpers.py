@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import col
 
-from alert_service import service
+from alert_service import intake
+from alert_service import ladder as alert_ladder
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.db import SessionMaker, transaction
 from anxin.models import Device, Elder, Responder
@@ -60,7 +61,7 @@ async def event(
     async with transaction(sessions) as session:
         elder = await session.get(Elder, where.elder_id)
         assert elder is not None
-        alert_id = await service.apply_event(
+        alert_id = await intake.apply_event(
             session,
             device=device,
             elder=elder,
@@ -78,9 +79,9 @@ async def event(
 async def start_response(sessions: SessionMaker, alert_id: int, now: datetime) -> None:
     """The watcher's part for one alert the gateway raised: ranking, guardians and step 0."""
     async with transaction(sessions) as session:
-        found = await service.lock_alert(session, alert_id)
-        if found is not None and service.needs_start(found):
-            await service.advance(session, found, now)
+        found = await alert_ladder.lock_alert(session, alert_id)
+        if found is not None and alert_ladder.needs_start(found):
+            await alert_ladder.advance(session, found, now)
 
 
 async def alert(sessions: SessionMaker, alert_id: int) -> Alert:
@@ -146,16 +147,16 @@ async def act(
 ) -> None:
     """A responder's reply as the dispatcher applies it: accept / decline / on_scene."""
     async with transaction(sessions) as session:
-        locked = await service.lock_alert(session, alert_id)
+        locked = await alert_ladder.lock_alert(session, alert_id)
         assert locked is not None
         actor = f"responder:{responder_id}"
         if what == "accept":
-            assert await service.accept(session, locked, responder_id, now, actor)
+            assert await alert_ladder.accept(session, locked, responder_id, now, actor)
         elif what == "decline":
-            await service.decline(session, locked, responder_id, now, actor)
+            await alert_ladder.decline(session, locked, responder_id, now, actor)
         elif what == "on_scene":
-            await service.on_scene(session, locked, now, actor)
+            await alert_ladder.on_scene(session, locked, now, actor)
         elif what == "failed":
-            await service.attempt_failed(session, locked, responder_id, now, "undelivered")
+            await alert_ladder.attempt_failed(session, locked, responder_id, now, "undelivered")
         else:
             raise AssertionError(what)

@@ -1,4 +1,4 @@
-"""The gateway applies a batch of stored events at once (`service.apply_events`).
+"""The gateway applies a batch of stored events at once (`intake.apply_events`).
 
 Raising and joining alerts is done for the whole batch in a few statements; an elder with any
 other event goes event by event. Whatever the mix, the outcome must be what applying the same
@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alert_service import service
+from alert_service import intake
 from alert_service.models import Alert, AlertTimelineEntry, RuleTimer
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder
@@ -58,9 +58,9 @@ def batch_of(where: list[Home]) -> list[tuple[Home, str, str]]:
     ]
 
 
-def stored(session_elders: dict[int, Elder], h: Home, kind: str, event: str) -> service.StoredEvent:
+def stored(session_elders: dict[int, Elder], h: Home, kind: str, event: str) -> intake.StoredEvent:
     device = h.devices.get(kind) or h.devices["sos_button"]
-    return service.StoredEvent(device, session_elders[h.elder_id], event, {})
+    return intake.StoredEvent(device, session_elders[h.elder_id], event, {})
 
 
 async def outcome(sessions: SessionMaker, where: list[Home]) -> list[object]:
@@ -115,14 +115,14 @@ async def test_a_batch_gives_what_one_event_at_a_time_gives(region: Seeded) -> N
     async with transaction(sessions) as session:
         elders = await elders_of(session, batched)
         events = [stored(elders, *e) for e in batch_of(batched)]
-        ids = await service.apply_events(session, events, T0, TZ)
+        ids = await intake.apply_events(session, events, T0, TZ)
     single: list[int | None] = []
     for h, kind, event in batch_of(one_by_one):
         async with transaction(sessions) as session:
             elder = await session.get(Elder, h.elder_id)
             assert elder is not None
             single.append(
-                await service.apply_event(
+                await intake.apply_event(
                     session,
                     device=h.devices.get(kind) or h.devices["sos_button"],
                     elder=elder,
@@ -201,7 +201,7 @@ async def test_two_gateways_applying_overlapping_batches_make_one_alert_per_elde
                 for h in where
                 for _ in range(presses_per_elder)
             ]
-            return await service.apply_events(session, events, T0, TZ)
+            return await intake.apply_events(session, events, T0, TZ)
 
     first, second = await asyncio.gather(gateway(2), gateway(3))
 

@@ -15,7 +15,8 @@ from rich.cells import cell_len
 from sqlalchemy import select
 from sqlmodel import col
 
-from alert_service import figures, service
+from alert_service import figures
+from alert_service import ladder as alert_ladder
 from alert_service.figures import AlertFacts
 from anxin.app import create_app
 from anxin.clock import FakeClock
@@ -158,9 +159,9 @@ async def test_figures_from_the_database_and_the_api_scoped_per_operator(
     await act(sessions, fall_id, "accept", fall_taker, minutes(2))
     await act(sessions, fall_id, "on_scene", fall_taker, minutes(10))
     async with transaction(sessions) as session:
-        locked = await service.lock_alert(session, fall_id)
+        locked = await alert_ladder.lock_alert(session, fall_id)
         assert locked is not None
-        await service.resolve(
+        await alert_ladder.resolve(
             session, locked, minutes(12), actor="operator:t", outcome="false_alarm"
         )
     await tick_at(sessions, clock, minutes(15))  # the second one is breached
@@ -278,9 +279,9 @@ async def test_figures_table_speaks_chinese_and_fits_80_columns(
     fall_id = await event(sessions, home_, "fall", minutes(120), device_kind="bed_sensor")
     assert fall_id is not None
     async with transaction(sessions) as session:
-        locked = await service.lock_alert(session, fall_id)
+        locked = await alert_ladder.lock_alert(session, fall_id)
         assert locked is not None
-        await service.resolve(
+        await alert_ladder.resolve(
             session, locked, minutes(125), actor="operator:t", outcome="false_alarm"
         )
 

@@ -18,8 +18,7 @@ from sqlalchemy import insert, select, text
 from sqlmodel import col
 
 from alert_service import due as alert_due
-from alert_service import intake as alert_intake
-from alert_service import watcher
+from alert_service import intake, watcher
 from alert_service.models import Alert, AlertTimelineEntry
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker, transaction
@@ -37,7 +36,7 @@ async def gateway_sos(sessions: SessionMaker, where: Home, now: datetime) -> int
     async with transaction(sessions) as session:
         elder = await session.get(Elder, where.elder_id)
         assert elder is not None
-        alert_id = await alert_intake.apply_event(
+        alert_id = await intake.apply_event(
             session, device=device, elder=elder, event_type="sos", data={}, now=now, timezone=TZ
         )
     assert alert_id is not None
@@ -194,10 +193,10 @@ async def test_an_sos_is_started_before_a_township_of_welfare_checks_due_ahead_o
     ]
     async with transaction(sessions) as session:
         elders = {h.elder_id: await session.get(Elder, h.elder_id) for h in silent}
-        await alert_intake.apply_events(
+        await intake.apply_events(
             session,
             [
-                alert_intake.StoredEvent(h.devices["sos_button"], elder, "offline", {})
+                intake.StoredEvent(h.devices["sos_button"], elder, "offline", {})
                 for h in silent
                 if (elder := elders[h.elder_id]) is not None
             ],
@@ -236,9 +235,9 @@ async def test_an_sos_is_started_while_a_welfare_check_start_is_held_up(region: 
         elder = await session.get(Elder, silent.elder_id)
         assert elder is not None and elder.consent and elder.guardian_phones
         guardian = elder.guardian_phones[0]
-        await alert_intake.apply_events(
+        await intake.apply_events(
             session,
-            [alert_intake.StoredEvent(silent.devices["sos_button"], elder, "offline", {})],
+            [intake.StoredEvent(silent.devices["sos_button"], elder, "offline", {})],
             T0,
             TZ,
         )

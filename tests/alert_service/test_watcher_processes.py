@@ -24,7 +24,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 
-from alert_service import rules, service
+from alert_service import ladder as alert_ladder
+from alert_service import rules
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder, Responder
@@ -209,14 +210,14 @@ async def _reply(
 ) -> None:
     async with transaction(sessions) as session:
         for alert_id in alert_ids:
-            alert = await service.lock_alert(session, alert_id)
+            alert = await alert_ladder.lock_alert(session, alert_id)
             assert alert is not None
             if what == "accept":
-                assert await service.accept(
+                assert await alert_ladder.accept(
                     session, alert, responder, now, f"responder:{responder}"
                 )
             else:
-                await service.decline(session, alert, responder, now, f"responder:{responder}")
+                await alert_ladder.decline(session, alert, responder, now, f"responder:{responder}")
 
 
 async def _history(sessions: SessionMaker) -> dict[int, dict[str, Any]]:

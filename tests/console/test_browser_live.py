@@ -14,7 +14,7 @@ from playwright.async_api import Browser, ConsoleMessage, expect
 from sqlalchemy import select
 from sqlmodel import col
 
-from alert_service import rules, service
+from alert_service import intake, rules
 from alert_service.models import Alert, DispatchAttempt
 from anxin.app import create_app
 from anxin.clock import SystemClock
@@ -120,12 +120,12 @@ async def test_the_console_says_when_the_server_is_gone_and_recovers_by_itself(
     now = SystemClock().now()
     async with transaction(region.sessions) as session:
         elder, other = (await session.execute(select(Elder).limit(2))).scalars()
-        await service.raise_or_join(
+        await intake.raise_or_join(
             session, elder, rules.RaiseAlert("sos", rules.P1), None, now, "t"
         )
         # A device offline, reported twice: its timeline must not say "pressed again".
         for _ in range(2):
-            offline = await service.raise_or_join(
+            offline = await intake.raise_or_join(
                 session, other, rules.RaiseAlert("offline", rules.P3), None, now, "device:hub-x"
             )
     errors: list[str] = []

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alert_service import rules, service
+from alert_service import intake, rules
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin import auth
 from anxin.app import create_app
@@ -295,7 +295,7 @@ async def raise_sos(region: Seeded, clock: FakeClock, township: str) -> Alert:
         elder = (
             await session.execute(select(Elder).where(col(Elder.code) == elder_code))
         ).scalar_one()
-        return await service.raise_or_join(
+        return await intake.raise_or_join(
             session, elder, rules.RaiseAlert("sos", rules.P1), None, clock.now(), "test"
         )
 

@@ -20,8 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlmodel import col
 
-from alert_service import intake as alert_intake
-from alert_service import rules
+from alert_service import intake, rules
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.app import create_app
 from anxin.clock import FakeClock
@@ -98,7 +97,7 @@ class DispatchBench:
         """What the gateway does with an SOS: the alert, its ranking and step 0, in one commit."""
         async with transaction(self.sessions) as session:
             elder = await self.elder(elder_code, session)
-            return await alert_intake.raise_or_join(
+            return await intake.raise_or_join(
                 session,
                 elder,
                 rules.RaiseAlert(kind, rules.IMMEDIATE_PRIORITY[kind]),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import alert_service.service as alerts
 import dispatcher.service as dispatch
+from alert_service import regions
 from anxin.db import transaction
 from anxin.models import Responder
 from dispatcher.models import SmsMessage, SmsStatus
@@ -16,7 +16,7 @@ from tests.dispatcher.test_dispatch_flow import ELDER
 async def nearest_aide(bench: DispatchBench) -> Responder:
     async with bench.sessions() as session:
         elder = await bench.elder(ELDER, session)
-        chain = await alerts.region_chain(session, elder.village_id)
+        chain = await regions.region_chain(session, elder.village_id)
         ranking = await dispatch.rank_for_alert(session, elder, chain, bench.clock.now())
     return await bench.responder(ranking[0]["responder_id"])
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlmodel import col
 
-import alert_service.service as alerts
 import dispatcher.service as dispatch
+from alert_service import ladder as alert_ladder
+from alert_service import regions as alert_regions
 from anxin.db import transaction
 from anxin.models import Responder
 from dispatcher.travel_table import parse_travel_table
@@ -104,9 +105,9 @@ async def test_no_aide_in_time_asks_the_nearest_aide_and_the_township_centre_at_
     reasons = [e.detail["reason"] for e in await bench.timeline(alert.id) if e.action == "asked"]
     assert reasons == ["nearest", "no_aide_in_time"]
     async with transaction(bench.sessions) as session:
-        again = await alerts.lock_alert(session, alert.id or 0)
+        again = await alert_ladder.lock_alert(session, alert.id or 0)
         assert again is not None
-        await alerts.advance(session, again, bench.clock.now())
+        await alert_ladder.advance(session, again, bench.clock.now())
     assert len(await bench.asked(alert.id)) == 2  # the ladder at T0 again: nobody new
 
 
@@ -117,9 +118,9 @@ async def test_ranking_a_batch_of_alerts_ranks_each_as_alone(bench: DispatchBenc
     taken = await bench.raise_alert(ELDER)
     taker = taken.ranking[0]["responder_id"]
     async with transaction(bench.sessions) as session:
-        alert = await alerts.lock_alert(session, taken.id or 0)
+        alert = await alert_ladder.lock_alert(session, taken.id or 0)
         assert alert is not None
-        await alerts.accept(session, alert, taker, bench.clock.now(), "test")
+        await alert_ladder.accept(session, alert, taker, bench.clock.now(), "test")
         off = taken.ranking[1]["responder_id"]
         await session.execute(
             update(Responder).where(col(Responder.id) == off).values(on_duty=False)
@@ -131,7 +132,7 @@ async def test_ranking_a_batch_of_alerts_ranks_each_as_alone(bench: DispatchBenc
     assert len(codes) >= 10
     async with bench.sessions() as session:
         elders = [await bench.elder(code, session) for code in codes]
-        chains = [await alerts.region_chain(session, e.village_id) for e in elders]
+        chains = [await alert_regions.region_chain(session, e.village_id) for e in elders]
         assert {c[1].id for c in chains if len(c) > 1} and len({c[0].id for c in chains}) > 3
         now = bench.clock.now()
         alone = [

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from alert_service import rules, service
+from alert_service import intake, rules
 from alert_service.models import Alert
 from anxin.app import create_app
 from anxin.clock import FakeClock
@@ -235,7 +235,7 @@ async def test_the_console_shows_hostile_names_and_notes_as_text(
     async with transaction(region.sessions) as session:
         target = await session.get(Elder, elder.id)
         assert target is not None
-        alert = await service.raise_or_join(
+        alert = await intake.raise_or_join(
             session, target, rules.RaiseAlert("sos", rules.P1), None, clock.now(), "test"
         )
     app = create_app(Settings(), region.sessions, clock)
