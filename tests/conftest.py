@@ -19,16 +19,19 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from anxin import auth
 from anxin.broker import embedded_broker
 from anxin.broker import mosquitto_binary as find_mosquitto
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, transaction
 from anxin.logging import configure_logging
+from anxin.models import Region
 from device_sim.harness import InProcessPlatform, run_in_process, serve_app
 from device_sim.region import RegionPlan, generate_region, seed_region
+from tests.builders import region_ladder
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CI_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -36,6 +39,17 @@ CI_MQTT = "mqtt://127.0.0.1:1883"
 T = TypeVar("T")
 
 configure_logging("warning")
+
+
+@pytest.fixture(autouse=True)
+def _logging_to_the_current_stderr() -> Iterator[None]:
+    """anxin.logging binds structlog to the `sys.stderr` of the moment it is configured; a
+    command run under typer's CliRunner configures it while the runner's temporary stream is in
+    place, and the runner closes that stream afterwards, so every later log line in the process
+    would raise. Point logging back at the real stream before and after each test."""
+    configure_logging("warning")
+    yield
+    configure_logging("warning")
 
 
 def _admin_url() -> str:
@@ -127,9 +141,13 @@ def small_plan() -> RegionPlan:
 
 @pytest.fixture
 async def region(sessions: SessionMaker, small_plan: RegionPlan) -> Seeded:
-    """The demo county (120 homes), seeded into the empty database."""
+    """The demo county (120 homes), seeded into the empty database, its ladder pinned on the
+    county (`builders.region_ladder()`): the tests do not run on the product's defaults."""
     async with transaction(sessions) as session:
         await seed_region(session, small_plan, auth.hash_device_password, auth.hash_password)
+        await session.execute(
+            update(Region).where(col(Region.parent_id).is_(None)).values(ladder=region_ladder())
+        )
     return Seeded(small_plan, sessions)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from alert_service import rules
+from alert_service import regions, rules
 from alert_service.rules import (
     AskResponder,
     CancelTimers,
@@ -20,6 +20,8 @@ from alert_service.rules import (
     StartTimer,
     TimeOutAttempt,
 )
+from anxin.models import Region
+from tests import builders
 from tests.alert_service.ladder_sim import (
     T0,
     Log,
@@ -205,7 +207,7 @@ def test_the_taker_hears_of_repeat_presses_in_windows_that_double() -> None:
 
 # --- the 15-minute clock --------------------------------------------------------------------
 
-LADDER = rules.Ladder()
+LADDER = builders.ladder()
 
 
 def test_at_14_59_the_clock_waits_and_at_15_00_it_is_breached() -> None:
@@ -478,9 +480,27 @@ def test_a_step_already_taken_is_never_taken_again() -> None:
     assert next_check == at(6)
 
 
+def test_the_product_default_ladder() -> None:
+    """The one test of the defaults (README, "The ladder's rungs, by default"): a region with
+    no settings of its own runs up to 3 aides, 3 minutes each; the township centre at 8 minutes;
+    the county when the centre has not answered in 3 minutes. Every other ladder test pins its
+    ladder (tests/builders.py), so changing a default breaks only this test."""
+    assert rules.Ladder() == rules.Ladder(
+        respond_minutes=15,
+        accept_timeout_s=180,
+        max_aides=3,
+        at_risk_s=480,
+        centre_answer_s=180,
+        reminder_grace_s=120,
+        notify_guardians=True,
+    )
+    village = Region(code="V", name="V", level="village", response_minutes=15, ladder={})
+    assert regions.ladder_for([village]) == rules.Ladder()
+
+
 def test_the_ladder_is_data_per_region() -> None:
     """A region with a 2-minute accept timeout and two aides runs that ladder."""
-    ladder = rules.Ladder(accept_timeout_s=120, max_aides=2, at_risk_s=300, centre_answer_s=60)
+    ladder = builders.ladder(accept_timeout_s=120, max_aides=2, at_risk_s=300, centre_answer_s=60)
     _, log = drive(new_alert(NEAR), ladder, [], until=at(20), every_second=False)
     assert log == [
         (0 * m, ask(101, AIDE, "nearest")),

@@ -25,11 +25,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 
 from alert_service import ladder as alert_ladder
-from alert_service import rules
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder, Responder
 from dispatcher.models import SmsMessage
+from tests import builders
 from tests.alert_service.watcher_process import set_time
 from tests.conftest import Seeded, eventually
 
@@ -115,7 +115,7 @@ async def _open_alerts(sessions: SessionMaker, count: int, cast: Cast) -> list[i
                 "breached": False,
                 "cancel_requested": False,
                 "call_120": False,
-                "ladder": rules.Ladder().snapshot(),
+                "ladder": builders.ladder().snapshot(),
                 "ranking": ranking,
                 "note": "",
                 "next_check_at": T0,

@@ -16,6 +16,7 @@ from anxin.clock import FakeClock
 from anxin.db import transaction
 from anxin.models import Device, Elder, OperatorUser, Region, Responder, ServiceCentre
 from gateway.models import DeadLetter
+from tests.builders import region_ladder
 from tests.conftest import Seeded
 from tests.console.test_registry_api import raise_sos, region_id
 
@@ -141,7 +142,9 @@ async def second_county(region: Seeded) -> None:
     """Another county with its own county operator `c2` (password `anxin-c2`): the demo county
     is outside their region."""
     async with transaction(region.sessions) as session:
-        county = Region(code="C2", name="第二县", level="county", lat=33.0, lon=110.0, ladder={})
+        county = Region(
+            code="C2", name="第二县", level="county", lat=33.0, lon=110.0, ladder=region_ladder()
+        )
         session.add(county)
         await session.flush()
         assert county.id is not None
