@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from alert_service.console_views import mount_console
+from alert_service.ladder_views import router as ladder_router
+from alert_service.responses import LadderResponses
 from alert_service.views import router as alert_router
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker
@@ -22,7 +24,10 @@ def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None =
         version="0.1.0",
     )
     app.state.ctx = AppContext(settings=settings, sessions=sessions, clock=clock or SystemClock())
+    # The dispatcher's webhooks report replies and failed SMS to the ladder through this.
+    app.state.alert_responses = LadderResponses()
     app.include_router(alert_router)
+    app.include_router(ladder_router)
     app.include_router(twilio_router)
     app.include_router(registry_router)
     app.include_router(metrics_router)

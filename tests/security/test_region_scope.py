@@ -158,6 +158,15 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         assert await status("PUT", f"/api/regions/{theirs.village}", t01, json=body) == 403
         assert await status("PUT", f"/api/regions/{theirs.village}", c2, json=body) == 404
 
+    async def read_ladder() -> None:
+        assert await status("GET", f"/api/regions/{theirs.village}/ladder", t01) == 404
+        assert await status("GET", f"/api/regions/{theirs.village}/ladder", c2) == 404
+
+    async def change_ladder() -> None:
+        body = {"accept_timeout_s": 60}
+        assert await status("PUT", f"/api/regions/{theirs.village}/ladder", t01, json=body) == 404
+        assert await status("PUT", f"/api/regions/{theirs.village}/ladder", c2, json=body) == 404
+
     async def centres() -> None:
         assert await ids("/api/centres") == mine.centres
 
@@ -298,6 +307,8 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("GET", "/api/regions"): regions,
         ("POST", "/api/regions"): create_region,
         ("PUT", "/api/regions/{region_id}"): update_region,
+        ("GET", "/api/regions/{region_id}/ladder"): read_ladder,
+        ("PUT", "/api/regions/{region_id}/ladder"): change_ladder,
         ("GET", "/api/centres"): centres,
         ("POST", "/api/centres"): create_centre,
         ("PUT", "/api/centres/{centre_id}"): update_centre,

@@ -336,7 +336,8 @@ export async function renderRegions(view, config) {
             h("td", {}, edit && r.level !== "county" ? h("button", { type: "button", class: "small", onclick: () => openForm({
               title: `${t("edit")} · ${r.name}`, fields: regionFields(true), values: r,
               submit: async data => { await api(`/api/regions/${r.id}`, { method: "PUT", body: data }); reload(); },
-            }) }, t("edit")) : null))))),
+            }) }, t("edit")) : null,
+            edit ? h("button", { type: "button", class: "small", onclick: () => openLadder(r) }, t("ladder")) : null))))),
       h("section", { class: "card" },
         h("div", { class: "toolbar" }, h("h3", {}, t("centres")),
           edit ? h("button", { type: "button", class: "primary", onclick: () => openForm({
@@ -352,6 +353,26 @@ export async function renderRegions(view, config) {
             }) }, t("edit")) : null))))),
     ),
   );
+}
+
+// A region's ladder: its own settings (empty = inherited), the effective value as placeholder.
+const LADDER_FIELDS = ["accept_timeout_s", "max_aides", "at_risk_s", "centre_answer_s", "reminder_grace_s"];
+
+async function openLadder(r) {
+  const ladder = await api(`/api/regions/${r.id}/ladder`);
+  const dialog = openForm({
+    title: `${t("ladder")} · ${r.name}`,
+    fields: [...LADDER_FIELDS.map(name => ({ name, type: "number", step: "any" })),
+      { name: "notify_guardians", type: "checkbox" }],
+    values: { ...ladder.own, notify_guardians: ladder.effective.notify_guardians },
+    submit: async data => {
+      const own = Object.fromEntries(Object.entries(data).filter(([, v]) => v !== null));
+      if (own.notify_guardians === ladder.effective.notify_guardians && !("notify_guardians" in ladder.own)) delete own.notify_guardians;
+      await api(`/api/regions/${r.id}/ladder`, { method: "PUT", body: own });
+    },
+  });
+  for (const name of LADDER_FIELDS) dialog.querySelector(`[name=${name}]`).placeholder = String(ladder.effective[name]);
+  dialog.querySelector("form h3").after(h("p", { class: "muted" }, t("ladder_hint")));
 }
 
 // --- dead letters --------------------------------------------------------------------------
