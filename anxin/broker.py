@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -259,6 +260,9 @@ async def _serve_amqtt(host: str, port: int) -> None:
         },
     }
     broker = Broker(config)
+    # A flood is thousands of short-lived tasks and packets a second: the default young-
+    # generation threshold (700) collected every few milliseconds of it.
+    gc.set_threshold(50_000, 20, 20)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
