@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-import dispatcher.service as dispatch
 from alert_service import ladder as alert_ladder
-from alert_service import timeline as alert_timeline
+from alert_service import timeline
 from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from anxin.models import Responder
+from dispatcher import outbox
 
 
 class ReassignRefused(Exception):
@@ -42,59 +42,48 @@ async def reassign(
     if alert.accepted_by == responder_id:
         return
     released = alert.accepted_by
-    withdrawn = list(
-        (
-            await session.execute(
-                update(DispatchAttempt)
-                .where(
-                    col(DispatchAttempt.alert_id) == alert.id,
-                    col(DispatchAttempt.role) == "aide",
-                    col(DispatchAttempt.responder_id) != responder_id,
-                    # A silent aide's "1" would still take the alert: withdrawn too.
-                    col(DispatchAttempt.answer).in_(
-                        (AttemptAnswer.pending, AttemptAnswer.timed_out, AttemptAnswer.accepted)
-                    ),
-                )
-                .values(answer=AttemptAnswer.withdrawn, answered_at=now)
-                .returning(col(DispatchAttempt.responder_id))
-            )
-        )
-        .scalars()
-        .unique()
+    withdrawn = await alert_ladder.set_answers(
+        session,
+        alert_id=alert.id,
+        role="aide",
+        except_responder=responder_id,
+        # A silent aide's "1" would still take the alert: withdrawn too.
+        was=(AttemptAnswer.pending, AttemptAnswer.timed_out, AttemptAnswer.accepted),
+        answer=AttemptAnswer.withdrawn,
+        now=now,
     )
     if released is not None:
         # A centre that had taken it: superseded, as when someone else takes it (withdrawn would
         # keep the ladder from asking the county when the chosen aide cannot go).
-        await session.execute(
-            update(DispatchAttempt)
-            .where(
-                col(DispatchAttempt.alert_id) == alert.id,
-                col(DispatchAttempt.responder_id) == released,
-                col(DispatchAttempt.answer) == AttemptAnswer.accepted,
-            )
-            .values(answer=AttemptAnswer.superseded, answered_at=now)
+        await alert_ladder.set_answers(
+            session,
+            alert_id=alert.id,
+            responder_id=released,
+            was=(AttemptAnswer.accepted,),
+            answer=AttemptAnswer.superseded,
+            now=now,
         )
         alert.accepted_by = None
         alert.accepted_at = None
         alert.reminder_sent_at = None
-        await alert_timeline.add_timeline(
+        await timeline.add_timeline(
             session, alert.id, now, actor, "released", responder_id=released
         )
         if released not in withdrawn:
             withdrawn.append(released)
     for other in withdrawn:
         if other != released:
-            await alert_timeline.add_timeline(
+            await timeline.add_timeline(
                 session, alert.id, now, actor, "withdrawn", responder_id=other
             )
     last_step = await session.scalar(
         select(func.max(DispatchAttempt.step)).where(col(DispatchAttempt.alert_id) == alert.id)
     )
     step = 0 if last_step is None else int(last_step) + 1
-    await dispatch.tell_reassigned(session, alert, withdrawn, step, now)
-    await dispatch.ask_responder(session, alert, responder_id, responder.kind, step=step, now=now)
+    await outbox.tell_reassigned(session, alert, withdrawn, step, now)
+    await alert_ladder.ask(session, alert, responder_id, responder.kind, step=step, now=now)
     alert.status = AlertStatus.dispatching
-    await alert_timeline.add_timeline(
+    await timeline.add_timeline(
         session,
         alert.id,
         now,

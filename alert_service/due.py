@@ -13,10 +13,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-import dispatcher.service as dispatch
 from alert_service import rules
 from alert_service.intake import raise_or_join
-from alert_service.ladder import advance, needs_start, start_response
+from alert_service.ladder import advance, batched_asks, needs_start, rank_for_alerts, start_response
 from alert_service.models import (
     Alert,
     DispatchAttempt,
@@ -26,6 +25,7 @@ from alert_service.regions import region_chains
 from anxin import metrics
 from anxin.logging import get_logger
 from anxin.models import Elder, Region, Responder, pk
+from dispatcher import outbox
 
 log = get_logger("alert_service")
 
@@ -88,7 +88,7 @@ async def run_due_alerts(
         chains = await region_chains(session, {a.village_id for a in starting})
         batch_rows.extend(r for chain in chains.values() for r in chain)
         with session.no_autoflush:
-            rankings = await dispatch.rank_for_alerts(
+            rankings = await rank_for_alerts(
                 session,
                 [(elders[a.elder_id], chains.get(a.village_id, [])) for a in starting],
                 now,
@@ -103,7 +103,7 @@ async def run_due_alerts(
                     ranking=ranking,
                     guardians=False,
                 )
-            await dispatch.notify_guardians_many(
+            await outbox.notify_guardians_many(
                 session,
                 [
                     (a, elders[a.elder_id])
@@ -129,7 +129,7 @@ async def run_due_alerts(
         )
     if not isolate:
         # Every call-out of the batch in two INSERTs (attempts, SMS), not two per alert.
-        async with dispatch.batched_asks(session):
+        async with batched_asks(session):
             for alert in alerts:
                 await advance(session, alert, now, attempts[pk(alert)])
     for alert in alerts if isolate else ():

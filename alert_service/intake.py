@@ -29,7 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
-import dispatcher.service as dispatch
 from alert_service import rules
 from alert_service.ladder import advance, resolve, start_response
 from alert_service.models import (
@@ -43,6 +42,7 @@ from alert_service.timeline import add_timeline
 from anxin.db import notify_on_commit
 from anxin.logging import get_logger
 from anxin.models import Device, Elder, Region, pk
+from dispatcher import outbox
 
 log = get_logger("alert_service")
 
@@ -516,7 +516,9 @@ async def _join(
             else:
                 await wake_watchers(session)
     if alert.accepted_by is not None and alert.status in ("accepted", "on_scene"):
-        await dispatch.tell_pressed_again(session, alert, now)
+        await outbox.tell_pressed_again(
+            session, alert, now, window=rules.pressed_again_window(alert.raised_at, now)
+        )
 
 
 async def request_cancel(

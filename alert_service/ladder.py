@@ -7,27 +7,23 @@ caller's transaction; none commits."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    select,
-    update,
-)
+from sqlalchemy import func, literal, select, union_all, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-import dispatcher.service as dispatch
 from alert_service import rules
-from alert_service.models import (
-    Alert,
-    AlertStatus,
-    AttemptAnswer,
-    DispatchAttempt,
-)
+from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from alert_service.regions import region_chain
 from alert_service.timeline import add_timeline
 from anxin.models import Elder, Region, Responder
+from dispatcher import outbox, ranking
 
 
 def needs_start(alert: Alert) -> bool:
@@ -58,12 +54,12 @@ async def start_response(
     if ranking is None:
         if chain is None:
             chain = await region_chain(session, alert.village_id)
-        ranking = await dispatch.rank_for_alert(session, elder, chain, now)
+        ranking = (await rank_for_alerts(session, [(elder, chain)], now))[0]
     alert.ranking = ranking
     alert.ranked_at = now
     await add_timeline(session, alert.id, now, "system", "ranked", candidates=len(ranking))
     if guardians and rules.Ladder.from_snapshot(alert.ladder).notify_guardians:
-        await dispatch.notify_guardians(session, alert, elder, now)
+        await outbox.notify_guardians(session, alert, elder, now)
 
 
 async def _attempts(session: AsyncSession, alert_id: int) -> list[DispatchAttempt]:
@@ -157,12 +153,10 @@ async def _apply_action(
                 responder_id=action.responder_id,
             )
             return
-        await dispatch.ask_responder(
-            session, alert, action.responder_id, action.role, step=len(attempts), now=now
-        )
+        await ask(session, alert, action.responder_id, action.role, step=len(attempts), now=now)
         line = next((c for c in alert.ranking if c["responder_id"] == action.responder_id), {})
-        # The row was inserted by the dispatcher; this copy keeps the list true for the next
-        # pass (it is not added to the session).
+        # The row was inserted by `ask` (or will be, at the end of a batch); this copy keeps the
+        # list true for the next pass (it is not added to the session).
         attempts.append(
             DispatchAttempt(
                 alert_id=alert.id,
@@ -206,24 +200,40 @@ async def _apply_action(
             await add_timeline(session, alert.id, now, "system", "breached")
     elif isinstance(action, rules.RemindTaker):
         alert.reminder_sent_at = now
-        await dispatch.remind_taker(session, alert, action.responder_id, now)
+        await outbox.remind_taker(session, alert, action.responder_id, now)
         await add_timeline(
             session, alert.id, now, "system", "reminded", responder_id=action.responder_id
         )
 
 
-async def _set_answer(
-    session: AsyncSession, alert_id: int, responder_id: int, answer: str, now: datetime
-) -> None:
-    await session.execute(
+async def set_answers(
+    session: AsyncSession,
+    *,
+    alert_id: int,
+    answer: str,
+    now: datetime,
+    was: Sequence[str] = (AttemptAnswer.pending,),
+    responder_id: int | None = None,
+    role: str | None = None,
+    except_responder: int | None = None,
+) -> list[int]:
+    """The one writer of attempts' answers: every attempt of this alert whose answer is one of
+    `was` (of this responder, of this role, of everyone but `except_responder`, when given) gets
+    `answer`; returns the responders whose attempts changed."""
+    where = [col(DispatchAttempt.alert_id) == alert_id, col(DispatchAttempt.answer).in_(was)]
+    if responder_id is not None:
+        where.append(col(DispatchAttempt.responder_id) == responder_id)
+    if role is not None:
+        where.append(col(DispatchAttempt.role) == role)
+    if except_responder is not None:
+        where.append(col(DispatchAttempt.responder_id) != except_responder)
+    changed = await session.execute(
         update(DispatchAttempt)
-        .where(
-            col(DispatchAttempt.alert_id) == alert_id,
-            col(DispatchAttempt.responder_id) == responder_id,
-            col(DispatchAttempt.answer) == AttemptAnswer.pending,
-        )
+        .where(*where)
         .values(answer=answer, answered_at=now)
+        .returning(col(DispatchAttempt.responder_id))
     )
+    return list(changed.scalars().unique())
 
 
 async def lock_alert(session: AsyncSession, alert_id: int) -> Alert | None:
@@ -246,17 +256,26 @@ async def accept(
     alert.accepted_at = now
     if alert.status in (AlertStatus.raised, AlertStatus.dispatching):
         alert.status = AlertStatus.accepted
-    await _set_answer(session, alert.id, responder_id, AttemptAnswer.accepted, now)
+    await set_answers(
+        session,
+        alert_id=alert.id,
+        responder_id=responder_id,
+        answer=AttemptAnswer.accepted,
+        now=now,
+    )
     await add_timeline(session, alert.id, now, actor, "accepted", responder_id=responder_id)
-    await dispatch.tell_others_handled(session, alert, responder_id, now)
-    await session.execute(
-        update(DispatchAttempt)
+    others = await session.execute(
+        select(col(DispatchAttempt.responder_id))
         .where(
             col(DispatchAttempt.alert_id) == alert.id,
-            col(DispatchAttempt.answer) == AttemptAnswer.pending,
+            col(DispatchAttempt.responder_id) != responder_id,
+            # Those the operator withdrew were told to stand down already (改派).
+            col(DispatchAttempt.answer) != AttemptAnswer.withdrawn,
         )
-        .values(answer=AttemptAnswer.superseded, answered_at=now)
+        .distinct()
     )
+    await outbox.tell_others_handled(session, alert, responder_id, list(others.scalars()), now)
+    await set_answers(session, alert_id=alert.id, answer=AttemptAnswer.superseded, now=now)
     await advance(session, alert, now)
     return True
 
@@ -274,18 +293,23 @@ async def decline(
         alert.accepted_at = None
         alert.status = AlertStatus.dispatching
         alert.reminder_sent_at = None
-        await session.execute(
-            update(DispatchAttempt)
-            .where(
-                col(DispatchAttempt.alert_id) == alert.id,
-                col(DispatchAttempt.responder_id) == responder_id,
-                col(DispatchAttempt.answer) == AttemptAnswer.accepted,
-            )
-            .values(answer=AttemptAnswer.declined, answered_at=now)
+        await set_answers(
+            session,
+            alert_id=alert.id,
+            responder_id=responder_id,
+            was=(AttemptAnswer.accepted,),
+            answer=AttemptAnswer.declined,
+            now=now,
         )
         await add_timeline(session, alert.id, now, actor, "withdrew", responder_id=responder_id)
     else:
-        await _set_answer(session, alert.id, responder_id, AttemptAnswer.declined, now)
+        await set_answers(
+            session,
+            alert_id=alert.id,
+            responder_id=responder_id,
+            answer=AttemptAnswer.declined,
+            now=now,
+        )
         await add_timeline(session, alert.id, now, actor, "declined", responder_id=responder_id)
     await advance(session, alert, now)  # the next responder at once
 
@@ -294,7 +318,9 @@ async def attempt_failed(
     session: AsyncSession, alert: Alert, responder_id: int, now: datetime, reason: str
 ) -> None:
     assert alert.id is not None
-    await _set_answer(session, alert.id, responder_id, AttemptAnswer.failed, now)
+    await set_answers(
+        session, alert_id=alert.id, responder_id=responder_id, answer=AttemptAnswer.failed, now=now
+    )
     await add_timeline(
         session, alert.id, now, "system", "sms_failed", responder_id=responder_id, reason=reason
     )
@@ -338,11 +364,132 @@ async def resolve(
         alert.note = note[:1000]
     alert.next_check_at = None
     await add_timeline(session, alert.id, now, actor, "resolved", outcome=outcome, note=note[:200])
-    await session.execute(
-        update(DispatchAttempt)
-        .where(
-            col(DispatchAttempt.alert_id) == alert.id,
-            col(DispatchAttempt.answer) == AttemptAnswer.pending,
-        )
-        .values(answer=AttemptAnswer.superseded, answered_at=now)
+    await set_answers(session, alert_id=alert.id, answer=AttemptAnswer.superseded, now=now)
+
+
+# --- asking a responder: the attempt row and its call-out SMS ---------------------------------
+
+
+async def ask(
+    session: AsyncSession, alert: Alert, responder_id: int, role: str, *, step: int, now: datetime
+) -> None:
+    """Ask one responder: the dispatch attempt and its call-out SMS (nothing when the responder
+    or the elder is gone). Inside `batched_asks`, only collected."""
+    assert alert.id is not None
+    sms = await outbox.call_out_sms(
+        session, alert=alert, responder_id=responder_id, role=role, step=step
     )
+    if sms is None:
+        return
+    line = next((c for c in alert.ranking if c["responder_id"] == responder_id), {})
+    attempt = {
+        "alert_id": alert.id,
+        "responder_id": responder_id,
+        "step": step,
+        "role": role,
+        "asked_at": now,
+        "distance_km": line.get("distance_km"),
+        "eta_minutes": line.get("eta_minutes"),
+        "answer": AttemptAnswer.pending,
+    }
+    pending = session.info.get(_PENDING_ASKS)
+    if isinstance(pending, _PendingAsks):
+        pending.add(now, attempt, sms)
+    else:
+        await _write_asks(session, now, [attempt], [sms])
+
+
+async def _write_asks(
+    session: AsyncSession,
+    now: datetime,
+    attempts: list[dict[str, Any]],
+    messages: list[dict[str, Any]],
+) -> None:
+    """The dispatch attempts and their call-out SMS, one INSERT each (keys make both once)."""
+    await session.execute(
+        insert(DispatchAttempt)
+        .values(attempts)
+        .on_conflict_do_nothing(constraint="uq_attempt_alert_responder_step")
+    )
+    await outbox.queue_sms_many(session, messages, now)
+
+
+_PENDING_ASKS = "alert_service.pending_asks"
+
+
+@dataclass
+class _PendingAsks:
+    by_now: dict[datetime, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )
+
+    def add(self, now: datetime, attempt: dict[str, Any], sms: dict[str, Any]) -> None:
+        attempts, messages = self.by_now.setdefault(now, ([], []))
+        attempts.append(attempt)
+        messages.append(sms)
+
+
+@contextlib.asynccontextmanager
+async def batched_asks(session: AsyncSession) -> AsyncIterator[None]:
+    """Within the block, `ask` only collects its attempt row and call-out SMS; they
+    are written when the block ends, in two statements for the whole block instead of two per
+    ask (the watcher's batch). Nothing is written if the block raises (its transaction rolls
+    back anyway). Inside the block the new attempts are not yet in the table: the caller keeps
+    its own list (the watcher does)."""
+    pending = _PendingAsks()
+    session.info[_PENDING_ASKS] = pending
+    try:
+        yield
+    finally:
+        session.info.pop(_PENDING_ASKS, None)
+    for now, (attempts, messages) in pending.by_now.items():
+        await _write_asks(session, now, attempts, messages)
+
+
+async def responder_load(
+    session: AsyncSession, responder_ids: set[int], now: datetime
+) -> ranking.ResponderLoad:
+    """How busy these responders are, for the ranking, in one query: a P1 they have taken
+    (marked -1), and how often each was asked in the last 24 hours."""
+    load: Any = await session.execute(
+        union_all(
+            select(col(Alert.accepted_by), literal(-1)).where(
+                col(Alert.priority) == 1,
+                col(Alert.status).in_(("accepted", "on_scene")),
+                col(Alert.accepted_by).in_(responder_ids),
+            ),
+            select(col(DispatchAttempt.responder_id), func.count())
+            .where(
+                col(DispatchAttempt.asked_at) >= now - timedelta(hours=24),
+                col(DispatchAttempt.responder_id).in_(responder_ids),
+            )
+            .group_by(col(DispatchAttempt.responder_id)),
+        )
+    )
+    committed: set[int] = set()
+    today: dict[int, int] = {}
+    for row in load:
+        responder_id, n = int(row[0]), int(row[1])
+        if n < 0:
+            committed.add(responder_id)
+        else:
+            today[responder_id] = n
+    return ranking.ResponderLoad(committed=committed, asked_today=today)
+
+
+async def rank_for_alerts(
+    session: AsyncSession,
+    homes: Sequence[tuple[Elder, Sequence[Region]]],
+    now: datetime,
+    *,
+    keep: list[object] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """The dispatcher's ranking of responders for these elders, with the ladder's load."""
+    return await ranking.rank_for_alerts(session, homes, now, load=responder_load, keep=keep)
+
+
+async def rank_for_alert(
+    session: AsyncSession, elder: Elder, chain: list[Region], now: datetime
+) -> list[dict[str, Any]]:
+    """`rank_for_alerts` for one elder."""
+    return (await rank_for_alerts(session, [(elder, chain)], now))[0]

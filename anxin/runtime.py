@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from alert_service.responses import LadderResponses
 from alert_service.watcher import run_watcher
 from anxin.app import create_app
 from anxin.broker import EmbeddedBroker, embedded_broker
@@ -157,6 +158,7 @@ def role_tasks(
                 svc.sessions,
                 provider or make_provider(s),
                 svc.clock,
+                responses=LadderResponses(),
                 status_callback=s.callback_base + "/twilio/status" if s.twilio_configured else None,
                 poll_seconds=s.outbox_poll_ms / 1000,
                 max_attempts=s.outbox_max_attempts,

@@ -88,6 +88,7 @@ def _drain_worker(
 async def _drain(
     db_url: str, base_url: str, batch: int, ready: MpEvent, go: MpEvent, out: Any
 ) -> None:
+    from alert_service.responses import LadderResponses
     from anxin.clock import SystemClock
     from anxin.db import make_engine, make_sessionmaker
     from anxin.logging import configure_logging
@@ -109,7 +110,12 @@ async def _drain(
     async def passes() -> int:
         handled = 0
         while n := await send_due(
-            sessions, provider, SystemClock(), status_callback=None, limit=batch
+            sessions,
+            provider,
+            SystemClock(),
+            responses=LadderResponses(),
+            status_callback=None,
+            limit=batch,
         ):
             handled += n
         return handled
@@ -126,6 +132,7 @@ def _run_outbox_worker(db_url: str, base_url: str, listen: bool, poll: float) ->
 
 
 async def _outbox(db_url: str, base_url: str, listen: bool, poll: float) -> None:
+    from alert_service.responses import LadderResponses
     from anxin.clock import SystemClock
     from anxin.db import make_engine, make_sessionmaker
     from anxin.logging import configure_logging
@@ -141,6 +148,7 @@ async def _outbox(db_url: str, base_url: str, listen: bool, poll: float) -> None
         make_sessionmaker(engine),
         provider,
         SystemClock(),
+        responses=LadderResponses(),
         status_callback=None,
         poll_seconds=poll,
         max_attempts=8,

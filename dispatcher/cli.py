@@ -39,7 +39,7 @@ def import_travel_times(
     from anxin.logging import configure_logging
     from anxin.runtime import services
     from anxin.settings import Settings
-    from dispatcher.service import import_travel_times as store
+    from dispatcher.ranking import import_travel_times as store
     from dispatcher.travel_table import parse_travel_table
 
     settings = Settings()

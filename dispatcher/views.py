@@ -11,7 +11,8 @@ from anxin.clock import Clock
 from anxin.db import SessionMaker, transaction
 from anxin.logging import get_logger
 from anxin.web import context
-from dispatcher import service
+from dispatcher import inbound
+from dispatcher.reports import AlertResponses
 from dispatcher.twilio_provider import twilio_signature_valid
 
 router = APIRouter(tags=["twilio"])
@@ -54,13 +55,14 @@ class ReceiptBatcher:
 
     MAX_BATCH = 500
 
-    def __init__(self, sessions: SessionMaker, clock: Clock) -> None:
+    def __init__(self, sessions: SessionMaker, clock: Clock, responses: AlertResponses) -> None:
         self.sessions = sessions
         self.clock = clock
-        self.pending: list[tuple[service.Receipt, asyncio.Future[bool]]] = []
+        self.responses = responses
+        self.pending: list[tuple[inbound.Receipt, asyncio.Future[bool]]] = []
         self.flushing: asyncio.Task[None] | None = None
 
-    async def apply(self, receipt: service.Receipt) -> bool:
+    async def apply(self, receipt: inbound.Receipt) -> bool:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append((receipt, done))
         if self.flushing is None or self.flushing.done():
@@ -73,8 +75,11 @@ class ReceiptBatcher:
             del self.pending[: self.MAX_BATCH]
             try:
                 async with transaction(self.sessions) as session:
-                    applied = await service.handle_statuses(
-                        session, [r for r, _ in batch], self.clock.now()
+                    applied = await inbound.handle_statuses(
+                        session,
+                        [r for r, _ in batch],
+                        self.clock.now(),
+                        responses=self.responses,
                     )
             except Exception as exc:
                 if len(batch) > 1:
@@ -86,10 +91,12 @@ class ReceiptBatcher:
             for (_, done), ok in zip(batch, applied, strict=True):
                 _settle(done, ok)
 
-    async def _one(self, receipt: service.Receipt, done: asyncio.Future[bool]) -> None:
+    async def _one(self, receipt: inbound.Receipt, done: asyncio.Future[bool]) -> None:
         try:
             async with transaction(self.sessions) as session:
-                applied = await service.handle_statuses(session, [receipt], self.clock.now())
+                applied = await inbound.handle_statuses(
+                    session, [receipt], self.clock.now(), responses=self.responses
+                )
             _settle(done, applied[0])
         except Exception as exc:
             _settle(done, exc)
@@ -104,11 +111,20 @@ def _settle(done: asyncio.Future[bool], outcome: bool | BaseException) -> None:
         done.set_result(outcome)
 
 
+def _responses(request: Request) -> AlertResponses:
+    """What replies and failed deliveries do to alerts: set by the composition root
+    (`anxin.app.create_app`), so this part never imports alert_service."""
+    responses: AlertResponses = request.app.state.alert_responses
+    return responses
+
+
 def _receipts(request: Request) -> ReceiptBatcher:
     batcher = getattr(request.app.state, "receipts", None)
     if not isinstance(batcher, ReceiptBatcher):
         ctx = context(request)
-        batcher = request.app.state.receipts = ReceiptBatcher(ctx.sessions, ctx.clock)
+        batcher = request.app.state.receipts = ReceiptBatcher(
+            ctx.sessions, ctx.clock, _responses(request)
+        )
     return batcher
 
 
@@ -117,7 +133,7 @@ async def twilio_status(request: Request) -> Response:
     form = await _verified_form(request, "/twilio/status")
     sms_id = request.query_params.get("sms", "")
     await _receipts(request).apply(
-        service.Receipt(
+        inbound.Receipt(
             form.get("MessageSid", ""),
             form.get("MessageStatus", ""),
             form.get("ErrorCode"),
@@ -132,8 +148,9 @@ async def twilio_inbound(request: Request) -> Response:
     form = await _verified_form(request, "/twilio/inbound")
     ctx = context(request)
     async with transaction(ctx.sessions) as session:
-        outcome = await service.handle_inbound(
+        outcome = await inbound.handle_inbound(
             session,
+            responses=_responses(request),
             from_phone=form.get("From", ""),
             to_phone=form.get("To", ""),
             body=form.get("Body", ""),

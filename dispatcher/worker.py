@@ -12,9 +12,10 @@ from anxin.clock import Clock
 from anxin.db import Idle, SessionMaker, first_of, listening, transaction
 from anxin.logging import get_logger, mask_phone
 from anxin.models import pk
-from dispatcher import service
+from dispatcher import outbox
 from dispatcher.models import SmsMessage, SmsStatus
 from dispatcher.providers import SmsProvider
+from dispatcher.reports import AlertResponses
 from dispatcher.twilio_provider import SmsSendError
 
 log = get_logger("dispatcher.worker")
@@ -45,13 +46,13 @@ async def _check_in_flight(
     """An SMS an earlier pass handed over without committing the outcome (it died, or got no
     answer): `sent` when the provider has it (recorded here, not sent again), `send` when it
     has not, `later` while that cannot be known yet (its next attempt is put off)."""
-    if now - since < service.IN_FLIGHT_SETTLE:
-        sms.next_attempt_at = since + service.IN_FLIGHT_SETTLE
+    if now - since < outbox.IN_FLIGHT_SETTLE:
+        sms.next_attempt_at = since + outbox.IN_FLIGHT_SETTLE
         return "later"
     try:
         sid = await provider.find_sent(to=sms.to_phone, body=sms.body, since=since)
     except Exception as exc:
-        sms.next_attempt_at = now + service.retry_delay(max(1, sms.attempts))
+        sms.next_attempt_at = now + outbox.retry_delay(max(1, sms.attempts))
         log.warning("sms_in_flight_unknown", sms=sms.id, error=repr(exc))
         return "later"
     if sid is None:
@@ -67,10 +68,11 @@ async def send_due(
     provider: SmsProvider,
     clock: Clock,
     *,
+    responses: AlertResponses,
     status_callback: str | None,
     max_attempts: int = 8,
     limit: int = 50,
-    daily_limit: int = service.DAILY_LIMIT_PER_NUMBER,
+    daily_limit: int = outbox.DAILY_LIMIT_PER_NUMBER,
     daily_warn_at: int | None = None,
     max_priority: int | None = None,
 ) -> int:
@@ -92,14 +94,14 @@ async def send_due(
     overshoot the limit by a message or two: the count is read per batch.
     """
     if daily_warn_at is None:
-        daily_warn_at = service.daily_warn_at(daily_limit)
+        daily_warn_at = outbox.daily_warn_at(daily_limit)
     async with transaction(sessions) as session:
         now = clock.now()
-        batch = await service.claim_due_sms(session, now, limit, max_priority)
+        batch = await outbox.claim_due_sms(session, now, limit, max_priority)
         if not batch:
             return 0
-        in_flight = await service.in_flight_since(session, [pk(sms) for sms in batch])
-        counts = await service.sent_in_last_day(session, {sms.to_phone for sms in batch}, now)
+        in_flight = await outbox.in_flight_since(session, [pk(sms) for sms in batch])
+        counts = await outbox.sent_in_last_day(session, {sms.to_phone for sms in batch}, now)
         settled: list[int] = []  # SMS whose outcome this pass commits
         unanswered: list[int] = []  # POSTs that ended without an answer: over, outcome unknown
         sendable: list[SmsMessage] = []
@@ -115,15 +117,19 @@ async def send_due(
             count = counts.get(key, 0) + 1
             if count > daily_limit:
                 sms.updated_at = now
-                await service.daily_limit_reached(session, sms, daily_limit, now)
+                await outbox.daily_limit_reached(
+                    session, sms, daily_limit, now, responses=responses
+                )
                 settled.append(pk(sms))
                 continue
             counts[key] = count
             if count >= daily_warn_at:
-                await service.daily_limit_near(session, sms, count, daily_limit, now)
+                await outbox.daily_limit_near(
+                    session, sms, count, daily_limit, now, responses=responses
+                )
             sendable.append(sms)
         if sendable:
-            await service.mark_in_flight(sessions, [pk(sms) for sms in sendable], now)
+            await outbox.mark_in_flight(sessions, [pk(sms) for sms in sendable], now)
         results = await asyncio.gather(
             *(_send(provider, sms, status_callback) for sms in sendable), return_exceptions=True
         )
@@ -139,14 +145,14 @@ async def send_due(
                 else:
                     unanswered.append(pk(sms))
                 if retryable and sms.attempts < max_attempts:
-                    sms.next_attempt_at = now + service.retry_delay(sms.attempts)
+                    sms.next_attempt_at = now + outbox.retry_delay(sms.attempts)
                     log.warning("sms_retry", sms=sms.id, attempts=sms.attempts, reason=reason)
                     metrics.count_sms("retry")
                 else:
                     log.warning(
                         "sms_failed", sms=sms.id, to=mask_phone(sms.to_phone), reason=reason
                     )
-                    await service.sms_failed(session, sms, reason, now)
+                    await outbox.sms_failed(session, sms, reason, now, responses=responses)
                     metrics.count_sms("failed")
             else:
                 settled.append(pk(sms))
@@ -155,9 +161,9 @@ async def send_due(
                 sms.sent_at = now
                 log.info("sms_sent", sms=sms.id, to=mask_phone(sms.to_phone), purpose=sms.purpose)
                 metrics.count_sms(str(sms.status))
-        await service.clear_in_flight(session, settled)
+        await outbox.clear_in_flight(session, settled)
         # This pass is alive and its POSTs are over: the next may ask the provider at once.
-        await service.settle_in_flight(session, unanswered)
+        await outbox.settle_in_flight(session, unanswered)
         return len(batch)
 
 
@@ -166,6 +172,7 @@ async def run_outbox(
     provider: SmsProvider,
     clock: Clock,
     *,
+    responses: AlertResponses,
     status_callback: str | None,
     poll_seconds: float,
     max_attempts: int,
@@ -173,7 +180,7 @@ async def run_outbox(
     listen: bool = True,
     batch_size: int = 50,
     concurrent_passes: int = 2,
-    daily_limit: int = service.DAILY_LIMIT_PER_NUMBER,
+    daily_limit: int = outbox.DAILY_LIMIT_PER_NUMBER,
     idle: asyncio.Event | None = None,
 ) -> None:
     """Send the outbox until `stop` is set (`idle` is set while every pass waits for work).
@@ -188,7 +195,7 @@ async def run_outbox(
     to the database, which roughly doubles one worker's throughput (bench/bench_outbox.py).
     A NOTIFY wakes one idle pass, not all: the others would only find its SMS claimed.
 
-    One more pass sends only the urgent SMS (`service.URGENT_SMS_PRIORITY`: the call-outs of
+    One more pass sends only the urgent SMS (`outbox.URGENT_SMS_PRIORITY`: the call-outs of
     P1/P2 alerts), woken by a channel of its own. A township's power cut queues a hundred
     guardian notices and welfare-check asks at once, and the passes POSTing them take a good
     tenth of a second each; an SOS call-out queued meanwhile goes out at once rather than after
@@ -202,15 +209,15 @@ async def run_outbox(
         async with contextlib.AsyncExitStack() as listeners:
             if listen:
                 await listeners.enter_async_context(
-                    listening(sessions, service.OUTBOX_CHANNEL, wakeups.notify)
+                    listening(sessions, outbox.OUTBOX_CHANNEL, wakeups.notify)
                 )
                 await listeners.enter_async_context(
-                    listening(sessions, service.OUTBOX_URGENT_CHANNEL, urgent.notify)
+                    listening(sessions, outbox.OUTBOX_URGENT_CHANNEL, urgent.notify)
                 )
             lanes: list[tuple[_Wakeups, int, int | None]] = [
                 (wakeups, n, None) for n in range(len(wakeups.events))
             ]
-            lanes.append((urgent, 0, service.URGENT_SMS_PRIORITY))
+            lanes.append((urgent, 0, outbox.URGENT_SMS_PRIORITY))
             await asyncio.gather(
                 *(
                     _passes(
@@ -219,6 +226,7 @@ async def run_outbox(
                         clock,
                         lane_wakeups,
                         n,
+                        responses=responses,
                         status_callback=status_callback,
                         poll_seconds=poll_seconds,
                         max_attempts=max_attempts,
@@ -261,6 +269,7 @@ async def _passes(
     wakeups: _Wakeups,
     n: int,
     *,
+    responses: AlertResponses,
     status_callback: str | None,
     poll_seconds: float,
     max_attempts: int,
@@ -279,6 +288,7 @@ async def _passes(
                 sessions,
                 provider,
                 clock,
+                responses=responses,
                 status_callback=status_callback,
                 max_attempts=max_attempts,
                 limit=batch_size,

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from alert_service import watcher
+from alert_service.responses import LadderResponses
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker, transaction
-from dispatcher import service as dispatch
+from dispatcher import inbound
+from dispatcher import outbox as dispatch_outbox
 from tests.alert_service.helpers import (
     TZ,
     act,
@@ -157,7 +159,9 @@ async def test_decline_and_failed_sms_move_on_at_once(region: Seeded) -> None:
     async with transaction(sessions) as session:
         row = await session.get(type(second_sms), second_sms.id)
         assert row is not None
-        await dispatch.sms_failed(session, row, "receipt undelivered 30003", minutes(1, 40))
+        await dispatch_outbox.sms_failed(
+            session, row, "receipt undelivered 30003", minutes(1, 40), responses=LadderResponses()
+        )
     tried = [a for a in await attempts(sessions, alert_id) if a.role == "aide"]
     assert [(a.responder_id, a.answer) for a in tried] == [
         (aides[0], "declined"),
@@ -284,8 +288,9 @@ async def test_an_aide_gone_off_duty_since_the_ranking_is_skipped(region: Seeded
     ranking = (await alert(sessions, alert_id)).ranking
     aides = [c["responder_id"] for c in ranking if c["kind"] == "aide"][:3]
     async with transaction(sessions) as session:
-        done = await dispatch.handle_inbound(
+        done = await inbound.handle_inbound(
             session,
+            responses=LadderResponses(),
             from_phone=await phone_of(sessions, aides[1]),
             to_phone="+8610690000000",
             body="下班",

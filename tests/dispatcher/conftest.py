@@ -22,6 +22,7 @@ from sqlmodel import col
 
 from alert_service import intake, rules
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
+from alert_service.responses import LadderResponses
 from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker, transaction
@@ -56,7 +57,12 @@ class DispatchBench:
         """Run outbox passes until nothing is due at the clock's `now`; how many SMS handled."""
         handled = 0
         while n := await send_due(
-            self.sessions, self.provider, self.clock, status_callback=self.status_callback, **kwargs
+            self.sessions,
+            self.provider,
+            self.clock,
+            responses=LadderResponses(),
+            status_callback=self.status_callback,
+            **kwargs,
         ):
             handled += n
         return handled
@@ -80,6 +86,7 @@ class DispatchBench:
                 self.sessions,
                 provider,
                 self.clock,
+                responses=LadderResponses(),
                 status_callback=status_callback,
                 poll_seconds=3600,
                 max_attempts=8,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import dispatcher.service as dispatch
-from alert_service import regions
+from alert_service import ladder, regions
 from anxin.db import transaction
 from anxin.models import Responder
 from dispatcher.models import SmsMessage, SmsStatus
@@ -17,7 +16,7 @@ async def nearest_aide(bench: DispatchBench) -> Responder:
     async with bench.sessions() as session:
         elder = await bench.elder(ELDER, session)
         chain = await regions.region_chain(session, elder.village_id)
-        ranking = await dispatch.rank_for_alert(session, elder, chain, bench.clock.now())
+        ranking = await ladder.rank_for_alert(session, elder, chain, bench.clock.now())
     return await bench.responder(ranking[0]["responder_id"])
 
 

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import SQLModel, col
 
-import dispatcher.service as dispatch
 from alert_service import ladder as alert_ladder
 from alert_service.models import Alert, AlertTimelineEntry, AttemptAnswer, DispatchAttempt
+from alert_service.responses import LadderResponses
 from anxin.db import SessionMaker, transaction
 from anxin.models import Responder
-from dispatcher import templates
+from dispatcher import outbox, templates
 from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider, sign_twilio_request
 from dispatcher.worker import send_due
@@ -197,7 +197,7 @@ async def test_provider_500_three_times_then_201_sends_exactly_one_sms(
     bench: DispatchBench,
 ) -> None:
     async with transaction(bench.sessions) as session:
-        await dispatch.queue_sms(
+        await outbox.queue_sms(
             session, to="+8613800000001", body="测试", key="retry-test", now=bench.clock.now()
         )
     bench.sandbox.fail_next(3)
@@ -236,7 +236,7 @@ async def test_running_the_same_ladder_step_twice_writes_one_sms(bench: Dispatch
         async with transaction(bench.sessions) as session:
             again = await alert_ladder.lock_alert(session, alert.id or 0)
             assert again is not None
-            await dispatch.ask_responder(
+            await alert_ladder.ask(
                 session, again, aide.id or 0, "aide", step=0, now=bench.clock.now()
             )
             await alert_ladder.advance(session, again, bench.clock.now())
@@ -251,7 +251,7 @@ async def test_two_outbox_workers_never_send_one_sms_twice(bench: DispatchBench)
     count = 60
     async with transaction(bench.sessions) as session:
         for i in range(count):
-            await dispatch.queue_sms(
+            await outbox.queue_sms(
                 session,
                 to=f"+86138{i:08d}",
                 body=f"第{i}条",
@@ -271,7 +271,12 @@ async def test_two_outbox_workers_never_send_one_sms_twice(bench: DispatchBench)
     async def worker(provider: TwilioSmsProvider) -> int:
         handled = 0
         while n := await send_due(
-            bench.sessions, provider, bench.clock, status_callback=None, limit=7
+            bench.sessions,
+            provider,
+            bench.clock,
+            responses=LadderResponses(),
+            status_callback=None,
+            limit=7,
         ):
             handled += n
         return handled

@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from alert_service.responses import LadderResponses
 from anxin.clock import FakeClock
-from dispatcher import service
+from dispatcher import outbox as dispatch_outbox
 from dispatcher.models import SmsInFlight, SmsMessage, SmsStatus
 from dispatcher.twilio_provider import SmsSendError, TwilioSmsProvider
 from dispatcher.worker import send_due
@@ -75,6 +76,7 @@ async def test_a_pass_that_dies_after_its_posts_sends_nothing_again(
             bench.sessions,
             bench.provider,
             DiesAfterPosts(bench.clock),
+            responses=LadderResponses(),
             status_callback=bench.status_callback if receipts else None,
         )
     # The phones have them; the database still says queued, with the in-flight marks.
@@ -87,7 +89,7 @@ async def test_a_pass_that_dies_after_its_posts_sends_nothing_again(
     assert bench.sandbox.requests_received == posts
     # Once the settle time has passed it asks the provider, finds them and records them sent
     # (unless the provider's delivery receipts, which name the row, have done so already).
-    bench.clock.advance(service.IN_FLIGHT_SETTLE)
+    bench.clock.advance(dispatch_outbox.IN_FLIGHT_SETTLE)
     await bench.send_outbox()
 
     assert bench.sandbox.requests_received == posts
@@ -124,7 +126,13 @@ async def test_a_pass_that_dies_before_its_posts_sends_each_sms_once(bench: Disp
     outbox = await queued_outbox(bench)
     stuck = NeverAnswers()
     dying = asyncio.create_task(
-        send_due(bench.sessions, stuck, bench.clock, status_callback=bench.status_callback)
+        send_due(
+            bench.sessions,
+            stuck,
+            bench.clock,
+            responses=LadderResponses(),
+            status_callback=bench.status_callback,
+        )
     )
 
     async def all_waiting() -> bool:
@@ -136,7 +144,7 @@ async def test_a_pass_that_dies_before_its_posts_sends_each_sms_once(bench: Disp
     assert await in_flight(bench) == len(outbox)
     assert received(bench) == Counter()
 
-    bench.clock.advance(service.IN_FLIGHT_SETTLE)
+    bench.clock.advance(dispatch_outbox.IN_FLIGHT_SETTLE)
     await bench.send_outbox()
 
     # The provider had none of them: each is sent now, once.
@@ -177,11 +185,15 @@ async def test_a_lost_connection_is_retried_at_the_usual_backoff_and_sends_once(
     await bench.raise_alert(ELDER)
     outbox = await queued_outbox(bench)
     flaky = LosesTheFirstConnection(bench.provider)
-    await send_due(bench.sessions, flaky, bench.clock, status_callback=None)
+    await send_due(
+        bench.sessions, flaky, bench.clock, responses=LadderResponses(), status_callback=None
+    )
     assert flaky.dropped == 1
 
-    bench.clock.advance(service.retry_delay(1))
-    while await send_due(bench.sessions, flaky, bench.clock, status_callback=None):
+    bench.clock.advance(dispatch_outbox.retry_delay(1))
+    while await send_due(
+        bench.sessions, flaky, bench.clock, responses=LadderResponses(), status_callback=None
+    ):
         pass
 
     assert received(bench) == Counter(outbox)

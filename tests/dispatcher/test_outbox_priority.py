@@ -9,8 +9,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from alert_service.responses import LadderResponses
 from anxin.db import transaction
-from dispatcher import service
+from dispatcher import outbox
 from dispatcher.models import SmsMessage, SmsStatus
 from dispatcher.worker import send_due
 from tests.conftest import eventually
@@ -22,7 +23,7 @@ async def test_a_p1_call_out_queued_after_thirty_notices_goes_out_in_the_first_p
     bench: DispatchBench,
 ) -> None:
     async with transaction(bench.sessions) as session:
-        await service.queue_sms_many(
+        await outbox.queue_sms_many(
             session,
             [
                 {
@@ -41,7 +42,14 @@ async def test_a_p1_call_out_queued_after_thirty_notices_goes_out_in_the_first_p
 
     # One pass of 10: the call-out is among them although 30 SMS were queued before it.
     assert (
-        await send_due(bench.sessions, bench.provider, bench.clock, status_callback=None, limit=10)
+        await send_due(
+            bench.sessions,
+            bench.provider,
+            bench.clock,
+            responses=LadderResponses(),
+            status_callback=None,
+            limit=10,
+        )
         == 10
     )
     [call_out] = await bench.sms_to(aide.phone, "dispatch")
@@ -72,7 +80,7 @@ async def test_a_p1_call_out_goes_out_while_every_pass_waits_on_guardian_notices
     guardian = "+8613900000001"
     bench.sandbox.set_number_delay(guardian, 5.0)
     async with transaction(bench.sessions) as session:
-        await service.queue_sms_many(
+        await outbox.queue_sms_many(
             session,
             [
                 {

@@ -6,9 +6,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlmodel import col
 
-import dispatcher.service as dispatch
 from alert_service.models import AttemptAnswer
+from alert_service.responses import LadderResponses
 from anxin.db import transaction
+from dispatcher import inbound
 from dispatcher.models import SmsMessage
 from tests.dispatcher.conftest import DispatchBench
 from tests.dispatcher.test_dispatch_flow import ELDER
@@ -27,18 +28,19 @@ async def test_a_batch_of_receipts_applies_each_in_order(bench: DispatchBench) -
     assert ok.alert_id == first.id and bounced.alert_id == second.id
     now = bench.clock.now()
     async with transaction(bench.sessions) as session:
-        applied = await dispatch.handle_statuses(
+        applied = await inbound.handle_statuses(
             session,
             [
-                dispatch.Receipt("SM-ok", "sent", sms_id=ok.id),
-                dispatch.Receipt("SM-bounced", "sent", sms_id=bounced.id),
-                dispatch.Receipt("SM-ok", "delivered", sms_id=ok.id),
-                dispatch.Receipt("SM-bounced", "undelivered", "30005", sms_id=bounced.id),
-                dispatch.Receipt("SM-other", "delivered", sms_id=ok.id),  # not its SID
-                dispatch.Receipt("SM-nobody", "delivered", sms_id=10**9),  # no such SMS
-                dispatch.Receipt("SM-ok", "delivered"),  # by SID alone: stored above
+                inbound.Receipt("SM-ok", "sent", sms_id=ok.id),
+                inbound.Receipt("SM-bounced", "sent", sms_id=bounced.id),
+                inbound.Receipt("SM-ok", "delivered", sms_id=ok.id),
+                inbound.Receipt("SM-bounced", "undelivered", "30005", sms_id=bounced.id),
+                inbound.Receipt("SM-other", "delivered", sms_id=ok.id),  # not its SID
+                inbound.Receipt("SM-nobody", "delivered", sms_id=10**9),  # no such SMS
+                inbound.Receipt("SM-ok", "delivered"),  # by SID alone: stored above
             ],
             now,
+            responses=LadderResponses(),
         )
     assert applied == [True, True, True, True, False, False, True]
     async with bench.sessions() as session:

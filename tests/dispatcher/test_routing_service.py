@@ -5,11 +5,11 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlmodel import col
 
-import dispatcher.service as dispatch
 from alert_service import ladder as alert_ladder
-from alert_service import regions as alert_regions
+from alert_service import regions
 from anxin.db import transaction
 from anxin.models import Responder
+from dispatcher import ranking
 from dispatcher.travel_table import parse_travel_table
 from tests.dispatcher.conftest import DispatchBench
 from tests.dispatcher.test_dispatch_flow import ELDER, operator_resolves
@@ -18,7 +18,7 @@ from tests.dispatcher.test_dispatch_flow import ELDER, operator_resolves
 async def import_csv(bench: DispatchBench, text: str) -> tuple[int, list[str]]:
     rows, errors = parse_travel_table(text)
     async with transaction(bench.sessions) as session:
-        stored, unknown = await dispatch.import_travel_times(
+        stored, unknown = await ranking.import_travel_times(
             session, rows, source="test-router", now=bench.clock.now()
         )
     return stored, [e.reason for e in errors + unknown]
@@ -132,14 +132,14 @@ async def test_ranking_a_batch_of_alerts_ranks_each_as_alone(bench: DispatchBenc
     assert len(codes) >= 10
     async with bench.sessions() as session:
         elders = [await bench.elder(code, session) for code in codes]
-        chains = [await alert_regions.region_chain(session, e.village_id) for e in elders]
+        chains = [await regions.region_chain(session, e.village_id) for e in elders]
         assert {c[1].id for c in chains if len(c) > 1} and len({c[0].id for c in chains}) > 3
         now = bench.clock.now()
         alone = [
-            await dispatch.rank_for_alert(session, e, c, now)
+            await alert_ladder.rank_for_alert(session, e, c, now)
             for e, c in zip(elders, chains, strict=True)
         ]
-        together = await dispatch.rank_for_alerts(
+        together = await alert_ladder.rank_for_alerts(
             session, list(zip(elders, chains, strict=True)), now
         )
     assert together == alone

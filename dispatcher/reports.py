@@ -1,0 +1,62 @@
+"""The seam back to the alerts: what the dispatcher reports, and what it reads of an alert.
+
+The direction is alert_service → dispatcher only: the ladder calls the dispatcher to rank
+responders and write SMS; the dispatcher never imports alert_service. What comes back from
+the phones (a parsed reply, a failed delivery, a warning for the timeline) goes through
+`AlertResponses`, implemented by `alert_service.responses` and wired in the composition root
+(`anxin.app`, `anxin.runtime`), as the SMS provider is (`dispatcher.providers`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from anxin.models import Responder
+from dispatcher.replies import Reply
+
+
+class AlertRef(Protocol):
+    """What an SMS about an alert needs to know of it (an `alert_service` Alert row is one)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def elder_id(self) -> int: ...
+    @property
+    def accepted_by(self) -> int | None: ...
+    @property
+    def trigger_count(self) -> int: ...
+    @property
+    def ranking(self) -> list[dict[str, Any]]: ...
+
+
+class AlertResponses(Protocol):
+    """What a reply or a delivery outcome does to an alert. Each runs in the caller's
+    transaction and never commits."""
+
+    async def reply(
+        self, session: AsyncSession, *, responder: Responder, reply: Reply, now: datetime
+    ) -> str:
+        """Apply a responder's reply about an alert (1/0/2/3); returns what it did."""
+        ...
+
+    async def delivery_failed(
+        self, session: AsyncSession, *, alert_id: int, responder_id: int, reason: str, now: datetime
+    ) -> None:
+        """A call-out SMS cannot reach its responder: the ladder moves on at once."""
+        ...
+
+    async def note(
+        self, session: AsyncSession, *, alert_id: int, action: str, now: datetime, **detail: Any
+    ) -> None:
+        """A line on the alert's timeline (e.g. a number near its daily SMS limit)."""
+        ...
