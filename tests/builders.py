@@ -16,7 +16,7 @@ from sqlmodel import col
 
 from alert_service import intake, rules
 from alert_service.models import Alert
-from anxin.models import Elder
+from anxin.models import Elder, Region
 
 # Every rung spelt out: the ladder the seeded world runs and most ladder tests assume. Changing
 # the product's default (`rules.Ladder`) breaks only the test about the default, not these.
@@ -61,3 +61,12 @@ async def operator_token(http: httpx.AsyncClient, username: str) -> dict[str, st
     )
     assert res.status_code == 200, res.text
     return {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+
+async def region_id(session: AsyncSession, code: str) -> int:
+    """The id of the region with this code."""
+    found = (
+        await session.execute(select(col(Region.id)).where(col(Region.code) == code))
+    ).scalar_one()
+    assert found is not None
+    return found

@@ -14,7 +14,7 @@ from alert_service.models import Alert
 from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.db import transaction
-from anxin.models import AuditLog, Region
+from anxin.models import AuditLog
 from anxin.settings import Settings
 from tests import builders
 from tests.conftest import Seeded, ServeApp
@@ -29,11 +29,7 @@ async def http(region: Seeded, serve_app: ServeApp) -> AsyncIterator[httpx.Async
 
 async def _region_id(region: Seeded, code: str) -> int:
     async with region.sessions() as session:
-        found = (
-            await session.execute(select(col(Region.id)).where(col(Region.code) == code))
-        ).scalar_one()
-        assert found is not None
-        return found
+        return await builders.region_id(session, code)
 
 
 def _elders_in(region: Seeded, township: str) -> list[str]:

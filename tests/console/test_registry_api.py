@@ -17,9 +17,10 @@ from anxin import auth
 from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.db import transaction
-from anxin.models import AuditLog, Elder, OperatorUser, Region
+from anxin.models import AuditLog, Elder, OperatorUser
 from anxin.settings import Settings
 from gateway.models import DeadLetter
+from tests import builders
 from tests.conftest import Seeded
 
 
@@ -44,11 +45,7 @@ async def login(client: httpx.AsyncClient, username: str, password: str) -> dict
 
 async def region_id(region: Seeded, code: str) -> int:
     async with region.sessions() as session:
-        found = (
-            await session.execute(select(col(Region.id)).where(col(Region.code) == code))
-        ).scalar_one()
-        assert found is not None
-        return found
+        return await builders.region_id(session, code)
 
 
 def village_codes(region: Seeded, township: str) -> set[str]:
