@@ -179,7 +179,11 @@ async def run_demo(
                 watcher.cancel()
                 if bank is not None:
                     await bank.close()
-                await asyncio.gather(*(h.close() for h in sim_homes), return_exceptions=True)
+                # The demo stopping is not its homes going offline: no retained `offline` (the
+                # next start would read it, and a slow stop raised welfare checks from it).
+                await asyncio.gather(
+                    *(h.close(say_offline=False) for h in sim_homes), return_exceptions=True
+                )
 
         if duration is not None:
 
