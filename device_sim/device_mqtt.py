@@ -1,7 +1,7 @@
 """A small MQTT 3.1.1 client for simulated devices: pure asyncio, one socket, no thread.
 
 Real SOS buttons and hubs run their own small MQTT stack on a modem; so does the simulator.
-The platform's own client (anxin/mqtt.py, paho with a network thread per connection) is right
+The platform's own client (anxin/mqtt/, paho with a network thread per connection) is right
 for a handful of gateway connections but not for ten thousand homes in one process: here a
 home costs one socket and two small tasks. Only what a device needs: CONNECT with a last will,
 PUBLISH at QoS 0/1, SUBSCRIBE, PUBACK for what it receives, keepalive pings, and reconnecting

@@ -1,4 +1,4 @@
-"""The gateway's device acks are QoS 1 PUBLISH packets built by anxin/mqtt.py, not by paho's
+"""The gateway's device acks are QoS 1 PUBLISH packets built by anxin/mqtt/fastpath.py, not by paho's
 `publish`: they must reach the device in order over MQTT 5 and 3.1.1, leave nothing in flight
 once PUBACKed, and be resent (DUP) after the connection drops before their PUBACK, as paho
 resends its own."""
@@ -100,7 +100,7 @@ class _Chunks:
 
 
 def test_whole_packets_are_sliced_from_the_buffer_and_partial_ones_left_to_paho() -> None:
-    from anxin.mqtt import _BufferedSocket
+    from anxin.mqtt.fastpath import _BufferedSocket
 
     big = bytes(range(256)) * 2  # 512 bytes: a two-byte remaining length
     stream = b"\x40\x02\x00\x07" + b"\x30\x80\x04" + big + b"\x40\x02\x00"
