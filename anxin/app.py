@@ -11,10 +11,10 @@ from alert_service.views import router as alert_router
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker
 from anxin.metrics import metrics_router
-from anxin.registry_views import router as registry_router
 from anxin.settings import Settings
 from anxin.web import AppContext
 from dispatcher.views import router as twilio_router
+from registry.views import router as registry_router
 
 
 def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None = None) -> FastAPI:

@@ -59,6 +59,38 @@ def hash_device_password(plain: str) -> str:
     return mosquitto_hash(plain)
 
 
+def is_mosquitto_hash(value: str) -> bool:
+    """A `$7$` entry Mosquitto will accept: a hash with any other salt length is dropped by the
+    broker, so the export counts it as skipped (no login) rather than writing it."""
+    parts = value.split("$")
+    # "", "7", iterations, salt, key
+    if not (
+        len(parts) == 5
+        and value.startswith(MOSQUITTO_HASH_PREFIX)
+        and parts[2].isdigit()
+        and bool(parts[4])
+    ):
+        return False
+    try:
+        salt = base64.b64decode(parts[3], validate=True)
+    except ValueError:
+        return False
+    return len(salt) == MOSQUITTO_SALT_BYTES
+
+
+def verify_mosquitto_hash(stored: str, plain: str) -> bool:
+    if not is_mosquitto_hash(stored):
+        return False
+    _, _, iterations, salt_b64, key_b64 = stored.split("$")
+    try:
+        salt = base64.b64decode(salt_b64, validate=True)
+        expected = base64.b64decode(key_b64, validate=True)
+    except ValueError:
+        return False
+    key = hashlib.pbkdf2_hmac("sha512", plain.encode(), salt, int(iterations), len(expected))
+    return hmac.compare_digest(key, expected)
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

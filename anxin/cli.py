@@ -35,10 +35,9 @@ from device_sim.cli import bench_command, sim_app  # noqa: E402
 
 app.add_typer(sim_app, name="sim", help="Scenarios: play YAML timelines and check outcomes.")
 app.command("bench")(bench_command)
-from anxin import ops_cli  # noqa: E402
+from registry.cli import registry_app  # noqa: E402
 
-app.command("doctor")(ops_cli.doctor)
-app.add_typer(ops_cli.registry_app, name="registry")
+app.add_typer(registry_app, name="registry")
 console = Console()
 
 
@@ -119,6 +118,20 @@ def run(
             )
 
     _run(main())
+
+
+@app.command()
+def doctor(
+    strict: Annotated[
+        bool, typer.Option(help="Treat warnings (development defaults) as problems too.")
+    ] = False,
+) -> None:
+    """Check this deployment's configuration and connections; exit 1 when something is wrong."""
+    from anxin.doctor import exit_code, render, run_checks
+
+    checks = asyncio.run(run_checks())
+    typer.echo(render(checks))
+    raise typer.Exit(exit_code(checks, strict))
 
 
 @db_app.command("upgrade")

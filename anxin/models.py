@@ -100,6 +100,17 @@ class DeviceKind(StrEnum):
     water = "water"
 
 
+# What operators call each kind (the registry's sheets, the monthly figures).
+DEVICE_KIND_ZH: dict[str, str] = {
+    DeviceKind.sos_button: "一键呼叫",
+    DeviceKind.bed_sensor: "智能床垫",
+    DeviceKind.hub: "网关",
+    DeviceKind.smoke: "烟感",
+    DeviceKind.gas: "燃气",
+    DeviceKind.water: "水浸",
+}
+
+
 class Device(SQLModel, table=True):
     __tablename__ = "devices"
     __table_args__ = (

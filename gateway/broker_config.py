@@ -11,17 +11,14 @@ plain password, and the broker file can be regenerated at any time from the regi
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from anxin.auth import (
     MOSQUITTO_HASH_PREFIX,
     MOSQUITTO_ITERATIONS,
-    MOSQUITTO_SALT_BYTES,
     hash_device_password,
+    is_mosquitto_hash,
     mosquitto_hash,
 )
 from anxin.schemas import DEVICE_ID_RE, TOPIC_ROOT
@@ -36,38 +33,6 @@ __all__ = [
 # What a device may publish (its own prefix) and read (its own ack and cmd).
 DEVICE_PUBLISH_LEAVES = ("event", "heartbeat", "status")
 DEVICE_READ_LEAVES = ("ack", "cmd")
-
-
-def is_mosquitto_hash(value: str) -> bool:
-    """A `$7$` entry Mosquitto will accept: a hash with any other salt length is dropped by the
-    broker, so the export counts it as skipped (no login) rather than writing it."""
-    parts = value.split("$")
-    # "", "7", iterations, salt, key
-    if not (
-        len(parts) == 5
-        and value.startswith(MOSQUITTO_HASH_PREFIX)
-        and parts[2].isdigit()
-        and bool(parts[4])
-    ):
-        return False
-    try:
-        salt = base64.b64decode(parts[3], validate=True)
-    except ValueError:
-        return False
-    return len(salt) == MOSQUITTO_SALT_BYTES
-
-
-def verify_mosquitto_hash(stored: str, plain: str) -> bool:
-    if not is_mosquitto_hash(stored):
-        return False
-    _, _, iterations, salt_b64, key_b64 = stored.split("$")
-    try:
-        salt = base64.b64decode(salt_b64, validate=True)
-        expected = base64.b64decode(key_b64, validate=True)
-    except ValueError:
-        return False
-    key = hashlib.pbkdf2_hmac("sha512", plain.encode(), salt, int(iterations), len(expected))
-    return hmac.compare_digest(key, expected)
 
 
 @dataclass(frozen=True)

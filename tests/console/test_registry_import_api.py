@@ -16,8 +16,8 @@ from sqlmodel import col
 from typer.testing import CliRunner
 
 from anxin.app import create_app
+from anxin.cli import app as ops_app
 from anxin.models import AuditLog, OperatorUser
-from anxin.ops_cli import app as ops_app
 from anxin.settings import Settings
 from tests.conftest import Seeded, ServeApp
 from tests.console.test_registry_api import village_codes

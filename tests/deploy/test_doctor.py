@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from anxin.broker import free_port
+from anxin.cli import app as ops_app
 from anxin.doctor import (
     BROKER,
     DATABASE,
@@ -25,7 +26,6 @@ from anxin.doctor import (
     render,
     run_checks,
 )
-from anxin.ops_cli import app as ops_app
 from anxin.settings import Settings
 
 GOOD_SECRET = SecretStr("a-long-random-production-secret-0123456789")

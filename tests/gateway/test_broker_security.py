@@ -16,6 +16,7 @@ from sqlmodel import col
 from typer.testing import CliRunner
 
 from anxin.app import create_app
+from anxin.auth import is_mosquitto_hash, verify_mosquitto_hash
 from anxin.db import transaction
 from anxin.models import Device
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
@@ -25,9 +26,7 @@ from gateway.broker_config import (
     BrokerUser,
     build_mosquitto_files,
     hash_device_password,
-    is_mosquitto_hash,
     mosquitto_hash,
-    verify_mosquitto_hash,
 )
 from gateway.cli import devices_app
 from tests.conftest import Seeded, ServeApp, eventually

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from anxin.cli import app as ops_app
 from anxin.db import SessionMaker
-from anxin.ops_cli import app as ops_app
 
 REGIONS = (
     "区域编码,名称,级别,上级编码,纬度,经度\n"

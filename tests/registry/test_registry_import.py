@@ -12,17 +12,14 @@ from openpyxl import Workbook
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from anxin import registry_io
 from anxin.db import SessionMaker
 from anxin.models import Device, Elder, Region, Responder, ServiceCentre
-from anxin.registry_io import (
-    APPLY_ORDER,
-    ImportReport,
-    RegistryKind,
-    export_registry,
-    import_registry_file,
-    parse_phone,
-)
+from registry import service
+from registry.columns import APPLY_ORDER, RegistryKind
+from registry.export import export_registry
+from registry.report import ImportReport
+from registry.service import import_registry_file
+from registry.sheets import parse_phone
 from tests.conftest import Seeded
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -243,7 +240,7 @@ async def test_a_database_refusal_midway_stores_nothing_of_the_file(
     async def refused(*_: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setitem(registry_io._APPLY, RegistryKind.aides, refused)
+    monkeypatch.setitem(service._APPLY, RegistryKind.aides, refused)
     report = await import_registry_file(sessions, _workbook(), "试点县.xlsx", now=NOW)
     assert not report.committed
     assert report.failure is not None and "disk full" in report.failure

@@ -13,9 +13,9 @@ from pathlib import Path
 from openpyxl import Workbook
 from typer.testing import CliRunner
 
+from anxin.cli import app as ops_app
 from anxin.db import SessionMaker
-from anxin.ops_cli import app as ops_app
-from anxin.registry_io import import_registry_file
+from registry.service import import_registry_file
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 REGIONS = (

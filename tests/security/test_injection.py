@@ -22,10 +22,11 @@ from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.db import transaction
 from anxin.models import AuditLog, Elder, Responder
-from anxin.registry_io import export_registry, import_registry_file
 from anxin.settings import Settings
 from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import sign_twilio_request
+from registry.export import export_registry
+from registry.service import import_registry_file
 from tests.conftest import Seeded, ServeApp
 from tests.console.test_browser import WAIT_MS, accept_dialog, log_in
 from tests.console.test_registry_api import login, raise_sos, village_codes

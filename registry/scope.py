@@ -3,7 +3,7 @@ their region.
 
 `anxin registry import` is the civil-affairs office's own tool and imports any row. The API's
 import (`POST /api/registry/import`) is an operator's, scoped like the rest of the API: before
-`registry_io.apply_sheets` runs, `keep_to_scope` moves every row that would create or change
+`registry.service.apply_sheets` runs, `keep_to_scope` moves every row that would create or change
 something outside the operator's region — or touch an archived elder or device — to its sheet's
 refusals, with row and column, so the report says why. A row whose target cannot be placed
 for certain inside the region is refused: of all the regions the importer could pick for it,
@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from anxin.models import Device, Elder, Region, RegionLevel, Responder, ServiceCentre
-from anxin.registry_io import APPLY_ORDER, Finding, ParsedRow, ParsedSheet, RegistryKind
+from registry.columns import APPLY_ORDER, LEVEL_RANK, RegistryKind
+from registry.report import Finding
+from registry.sheets import ParsedRow, ParsedSheet
 
 OUTSIDE: Final = "不在您的辖区内 / not in your region"
 NETWORK_ONLY: Final = (
@@ -29,7 +31,6 @@ NETWORK_ONLY: Final = (
 )
 ELDER_ARCHIVED: Final = "这位老人已归档，不能导入 / this elder is archived"
 DEVICE_ARCHIVED: Final = "这个设备已停用归档，不能导入 / this device is archived"
-LEVEL_RANK: Final = {RegionLevel.county: 0, RegionLevel.township: 1, RegionLevel.village: 2}
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Network:
 
     def village_candidates(self, text: str, township: str) -> list[_Place]:
         """The villages the importer could resolve `text` to (by code, else by name narrowed by
-        the township), as `registry_io._Regions.find_village` does."""
+        the township), as `registry.service.Regions.find_village` does."""
         by_code = self.by_code.get(text)
         if by_code is not None:
             return [by_code] if by_code.level == RegionLevel.village else []

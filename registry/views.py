@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alert_service.models import OPEN_STATUSES, Alert, DispatchAttempt, RuleTimer
-from anxin import auth, registry_io
+from anxin import auth
 from anxin.models import (
     Device,
     DeviceKind,
@@ -37,11 +37,14 @@ from anxin.models import (
     ServiceCentre,
     pk,
 )
-from anxin.registry_scope import keep_to_scope
 from anxin.schemas import DEVICE_ID_RE
 from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context, storable_text
 from dispatcher.routing import TravelMode
 from gateway.models import DeadLetter
+from registry.columns import RegistryKind
+from registry.files import RegistryFileError, parse_file
+from registry.scope import keep_to_scope
+from registry.service import apply_sheets
 
 router = APIRouter(prefix="/api", tags=["registry"])
 
@@ -1251,7 +1254,7 @@ async def import_registry(
     operator: CurrentOperator,
     request: Request,
     kind: Annotated[
-        registry_io.RegistryKind | None,
+        RegistryKind | None,
         Query(description="what the file holds when its name and headers do not say"),
     ] = None,
     dry_run: Annotated[bool, Query(description="check only; store nothing")] = False,
@@ -1272,8 +1275,8 @@ async def import_registry(
     now = _now(request)
     try:
         # Parsing a large workbook is seconds of CPU: off the event loop.
-        sheets = await asyncio.to_thread(registry_io.parse_file, data, name, kind)
-    except registry_io.RegistryFileError as exc:
+        sheets = await asyncio.to_thread(parse_file, data, name, kind)
+    except RegistryFileError as exc:
         raise HTTPException(422, str(exc)) from None
     await keep_to_scope(
         session,
@@ -1281,7 +1284,7 @@ async def import_registry(
         region_ids=operator.region_ids,
         may_shape_network=_is_region_admin(operator),
     )
-    report = await registry_io.apply_sheets(
+    report = await apply_sheets(
         context(request).sessions,
         sheets,
         source=name,

@@ -1,6 +1,6 @@
-"""Operations commands: `anxin doctor` and `anxin registry import|export`.
+"""`anxin registry import|export`: the civil-affairs office's spreadsheets in and out.
 
-Wired into `anxin` by anxin/cli.py; runnable on its own as `python -m anxin.ops_cli`.
+Mounted into `anxin` by anxin/cli.py, as every part's commands are.
 """
 
 from __future__ import annotations
@@ -11,30 +11,10 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    help="安心 Anxin — operations: deployment checks and the registry's spreadsheets.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
 registry_app = typer.Typer(
     help="登记册导入导出 / the registry (regions, centres, elders, devices, aides) as CSV or Excel.",
     no_args_is_help=True,
 )
-app.add_typer(registry_app, name="registry")
-
-
-@app.command()
-def doctor(
-    strict: Annotated[
-        bool, typer.Option(help="Treat warnings (development defaults) as problems too.")
-    ] = False,
-) -> None:
-    """Check this deployment's configuration and connections; exit 1 when something is wrong."""
-    from anxin.doctor import exit_code, render, run_checks
-
-    checks = asyncio.run(run_checks())
-    typer.echo(render(checks))
-    raise typer.Exit(exit_code(checks, strict))
 
 
 @registry_app.command("import")
@@ -65,9 +45,11 @@ def registry_import(
     listed by row and column. Re-importing updates, never duplicates. Exit 1 if a row was refused."""
     from anxin.clock import SystemClock
     from anxin.logging import configure_logging
-    from anxin.registry_io import APPLY_ORDER, RegistryKind, import_registry_file, parse_file
     from anxin.runtime import services
     from anxin.settings import Settings
+    from registry.columns import APPLY_ORDER, RegistryKind
+    from registry.files import parse_file
+    from registry.service import import_registry_file
 
     try:
         forced = RegistryKind(kind) if kind else None
@@ -123,9 +105,9 @@ def registry_export(
 ) -> None:
     """Export the registry in the layout `anxin registry import` reads (no device passwords)."""
     from anxin.logging import configure_logging
-    from anxin.registry_io import export_registry
     from anxin.runtime import services
     from anxin.settings import Settings
+    from registry.export import export_registry
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -136,7 +118,3 @@ def registry_export(
 
     for path in asyncio.run(main()):
         typer.echo(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    app()
