@@ -178,9 +178,69 @@ def _differs(row: Any, values: dict[str, Any]) -> bool:
     return any(getattr(row, name) != value for name, value in values.items())
 
 
+class Upserts:
+    """Create, update or leave as it is: the one decision made for every row of every sheet (and
+    a centre's duty responder), counted in the sheet's report.
+
+    `at_once`: each row is written as it is decided and `put` returns it (regions and centres,
+    whose ids the next rows need). Otherwise rows are collected and `write` stores them in two
+    statements, one INSERT and one UPDATE by primary key (city-sized sheets of elders, devices
+    and aides)."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        model: Any,
+        report: SheetReport | None = None,
+        *,
+        defaults: dict[str, Any] | None = None,
+        at_once: bool = False,
+    ) -> None:
+        self.session, self.model, self.report = session, model, report
+        self.defaults = defaults or {}
+        self.at_once = at_once
+        self.inserts: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+
+    def _count(self, what: str) -> None:
+        if self.report is not None:
+            setattr(self.report, what, getattr(self.report, what) + 1)
+
+    async def put(self, existing: Any | None, values: dict[str, Any], **key: Any) -> Any:
+        """Store `values` on `existing`, or a new row of them with its natural `key`."""
+        if existing is None:
+            self._count("created")
+            fields = {**self.defaults, **values, **key}
+            if not self.at_once:
+                self.inserts.append(fields)
+                return None
+            row = self.model(**fields)
+            self.session.add(row)
+            await self.session.flush()
+            return row
+        if not _differs(existing, values):
+            self._count("unchanged")
+        elif self.at_once:
+            self._count("updated")
+            for name, value in values.items():
+                setattr(existing, name, value)
+        else:
+            self._count("updated")
+            self.updates.append({"id": existing.id, **values})
+        return existing
+
+    async def write(self) -> None:
+        if self.inserts:
+            await self.session.execute(self.model.__table__.insert(), self.inserts)
+        if self.updates:
+            # ORM bulk UPDATE by primary key: one statement, many parameter sets.
+            await self.session.execute(update(self.model), self.updates)
+
+
 async def _apply_regions(session: AsyncSession, sheet: ParsedSheet, report: SheetReport) -> None:
     regions = await Regions.load(session)
     rows = {r.code: r for r in (await session.execute(select(Region))).scalars()}
+    upserts = Upserts(session, Region, report, at_once=True)
     # Parents first, whatever the row order.
     ordered = sorted(sheet.rows, key=lambda p: LEVEL_RANK[p.values["level"]])
     for parsed in ordered:
@@ -244,20 +304,8 @@ async def _apply_regions(session: AsyncSession, sheet: ParsedSheet, report: Shee
         for name in ("lat", "lon", "response_minutes", "circuity"):
             if name in v:
                 values[name] = v[name]
-        if existing is None:
-            region = Region(code=v["code"], **values)
-            session.add(region)
-            await session.flush()
-            rows[region.code] = region
-            report.created += 1
-        elif _differs(existing, values):
-            for name, value in values.items():
-                setattr(existing, name, value)
-            region = existing
-            report.updated += 1
-        else:
-            region = existing
-            report.unchanged += 1
+        region: Region = await upserts.put(existing, values, code=v["code"])
+        rows[region.code] = region
         assert region.id is not None
         view = RegionView(
             region.id,
@@ -284,6 +332,7 @@ def _responder_kind_for(level: str) -> str:
 async def _apply_centres(session: AsyncSession, sheet: ParsedSheet, report: SheetReport) -> None:
     regions = await Regions.load(session)
     centres = {c.region_id: c for c in (await session.execute(select(ServiceCentre))).scalars()}
+    upserts = Upserts(session, ServiceCentre, report, at_once=True)
     phones = [p.values["duty_phone"] for p in sheet.rows]
     holders = {
         r.phone: r
@@ -348,49 +397,34 @@ async def _apply_centres(session: AsyncSession, sheet: ParsedSheet, report: Shee
             "lon": lat_lon[1],
             "has_vehicle": v.get("has_vehicle", True),
         }
-        if existing is None:
-            centre = ServiceCentre(region_id=region.id, **values)
-            session.add(centre)
-            await session.flush()
-            centres[region.id] = centre
-            report.created += 1
-        elif _differs(existing, values):
-            for name, value in values.items():
-                setattr(existing, name, value)
-            centre = existing
-            report.updated += 1
-        else:
-            centre = existing
-            report.unchanged += 1
-        await _sync_centre_responder(session, centre)
+        centre: ServiceCentre = await upserts.put(existing, values, region_id=region.id)
+        centres[region.id] = centre
+        await sync_centre_responder(session=session, centre=centre)
     await session.flush()
 
 
-async def _sync_centre_responder(session: AsyncSession, centre: ServiceCentre) -> None:
-    """The dispatcher reaches a centre through a responder with its duty phone."""
-    # The responder's own name ("…值班") is left as the operators set it.
+async def sync_centre_responder(*, session: AsyncSession, centre: ServiceCentre) -> None:
+    """Keep the responder through which the dispatcher reaches a centre in step with it: the
+    centre's duty phone and place. Made once as "<centre>值班"; afterwards its name is left as
+    the operators set it. The API and the import both call this."""
+    responder = (
+        await session.execute(select(Responder).where(col(Responder.centre_id) == centre.id))
+    ).scalar_one_or_none()
     values: dict[str, Any] = {
         "kind": _responder_kind_for(centre.level),
         "phone": centre.duty_phone,
         "lat": centre.lat,
         "lon": centre.lon,
     }
-    responder = (
-        await session.execute(select(Responder).where(col(Responder.centre_id) == centre.id))
-    ).scalar_one_or_none()
     if responder is None:
-        session.add(
-            Responder(
-                centre_id=centre.id,
-                name=f"{centre.name}值班"[:32],
-                travel_mode="car",
-                setup_minutes=CENTRE_SETUP_MINUTES,
-                **values,
-            )
-        )
-    elif _differs(responder, values):
-        for name, value in values.items():
-            setattr(responder, name, value)
+        values["name"] = f"{centre.name}值班"[:32]
+    upserts = Upserts(
+        session,
+        Responder,
+        defaults={"travel_mode": "car", "setup_minutes": CENTRE_SETUP_MINUTES},
+        at_once=True,
+    )
+    await upserts.put(responder, values, centre_id=centre.id)
 
 
 async def _existing_by(
@@ -405,23 +439,21 @@ async def _existing_by(
     return found
 
 
-async def _write(
-    session: AsyncSession, model: Any, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
-) -> None:
-    if inserts:
-        await session.execute(model.__table__.insert(), inserts)
-    if updates:
-        # ORM bulk UPDATE by primary key: one statement, many parameter sets.
-        await session.execute(update(model), updates)
-
-
 async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: SheetReport) -> None:
     regions = await Regions.load(session)
     existing = await _existing_by(
         session, Elder, col(Elder.code), [p.values["code"] for p in sheet.rows]
     )
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    defaults = {
+        "address": "",
+        "guardian_phones": [],
+        "consent": True,
+        "night_start": "22:00",
+        "night_end": "06:00",
+        "thresholds": {},
+        **dict.fromkeys(ELDER_FLAGS, False),
+    }
+    upserts = Upserts(session, Elder, report, defaults=defaults)
     for parsed in sheet.rows:
         v = parsed.values
         village, problem = _resolve_village(
@@ -445,24 +477,8 @@ async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: Sheet
         for name in ELDER_FLAGS:
             if flags_given:
                 values[name] = bool(v.get(name, False))
-        if row is None:
-            defaults = {
-                "address": "",
-                "guardian_phones": [],
-                "consent": True,
-                "night_start": "22:00",
-                "night_end": "06:00",
-                "thresholds": {},
-                **dict.fromkeys(ELDER_FLAGS, False),
-            }
-            inserts.append({**defaults, **values, "code": v["code"]})
-            report.created += 1
-        elif _differs(row, values):
-            updates.append({"id": row.id, **values})
-            report.updated += 1
-        else:
-            report.unchanged += 1
-    await _write(session, Elder, inserts, updates)
+        await upserts.put(row, values, code=v["code"])
+    await upserts.write()
 
 
 async def _apply_devices(session: AsyncSession, sheet: ParsedSheet, report: SheetReport) -> None:
@@ -472,8 +488,8 @@ async def _apply_devices(session: AsyncSession, sheet: ParsedSheet, report: Shee
     existing = await _existing_by(
         session, Device, col(Device.id), [p.values["device_id"] for p in sheet.rows]
     )
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    defaults = {"enabled": True, "online": False, "password_hash": ""}
+    upserts = Upserts(session, Device, report, defaults=defaults)
     for parsed in sheet.rows:
         v = parsed.values
         elder = elders.get(v["elder_code"])
@@ -515,23 +531,9 @@ async def _apply_devices(session: AsyncSession, sheet: ParsedSheet, report: Shee
                         "cannot log in to the broker until one is set",
                     )
                 )
-            inserts.append(
-                {
-                    "heartbeat_interval_s": DEFAULT_HEARTBEAT_S.get(kind, 60),
-                    "enabled": True,
-                    "online": False,
-                    "password_hash": "",
-                    **values,
-                    "id": v["device_id"],
-                }
-            )
-            report.created += 1
-        elif _differs(row, values):
-            updates.append({"id": row.id, **values})
-            report.updated += 1
-        else:
-            report.unchanged += 1
-    await _write(session, Device, inserts, updates)
+            values.setdefault("heartbeat_interval_s", DEFAULT_HEARTBEAT_S.get(kind, 60))
+        await upserts.put(row, values, id=v["device_id"])
+    await upserts.write()
 
 
 async def _apply_aides(session: AsyncSession, sheet: ParsedSheet, report: SheetReport) -> None:
@@ -539,8 +541,15 @@ async def _apply_aides(session: AsyncSession, sheet: ParsedSheet, report: SheetR
     existing = await _existing_by(
         session, Responder, col(Responder.phone), [p.values["phone"] for p in sheet.rows]
     )
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    defaults = {
+        "kind": ResponderKind.aide.value,
+        "travel_mode": "ebike",
+        "setup_minutes": AIDE_SETUP_MINUTES,
+        "on_duty": True,
+        "lang": "zh",
+        "centre_id": None,
+    }
+    upserts = Upserts(session, Responder, report, defaults=defaults)
     for parsed in sheet.rows:
         v = parsed.values
         row = existing.get(v["phone"])
@@ -569,23 +578,8 @@ async def _apply_aides(session: AsyncSession, sheet: ParsedSheet, report: SheetR
         for name in ("travel_mode", "setup_minutes", "on_duty", "lang"):
             if name in v:
                 values[name] = v[name]
-        if row is None:
-            defaults = {
-                "kind": ResponderKind.aide.value,
-                "travel_mode": "ebike",
-                "setup_minutes": AIDE_SETUP_MINUTES,
-                "on_duty": True,
-                "lang": "zh",
-                "centre_id": None,
-            }
-            inserts.append({**defaults, **values, "phone": v["phone"]})
-            report.created += 1
-        elif _differs(row, values):
-            updates.append({"id": row.id, **values})
-            report.updated += 1
-        else:
-            report.unchanged += 1
-    await _write(session, Responder, inserts, updates)
+        await upserts.put(row, values, phone=v["phone"])
+    await upserts.write()
 
 
 _APPLY: Final[dict[RegistryKind, Callable[[AsyncSession, ParsedSheet, SheetReport], Any]]] = {

@@ -44,7 +44,7 @@ from gateway.models import DeadLetter
 from registry.columns import RegistryKind
 from registry.files import RegistryFileError, parse_file
 from registry.scope import keep_to_scope
-from registry.service import apply_sheets
+from registry.service import apply_sheets, sync_centre_responder
 
 router = APIRouter(prefix="/api", tags=["registry"])
 
@@ -351,35 +351,6 @@ async def list_centres(
     return out
 
 
-async def _centre_responder(session: AsyncSession, centre: ServiceCentre) -> None:
-    """The dispatcher reaches a centre through a responder with its duty phone: keep it in step."""
-    kind = (
-        ResponderKind.county_centre if centre.level == "county" else ResponderKind.township_centre
-    )
-    responder = (
-        (await session.execute(select(Responder).where(col(Responder.centre_id) == centre.id)))
-        .scalars()
-        .first()
-    )
-    if responder is None:
-        session.add(
-            Responder(
-                kind=kind,
-                centre_id=centre.id,
-                name=centre.name[:32],
-                phone=centre.duty_phone,
-                lat=centre.lat,
-                lon=centre.lon,
-                travel_mode="car",
-                setup_minutes=5,
-            )
-        )
-        return
-    responder.name = centre.name[:32]
-    responder.phone = centre.duty_phone
-    responder.lat, responder.lon = centre.lat, centre.lon
-
-
 async def _check_centre(
     session: AsyncSession, operator: Operator, body: CentreIn, own_id: int | None
 ) -> Region:
@@ -405,7 +376,7 @@ async def create_centre(
     centre = ServiceCentre(**body.model_dump(), level=region.level)
     session.add(centre)
     await session.flush()
-    await _centre_responder(session, centre)
+    await sync_centre_responder(session=session, centre=centre)
     audit(session, operator, _now(request), "create_centre", "centre", centre.id)
     return _centre_out(centre, region.name)
 
@@ -422,7 +393,7 @@ async def update_centre(
     for key, value in body.model_dump().items():
         setattr(centre, key, value)
     centre.level = region.level
-    await _centre_responder(session, centre)
+    await sync_centre_responder(session=session, centre=centre)
     audit(session, operator, _now(request), "update_centre", "centre", centre_id)
     return _centre_out(centre, region.name)
 
