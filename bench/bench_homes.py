@@ -32,13 +32,10 @@ from typing import Any
 
 from anxin.mqtt import BrokerAddress
 from anxin.schemas import event_json, topic
-from device_sim.bench import (
-    CONNECT_CONCURRENCY,
-    Percentiles,
-    _LoopLag,
-    _process_cpu_s,
-    raise_file_limit,
-)
+from device_sim.bench.load import CONNECT_CONCURRENCY
+from device_sim.bench.platform import raise_file_limit
+from device_sim.bench.probes import LoopLag, process_cpu_s
+from device_sim.bench.report import Percentiles
 from device_sim.harness import OwnMosquitto
 from device_sim.homes import SimDevice, SimHome
 from device_sim.region import generate_region
@@ -73,7 +70,7 @@ async def one_count(
             gc.freeze()
 
             stop = asyncio.Event()
-            lag = _LoopLag()
+            lag = LoopLag()
             home_beats = 0
             sos_latency: list[float] = []
 
@@ -114,7 +111,7 @@ async def one_count(
                 await asyncio.gather(*tasks, return_exceptions=True)
 
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-            broker_before = _process_cpu_s(mosquitto.process.pid) if mosquitto.process else None
+            broker_before = process_cpu_s(mosquitto.process.pid) if mosquitto.process else None
             load_before = os.getloadavg()[0]
             began = time.monotonic()
             runners = [asyncio.create_task(c) for c in (beats(), presses(), lag.run(stop))]
@@ -123,7 +120,7 @@ async def one_count(
             elapsed = time.monotonic() - began  # heartbeats stop being due here
             await asyncio.gather(*runners)
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-            broker_after = _process_cpu_s(mosquitto.process.pid) if mosquitto.process else None
+            broker_after = process_cpu_s(mosquitto.process.pid) if mosquitto.process else None
             cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (
                 cpu_before.ru_utime + cpu_before.ru_stime
             )

@@ -29,7 +29,8 @@ from anxin.broker import AmqttBroker, EmbeddedBroker, MosquittoBroker, mosquitto
 from anxin.db import make_sessionmaker, start_embedded_postgres, transaction
 from anxin.logging import configure_logging
 from anxin.mqtt import BrokerAddress
-from device_sim.bench import Flood, Percentiles, cut_power, elders_of_township
+from device_sim.bench.disruptions import Flood, cut_power, elders_of_township
+from device_sim.bench.report import Percentiles
 from device_sim.harness import engine_for, run_in_process, scratch_database
 from device_sim.homes import SimDevice, SimHome
 from device_sim.region import RegionPlan, generate_region, seed_region

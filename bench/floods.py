@@ -38,14 +38,9 @@ from rich.table import Table
 
 from anxin.logging import configure_logging
 from anxin.settings import Settings
-from device_sim.bench import (
-    BenchOptions,
-    BenchReport,
-    Percentiles,
-    parse_replicas,
-    print_report,
-    run_bench,
-)
+from device_sim.bench.load import run_bench
+from device_sim.bench.options import BenchOptions, parse_replicas
+from device_sim.bench.report import BenchReport, Percentiles, print_report
 
 VARIANTS = ("none", "flood", "power cut")
 

@@ -23,8 +23,8 @@ from anxin.logging import configure_logging, get_logger
 from anxin.settings import Settings
 
 if TYPE_CHECKING:
-    from device_sim.scenarios import Scenario
-    from device_sim.scenarios import ScenarioResult as Played  # faults has a ScenarioResult too
+    from device_sim.scenario.checks import ScenarioResult as Played  # faults has one too
+    from device_sim.scenario.model import Scenario
 
 log = get_logger("device_sim.cli")
 
@@ -117,7 +117,7 @@ async def _play_one(
 ) -> None:
     """Play one scenario and print its report; one that cannot finish is a failure with its
     reason on one line (the traceback at ANXIN_LOG_LEVEL=debug), and the next one still runs."""
-    from device_sim.scenarios import render
+    from device_sim.scenario.render import render
 
     try:
         result = await play()
@@ -155,7 +155,7 @@ async def _play_files(
     from anxin.broker import EmbeddedBroker, embedded_broker
     from device_sim.harness import engine_for, scratch_database
     from device_sim.region import generate_region
-    from device_sim.scenarios import ScenarioPlayer, play_in_process, seed_plan
+    from device_sim.scenario.player import ScenarioPlayer, play_in_process, seed_plan
 
     if external:
         if settings.database_url is None or settings.mqtt_url is None:
@@ -244,7 +244,7 @@ def run_scenarios(
     (or embedded) Postgres, on scenario time: a FakeClock moved straight to the next thing
     that can happen, so a 40-minute night plays in seconds.
     """
-    from device_sim.scenarios import ScenarioError, load_scenario
+    from device_sim.scenario.model import ScenarioError, load_scenario
 
     settings = _settings()
     try:
@@ -271,7 +271,7 @@ def run_scenarios(
 @sim_app.command("list")
 def list_scenarios() -> None:
     """The scenarios that come with Anxin."""
-    from device_sim.scenarios import bundled_scenarios, load_scenario
+    from device_sim.scenario.model import bundled_scenarios, load_scenario
 
     for path in bundled_scenarios():
         console.print(f"[bold]{path}[/]\n  {load_scenario(path).name}")
@@ -366,7 +366,9 @@ def bench_command(
     if fault_suite:
         _fault_suite(homes or 500, presses, list(scenario or []), json_out)
         return
-    from device_sim.bench import BenchOptions, parse_fault, parse_replicas, print_report, run_bench
+    from device_sim.bench.load import run_bench
+    from device_sim.bench.options import BenchOptions, parse_fault, parse_replicas
+    from device_sim.bench.report import print_report
 
     try:
         for spec in fault or []:

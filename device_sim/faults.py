@@ -59,18 +59,14 @@ from anxin.db import SessionMaker, make_sessionmaker, migrate, transaction
 from anxin.logging import get_logger
 from anxin.models import Responder
 from anxin.mqtt import BrokerAddress
-from device_sim.bench import (
-    BenchSandbox,
-    Percentiles,
-    RoleProcesses,
-    inject_fault,
-    raise_file_limit,
-    spawned_roles,
-)
+from device_sim.bench.disruptions import inject_fault
+from device_sim.bench.platform import BenchSandbox, RoleProcesses, raise_file_limit, spawned_roles
+from device_sim.bench.report import Percentiles
 from device_sim.harness import OwnMosquitto, OwnPostgres, engine_for
 from device_sim.homes import SimDevice, SimHome
 from device_sim.region import RegionPlan, generate_region
-from device_sim.scenarios import ALERT_CODE, seed_plan
+from device_sim.scenario.model import ALERT_CODE
+from device_sim.scenario.player import seed_plan
 from dispatcher.twilio_sandbox import SandboxMessage
 from gateway.models import Event
 

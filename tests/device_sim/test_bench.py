@@ -9,7 +9,9 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from anxin.settings import Settings
-from device_sim.bench import BenchOptions, Percentiles, parse_fault, print_report, run_bench
+from device_sim.bench.load import run_bench
+from device_sim.bench.options import BenchOptions, parse_fault
+from device_sim.bench.report import Percentiles, print_report
 
 
 async def test_bench_counts_every_sos_as_one_alert_with_one_call_out(

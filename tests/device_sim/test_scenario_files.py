@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from device_sim.scenarios import ScenarioError, bundled_scenarios, load_scenario, parse_duration
+from device_sim.scenario.model import (
+    ScenarioError,
+    bundled_scenarios,
+    load_scenario,
+    parse_duration,
+)
 
 
 def test_at_least_eight_bundled_scenarios_load() -> None:

@@ -9,7 +9,9 @@ from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from anxin.db import SessionMaker
-from device_sim.scenarios import bundled_scenarios, load_scenario, play_in_process, render
+from device_sim.scenario.model import bundled_scenarios, load_scenario
+from device_sim.scenario.player import play_in_process
+from device_sim.scenario.render import render
 
 REAL_TIME = ("duplicate_resend.yaml", "smoke_and_gas_call_120.yaml")
 

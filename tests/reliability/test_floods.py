@@ -10,7 +10,9 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from anxin.settings import Settings
-from device_sim.bench import BenchOptions, print_report, run_bench
+from device_sim.bench.load import run_bench
+from device_sim.bench.options import BenchOptions
+from device_sim.bench.report import print_report
 
 
 def _settings(database_url: str, mqtt_url: str) -> Settings:

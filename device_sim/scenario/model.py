@@ -1,0 +1,334 @@
+"""The scenario file format: a timeline of presses, sensor readings and aides' behaviour, with
+the outcomes the platform must produce (the files are device_sim/scenarios/*.yaml).
+
+`load_scenario(path)` validates a file (pydantic) and names the file, line and field of any
+mistake, including names that must exist in the scenario's generated region.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from anxin.schemas import EventType
+from device_sim.homes import DEVICE_FOR_EVENT
+from device_sim.phones import Behaviour
+from device_sim.region import RegionPlan, generate_region
+
+# The data folder beside this package (not inside it: `anxin sim run device_sim/scenarios/*.yaml`).
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+ALERT_CODE = re.compile(r"\bA(\d+)\b")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
+)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `90`, `90s`, `11m`, `1h30m`, `2m30s`."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like 90s, 11m, 1h30m")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        found = _DURATION.match(value)
+        if found and any(found.groups()):
+            hours, minutes, seconds = (float(g) if g else 0.0 for g in found.groups())
+            return hours * 3600 + minutes * 60 + seconds
+    raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 11m, 1h30m)")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = round(seconds)
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+# --- the file format ------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResponderScript(_Strict):
+    """How one responder's phone answers a call-out (times in scenario time, from the SMS)."""
+
+    behaviour: Behaviour = Behaviour.silent
+    answer_after: Duration = 30.0
+    travel: Duration = 300.0
+    handle: Duration = 120.0
+    late_extra: Duration = 600.0  # accept_then_late: this much longer on the road
+
+
+RESPONDER_LABEL = re.compile(r"^(aide[1-9][0-9]*|township|county|default)$")
+
+
+class Step(_Strict):
+    at: Duration
+    home: str | None = None
+    event: EventType | None = None
+    data: dict[str, Any] | None = None
+    event_id: str | None = None
+    repeat: int = Field(default=1, ge=1, le=100)
+    every: Duration = 0.0
+    power_cut: str | None = None  # a township code: every home there loses mains power
+    expect_ack: Literal["accepted", "duplicate", "rejected"] | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Step:
+        if (self.event is None) == (self.power_cut is None):
+            raise ValueError("a step has exactly one of `event` (with `home`) or `power_cut`")
+        if self.event is not None and self.home is None:
+            raise ValueError("an `event` step needs the `home` it happens in")
+        if self.repeat > 1 and self.every <= 0:
+            raise ValueError("`repeat` needs `every` (the time between repeats)")
+        if self.repeat > 1 and self.event_id is not None:
+            raise ValueError("`repeat` makes new events; to resend one event_id, list it twice")
+        return self
+
+
+class AlertSelector(_Strict):
+    home: str
+    kind: str
+    nth: int = Field(default=1, ge=1)
+
+
+class AlertFilter(_Strict):
+    kind: str | None = None
+    priority: int | None = None
+    home: str | None = None
+    township: str | None = None
+
+
+class EventFilter(_Strict):
+    home: str
+    type: EventType | None = None
+
+
+class Expectation(_Strict):
+    """One of `alert:` (checks on one alert), `alerts:` (how many) or `events:` (how many)."""
+
+    alert: AlertSelector | None = None
+    alerts: AlertFilter | None = None
+    events: EventFilter | None = None
+    # on one alert
+    priority: int | None = None
+    status: Literal["raised", "dispatching", "accepted", "on_scene", "resolved"] | None = None
+    trigger_count: int | None = None
+    call_120: bool | None = None
+    cancel_requested: bool | None = None
+    breached: bool | None = None
+    at_risk: bool | None = None
+    met: bool | None = None
+    asked: list[str] | None = None
+    accepted_by: str | None = None
+    raised_at: Duration | None = None  # scenario time of raising
+    on_scene_within: Duration | None = None  # from raising
+    sms: dict[str, int] | None = None  # per responder label (and `guardians`): SMS for this alert
+    sms_within_real_s: float | None = None  # device publish → call-out at the SMS endpoint
+    # on counts
+    count: int | None = None
+    at_least: int | None = None
+    at_most: int | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> Expectation:
+        subjects = [s for s in (self.alert, self.alerts, self.events) if s is not None]
+        if len(subjects) != 1:
+            raise ValueError("an expectation has exactly one of `alert`, `alerts` or `events`")
+        counting = (self.count, self.at_least, self.at_most)
+        if self.alert is not None and any(c is not None for c in counting):
+            raise ValueError("`count`/`at_least`/`at_most` go with `alerts:` or `events:`")
+        if self.alert is None and all(c is None for c in counting):
+            raise ValueError("`alerts:`/`events:` need `count`, `at_least` or `at_most`")
+        single = self.model_dump(
+            exclude={"alert", "alerts", "events", "count", "at_least", "at_most"},
+            exclude_none=True,
+        )
+        if self.alert is None and single:
+            raise ValueError(f"{sorted(single)} can only be checked on one `alert:`")
+        return self
+
+    @field_validator("asked")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        for label in value or []:
+            if not RESPONDER_LABEL.match(label) or label == "default":
+                raise ValueError(f"{label!r} is not aide1, aide2, …, township or county")
+        return value
+
+
+class RegionChoice(_Strict):
+    homes: int = Field(default=120, ge=1, le=20000)
+    seed: int = 2026
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    start: datetime = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    region: RegionChoice = RegionChoice()
+    run_for: Duration
+    # Whether the named homes announce themselves (`online`) and heartbeat. Off by default: on
+    # scenario time every heartbeat round costs real time, and most scenarios are about the
+    # alert chain, not liveness. Homes in a power cut always do (they must be online to drop).
+    heartbeats: bool = False
+    homes: dict[str, str]  # label → elder code
+    responders: dict[str, ResponderScript] = {}
+    timeline: list[Step]
+    expect: list[Expectation] = Field(min_length=1)
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("give `start` with its UTC offset, e.g. 2026-11-23T02:00:00+08:00")
+        return value.astimezone(UTC)
+
+    @field_validator("responders")
+    @classmethod
+    def _responder_labels(cls, value: dict[str, ResponderScript]) -> dict[str, ResponderScript]:
+        for label in value:
+            if not RESPONDER_LABEL.match(label):
+                raise ValueError(f"{label!r} is not aide1, aide2, …, township, county or default")
+        return value
+
+    def steps(self) -> list[Step]:
+        """The timeline with repeats spelled out, in time order (file order within a time)."""
+        expanded: list[Step] = []
+        for step in self.timeline:
+            for i in range(step.repeat):
+                expanded.append(
+                    step.model_copy(update={"at": step.at + i * step.every, "repeat": 1})
+                )
+        return sorted(expanded, key=lambda s: s.at)
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be played; the message names file, line and field."""
+
+
+def _line_of(node: yaml.Node | None, loc: Iterable[int | str]) -> int | None:
+    """The line of the deepest YAML node on the path `loc` (1-based)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    child = value
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _where(path: Path, root: yaml.Node | None, loc: tuple[int | str, ...]) -> str:
+    line = _line_of(root, loc)
+    dotted = ".".join(str(p) for p in loc) or "(top)"
+    return f"{path}:{line or 1}: {dotted}"
+
+
+def load_scenario(path: Path | str, plan: RegionPlan | None = None) -> Scenario:
+    """Read and check a scenario file; raises ScenarioError naming file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise ScenarioError(f"{path}:{line}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}:1: a scenario is a mapping (name:, timeline:, expect: …)")
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{_where(path, root, tuple(err['loc']))}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ScenarioError("\n".join(problems)) from exc
+    plan = plan or generate_region(scenario.region.homes, scenario.region.seed)
+    problems = [
+        f"{_where(path, root, loc)}: {msg}" for loc, msg in _reference_problems(scenario, plan)
+    ]
+    if problems:
+        raise ScenarioError("\n".join(problems))
+    return scenario
+
+
+def _reference_problems(
+    scenario: Scenario, plan: RegionPlan
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """Names that must exist: elders in the region, homes in the file, devices in the home."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    elders = {e.code for e in plan.elders}
+    kinds: dict[str, set[str]] = {}
+    for d in plan.devices:
+        kinds.setdefault(d.elder_code, set()).add(d.kind.value)
+    townships = {t.code for t in plan.townships}
+    for label, code in scenario.homes.items():
+        if code not in elders:
+            problems.append(
+                (("homes", label), f"no elder {code} in a region of {len(elders)} homes")
+            )
+    for i, step in enumerate(scenario.timeline):
+        if step.home is not None and step.home not in scenario.homes:
+            problems.append(
+                (("timeline", i, "home"), f"unknown home {step.home!r} (not under `homes:`)")
+            )
+        elif step.home is not None and step.event is not None:
+            code = scenario.homes[step.home]
+            needed = DEVICE_FOR_EVENT.get(step.event.value, "sos_button")
+            if code in kinds and needed not in kinds[code]:
+                problems.append(
+                    (
+                        ("timeline", i, "event"),
+                        f"home {step.home} ({code}) has no {needed} to send {step.event.value}",
+                    )
+                )
+        if step.power_cut is not None and step.power_cut not in townships:
+            problems.append((("timeline", i, "power_cut"), f"no township {step.power_cut}"))
+    for i, exp in enumerate(scenario.expect):
+        home = (exp.alert.home if exp.alert else None) or (exp.events.home if exp.events else None)
+        home = home or (exp.alerts.home if exp.alerts else None)
+        if home is not None and home not in scenario.homes:
+            problems.append((("expect", i), f"unknown home {home!r} (not under `homes:`)"))
+    return problems
+
+
+def bundled_scenarios() -> list[Path]:
+    return sorted(SCENARIO_DIR.glob("*.yaml"))
