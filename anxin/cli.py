@@ -158,7 +158,7 @@ def db_seed(
     """Load the deterministic demo county (idempotent: a second run changes nothing)."""
     from anxin.runtime import services
     from device_sim.demo import seed
-    from device_sim.region import generate_region
+    from device_sim.region.generate import generate_region
 
     settings = _settings()
 

@@ -655,7 +655,8 @@ async def _scratch_database(admin_url: str, homes: int) -> tuple[str, str, list[
 
     from anxin import auth
     from anxin.db import make_engine, make_sessionmaker, migrate, transaction
-    from device_sim.region import generate_region, seed_region
+    from device_sim.region.generate import generate_region
+    from device_sim.region.seed import seed_region
     from gateway.broker_config import hash_device_password
 
     name = f"anxin_bench_{uuid.uuid4().hex[:8]}"

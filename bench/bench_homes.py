@@ -38,7 +38,7 @@ from device_sim.bench.probes import LoopLag, process_cpu_s
 from device_sim.bench.report import Percentiles
 from device_sim.harness import OwnMosquitto
 from device_sim.homes import SimDevice, SimHome
-from device_sim.region import generate_region
+from device_sim.region.generate import generate_region
 
 
 async def one_count(

@@ -335,7 +335,8 @@ async def drop_database(name: str) -> None:
 async def seed(db_url: str, homes: int) -> None:
     from anxin import auth
     from anxin.db import make_engine, make_sessionmaker, migrate, transaction
-    from device_sim.region import generate_region, seed_region
+    from device_sim.region.generate import generate_region
+    from device_sim.region.seed import seed_region
 
     await migrate(db_url)
     engine = make_engine(db_url)

@@ -33,7 +33,9 @@ from device_sim.bench.disruptions import Flood, cut_power, elders_of_township
 from device_sim.bench.report import Percentiles
 from device_sim.harness import engine_for, run_in_process, scratch_database
 from device_sim.homes import SimDevice, SimHome
-from device_sim.region import RegionPlan, generate_region, seed_region
+from device_sim.region.generate import generate_region
+from device_sim.region.plan import RegionPlan
+from device_sim.region.seed import seed_region
 
 BENCH_DATA = Path(__file__).resolve().parent.parent / "var" / "bench"
 

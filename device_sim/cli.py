@@ -154,7 +154,7 @@ async def _play_files(
 ) -> None:
     from anxin.broker import EmbeddedBroker, embedded_broker
     from device_sim.harness import engine_for, scratch_database
-    from device_sim.region import generate_region
+    from device_sim.region.generate import generate_region
     from device_sim.scenario.player import ScenarioPlayer, play_in_process, seed_plan
 
     if external:

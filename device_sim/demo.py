@@ -36,7 +36,9 @@ from anxin.runtime import ROLES, Services, role_tasks, run_until_stopped, servic
 from anxin.settings import Settings
 from device_sim.homes import SimDevice, SimHome
 from device_sim.phones import Behaviour, PhoneBank, SimPhone, Timing
-from device_sim.region import RegionPlan, generate_region, seed_region
+from device_sim.region.generate import generate_region
+from device_sim.region.plan import RegionPlan
+from device_sim.region.seed import seed_region
 from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
 
 KIND_ZH = {"sos": "一键呼叫", "fall": "跌倒", "smoke": "烟雾", "gas": "燃气"}

@@ -64,7 +64,8 @@ from device_sim.bench.platform import BenchSandbox, RoleProcesses, raise_file_li
 from device_sim.bench.report import Percentiles
 from device_sim.harness import OwnMosquitto, OwnPostgres, engine_for
 from device_sim.homes import SimDevice, SimHome
-from device_sim.region import RegionPlan, generate_region
+from device_sim.region.generate import generate_region
+from device_sim.region.plan import RegionPlan
 from device_sim.scenario.model import ALERT_CODE
 from device_sim.scenario.player import seed_plan
 from dispatcher.twilio_sandbox import SandboxMessage

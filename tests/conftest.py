@@ -30,7 +30,9 @@ from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, tran
 from anxin.logging import configure_logging
 from anxin.models import Region
 from device_sim.harness import InProcessPlatform, run_in_process, serve_app
-from device_sim.region import RegionPlan, generate_region, seed_region
+from device_sim.region.generate import generate_region
+from device_sim.region.plan import RegionPlan
+from device_sim.region.seed import seed_region
 from tests.builders import region_ladder
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

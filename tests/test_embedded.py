@@ -19,7 +19,7 @@ from anxin.broker import AmqttBroker, EmbeddedBroker, MosquittoBroker
 from anxin.mqtt import BrokerAddress
 from device_sim.bench.disruptions import Flood, cut_power, elders_of_township
 from device_sim.homes import SimDevice, SimHome
-from device_sim.region import RegionPlan
+from device_sim.region.plan import RegionPlan
 from tests.conftest import Seeded, mosquitto_binary, run_platform
 
 

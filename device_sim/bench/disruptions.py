@@ -21,7 +21,7 @@ from device_sim.harness import (
     OwnPostgres,
 )
 from device_sim.homes import SimHome
-from device_sim.region import RegionPlan
+from device_sim.region.plan import RegionPlan
 from gateway.models import Event
 
 

@@ -28,7 +28,7 @@ from device_sim.bench.platform import platform_for_bench, raise_file_limit
 from device_sim.bench.probes import Counters, LoopLag, cpu_snapshot, database_counts, hop_breakdown
 from device_sim.bench.report import BenchReport, Percentiles, SimHealth, WindowFigures
 from device_sim.homes import SimDevice, SimHome
-from device_sim.region import generate_region
+from device_sim.region.generate import generate_region
 from device_sim.scenario.model import ALERT_CODE
 from dispatcher.twilio_sandbox import SandboxMessage
 from gateway.worker import STATUS_SETTLE_S

@@ -36,7 +36,7 @@ from device_sim.harness import (
     scratch_database,
     serve_app,
 )
-from device_sim.region import RegionPlan
+from device_sim.region.plan import RegionPlan
 from device_sim.scenario.player import seed_plan
 from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
 

@@ -27,7 +27,8 @@ from pydantic import (
 from anxin.schemas import EventType
 from device_sim.homes import DEVICE_FOR_EVENT
 from device_sim.phones import Behaviour
-from device_sim.region import RegionPlan, generate_region
+from device_sim.region.generate import generate_region
+from device_sim.region.plan import RegionPlan
 
 # The data folder beside this package (not inside it: `anxin sim run device_sim/scenarios/*.yaml`).
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"

@@ -30,7 +30,8 @@ from anxin.models import Device
 from anxin.mqtt import BrokerAddress
 from device_sim.homes import DEVICE_FOR_EVENT, AckResult, SimDevice, SimHome
 from device_sim.phones import Behaviour
-from device_sim.region import RegionPlan, generate_region
+from device_sim.region.generate import generate_region
+from device_sim.region.plan import RegionPlan
 from device_sim.scenario.checks import OutcomeCheck, ScenarioResult, responder_labels
 from device_sim.scenario.model import ALERT_CODE, ResponderScript, Scenario, Step, format_seconds
 from dispatcher.models import SmsMessage
@@ -506,7 +507,7 @@ async def seed_plan(sessions: SessionMaker, plan: RegionPlan) -> bool:
     """Seed the scenario's region unless it is there already; True when it was written now."""
     from anxin import auth
     from anxin.db import transaction
-    from device_sim.region import seed_region
+    from device_sim.region.seed import seed_region
 
     async with transaction(sessions) as session:
         result = await seed_region(session, plan, auth.hash_device_password, auth.hash_password)

@@ -22,7 +22,7 @@ from anxin.models import AuditLog, OperatorUser
 from anxin.mqtt import MqttClient
 from anxin.schemas import event_json, topic
 from anxin.settings import Settings
-from device_sim.region import DeviceSpec, ElderSpec, RegionPlan
+from device_sim.region.plan import DeviceSpec, ElderSpec, RegionPlan
 from tests.conftest import RunningPlatform, Seeded, ServeApp, eventually
 from tests.console.history import seed_closed_alerts
 

@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from anxin.models import DeviceKind, OperatorRole, RegionLevel, ResponderKind
-from device_sim.region import RegionPlan, device_password, generate_region
+from device_sim.region.generate import device_password, generate_region
+from device_sim.region.plan import RegionPlan
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHINA_MOBILE_E164 = re.compile(r"^\+861\d{10}$")

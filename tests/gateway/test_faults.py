@@ -26,7 +26,8 @@ from anxin.models import Device
 from anxin.mqtt import BrokerAddress, MqttClient
 from anxin.schemas import event_json
 from device_sim.harness import OwnPostgres
-from device_sim.region import RegionPlan, seed_region
+from device_sim.region.plan import RegionPlan
+from device_sim.region.seed import seed_region
 from gateway import service
 from gateway.models import DeadLetter, Event
 from tests.conftest import Seeded, eventually

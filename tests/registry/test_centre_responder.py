@@ -10,7 +10,7 @@ import httpx
 
 from anxin.app import create_app
 from anxin.settings import Settings
-from device_sim.region import COUNTY_CODE
+from device_sim.region.generate import COUNTY_CODE
 from registry.service import import_registry_file
 from tests.conftest import Seeded, ServeApp
 

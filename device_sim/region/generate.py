@@ -1,45 +1,47 @@
-"""The demo region: a deterministic county of townships, villages, elders, devices and aides.
-
-The county is 安岚县, an invented mountain county modelled on 岚皋县 and 平利县 in the Qinba
-mountains south of 安康市 (Shaanxi): its seat is near lat 32.68, lon 109.03; townships lie
-13-25 km out; villages string along river valleys 3-12 km from their township seat; homes are
-scattered along the valley within 1.5 km of the village centre. Names, numbers and places are
-made up; any likeness to real people is chance.
-
-Two halves:
-
-* `generate_region(homes, seed)` is pure: it returns a `RegionPlan` of frozen dataclasses, the
-  same plan for the same arguments on every machine (it uses only `random.Random(seed)`
-  streams and sha256). The plan holds plain passwords so the simulator can connect as each
-  device and log in as each operator; they are demo passwords, derived from the public seed.
-* `seed_region(session, plan, ...)` writes a plan into the registry tables of anxin.models,
-  once: if the county's region code is already there it writes nothing.
-"""
+"""`generate_region(homes, seed)`: the demo county as a `RegionPlan`, pure and deterministic
+(only `random.Random(seed)` streams and sha256), the same plan for the same arguments on every
+machine. The plan holds plain passwords so the simulator can connect as each device and log
+in as each operator; they are demo passwords, derived from the public seed."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
-
-from anxin.models import Device as DeviceRow
 from anxin.models import (
     DeviceKind,
-    Elder,
     OperatorRole,
-    OperatorUser,
-    Region,
     RegionLevel,
-    Responder,
     ResponderKind,
-    ServiceCentre,
+)
+from device_sim.region.names import (
+    AIDE_GIVEN_FEMALE,
+    AIDE_GIVEN_MALE,
+    ELDER_GIVEN_FEMALE,
+    ELDER_GIVEN_MALE,
+    MOBILE_PREFIXES,
+    SHARE_AIDES_FEMALE,
+    SHARE_CLAN_SURNAME,
+    SHARE_ELDERS_FEMALE,
+    SURNAME_WEIGHTS,
+    SURNAMES,
+    TOWNSHIP_FIRST,
+    TOWNSHIP_SECOND,
+    TOWNSHIP_SUFFIXES,
+    VILLAGE_PREFIXES,
+    VILLAGE_SUFFIXES,
+)
+from device_sim.region.plan import (
+    CentreSpec,
+    DeviceSpec,
+    ElderSpec,
+    OperatorSpec,
+    RegionPlan,
+    RegionSpec,
+    ResponderSpec,
 )
 
 DEFAULT_HOMES = 120
@@ -54,9 +56,6 @@ COUNTY_CODE = "C01"
 COUNTY_NAME = "安岚县"
 COUNTY_SEAT_LAT = 32.68
 COUNTY_SEAT_LON = 109.03
-# Roads follow rivers round mountains: well above the 1.2 of flat land.
-MOUNTAIN_CIRCUITY = 1.5
-RESPONSE_MINUTES = 15
 
 # Township seats on a sunflower spiral: r = spacing * sqrt(i), so neighbours are ~24 km apart
 # and each township's villages (up to 12 km out) barely overlap their neighbours'.
@@ -109,291 +108,6 @@ HEARTBEAT_S: dict[DeviceKind, int] = {
 DEVICE_PASSWORD_CHARS = 20
 CENTRE_SETUP_MINUTES = 5.0
 AIDE_SETUP_MINUTES = 2.0
-
-# --- name material ----------------------------------------------------------------------------
-
-# Common surnames, most frequent first; weights fall off roughly as in the national census.
-SURNAMES = (
-    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程"
-    "苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛"
-)
-SURNAME_WEIGHTS = tuple(1.0 / (rank + 8) for rank in range(len(SURNAMES)))
-# Given names of people born in the 1930s-1950s.
-ELDER_GIVEN_FEMALE = (
-    "秀英",
-    "桂英",
-    "玉兰",
-    "秀兰",
-    "桂兰",
-    "凤英",
-    "淑珍",
-    "翠花",
-    "春兰",
-    "秀珍",
-    "玉珍",
-    "桂芳",
-    "金花",
-    "素芬",
-    "兰英",
-    "凤兰",
-    "秀芳",
-    "玉梅",
-    "翠兰",
-    "桂香",
-    "银花",
-    "菊英",
-)
-ELDER_GIVEN_MALE = (
-    "建国",
-    "德胜",
-    "长贵",
-    "富贵",
-    "国华",
-    "明山",
-    "文华",
-    "有福",
-    "永福",
-    "玉山",
-    "宝山",
-    "春生",
-    "秋生",
-    "树林",
-    "金山",
-    "德明",
-    "世明",
-    "忠义",
-    "成林",
-    "家富",
-    "光荣",
-    "满堂",
-)
-SHARE_ELDERS_FEMALE = 0.55  # women live longer
-# Aides are mostly village women in their forties and fifties.
-AIDE_GIVEN_FEMALE = (
-    "红梅",
-    "丽娟",
-    "海燕",
-    "小红",
-    "晓燕",
-    "春梅",
-    "玉霞",
-    "秀琴",
-    "建英",
-    "凤霞",
-    "丽萍",
-    "艳",
-    "静",
-    "敏",
-    "霞",
-    "芳",
-    "琴",
-    "慧",
-)
-AIDE_GIVEN_MALE = ("建军", "卫东", "国强", "志刚", "海军", "勇", "伟", "军", "斌", "涛", "明")
-SHARE_AIDES_FEMALE = 0.7
-# A village called 黄家坪 is mostly 黄: clan villages keep their surname.
-SHARE_CLAN_SURNAME = 0.35
-
-TOWNSHIP_FIRST = "青岚龙云茶松桂枫金清凤白石竹柏梅"
-TOWNSHIP_SECOND = "溪河潭坪山坝岭湾口"
-TOWNSHIP_SUFFIXES = ("镇", "镇", "乡")  # most townships are towns (镇)
-VILLAGE_PREFIXES = (
-    "柳树",
-    "黄家",
-    "杨家",
-    "马家",
-    "陈家",
-    "王家",
-    "刘家",
-    "张家",
-    "何家",
-    "罗家",
-    "茶园",
-    "竹园",
-    "桃园",
-    "松林",
-    "枫树",
-    "板桥",
-    "石门",
-    "石板",
-    "岩屋",
-    "龙潭",
-    "龙王",
-    "青龙",
-    "白果",
-    "核桃",
-    "椿树",
-    "桂花",
-    "金竹",
-    "银杏",
-    "双河",
-    "三河",
-    "五里",
-    "十里",
-    "大河",
-    "小河",
-    "高山",
-    "平溪",
-    "清水",
-    "黄土",
-    "红岩",
-    "观音",
-)
-VILLAGE_SUFFIXES = ("坪", "湾", "沟", "坝", "垭", "河", "梁", "口", "岭", "院")
-
-# Mobile prefixes of the three carriers; every phone in the plan is +86 1xx xxxx xxxx.
-MOBILE_PREFIXES = (
-    "134",
-    "135",
-    "136",
-    "137",
-    "138",
-    "139",
-    "147",
-    "150",
-    "151",
-    "152",
-    "157",
-    "158",
-    "159",
-    "178",
-    "182",
-    "183",
-    "184",
-    "187",
-    "188",
-    "198",
-    "130",
-    "131",
-    "132",
-    "155",
-    "156",
-    "166",
-    "175",
-    "176",
-    "185",
-    "186",
-    "133",
-    "153",
-    "173",
-    "177",
-    "180",
-    "181",
-    "189",
-    "191",
-    "199",
-)
-
-
-# --- the plan ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RegionSpec:
-    """A county, township or village (regions row); parents are referred to by code."""
-
-    code: str
-    name: str
-    level: RegionLevel
-    parent_code: str | None
-    lat: float
-    lon: float
-    response_minutes: int = RESPONSE_MINUTES
-    circuity: float = MOUNTAIN_CIRCUITY
-
-
-@dataclass(frozen=True, slots=True)
-class CentreSpec:
-    """A township regional or county eldercare centre (service_centres row)."""
-
-    region_code: str
-    level: RegionLevel  # township | county
-    name: str
-    duty_phone: str
-    lat: float
-    lon: float
-    has_vehicle: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ElderSpec:
-    code: str
-    name: str
-    village_code: str
-    address: str
-    lat: float
-    lon: float
-    living_alone: bool
-    empty_nest: bool
-    left_behind: bool
-    disabled: bool
-    advanced_age: bool
-    wanders: bool
-    guardian_phones: tuple[str, ...]
-    consent: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSpec:
-    device_id: str
-    kind: DeviceKind
-    elder_code: str
-    password: str  # plain: the simulator connects with it; the database keeps only a hash
-    heartbeat_interval_s: int
-
-
-@dataclass(frozen=True, slots=True)
-class ResponderSpec:
-    """A village aide (village_code set) or a centre's duty phone (centre_region_code set)."""
-
-    kind: ResponderKind
-    name: str
-    phone: str
-    village_code: str | None
-    centre_region_code: str | None
-    lat: float
-    lon: float
-    travel_mode: str
-    setup_minutes: float
-    on_duty: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorSpec:
-    username: str
-    display_name: str
-    password: str  # plain; hashed by seed_region
-    role: OperatorRole
-    region_code: str
-
-
-@dataclass(frozen=True, slots=True)
-class RegionPlan:
-    seed: int
-    county: RegionSpec
-    townships: tuple[RegionSpec, ...]
-    villages: tuple[RegionSpec, ...]
-    centres: tuple[CentreSpec, ...]
-    elders: tuple[ElderSpec, ...]
-    devices: tuple[DeviceSpec, ...]
-    aides: tuple[ResponderSpec, ...]
-    centre_responders: tuple[ResponderSpec, ...]
-    operators: tuple[OperatorSpec, ...]
-
-    @property
-    def regions(self) -> tuple[RegionSpec, ...]:
-        """Parents before children, the order they must be inserted in."""
-        return (self.county, *self.townships, *self.villages)
-
-    @property
-    def responders(self) -> tuple[ResponderSpec, ...]:
-        return (*self.aides, *self.centre_responders)
-
-    def phones(self) -> list[str]:
-        """Every phone number in the plan: guardians, aides and duty phones."""
-        numbers = [p for elder in self.elders for p in elder.guardian_phones]
-        numbers.extend(r.phone for r in self.responders)
-        return numbers
 
 
 # --- generation -------------------------------------------------------------------------------
@@ -833,208 +547,3 @@ def _generate_operators(
             )
         )
     return tuple(operators)
-
-
-# --- the database ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SeedResult:
-    """What one `seed_region` call inserted; all zero with created=False when it found the
-    region already there."""
-
-    created: bool
-    regions: int = 0
-    centres: int = 0
-    elders: int = 0
-    devices: int = 0
-    aides: int = 0
-    centre_responders: int = 0
-    operators: int = 0
-
-
-# Any constant will do; it only has to be the same in every process that seeds.
-SEED_LOCK_KEY = 0x616E78696E5F7267  # "anxin_rg"
-
-
-async def seed_region(
-    session: AsyncSession,
-    plan: RegionPlan,
-    hash_device_password: Callable[[str], str],
-    hash_operator_password: Callable[[str], str],
-) -> SeedResult:
-    """Insert `plan` into the registry, unless its county code is already there.
-
-    Runs in the caller's transaction and does not commit: use it inside
-    `anxin.db.transaction(...)`. A transaction-scoped advisory lock makes a concurrent seeder
-    (a second replica starting) wait and then find the region instead of failing on a
-    unique key. Bulk inserts, so 10,000 homes take seconds; `hash_device_password` is called
-    once per device and must be cheap at that scale. Hashing runs in a worker thread (argon2
-    for the operators takes ~0.1 s each) so the event loop keeps serving meanwhile.
-    """
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEED_LOCK_KEY})
-    existing = await session.scalar(
-        select(func.count()).select_from(Region).where(col(Region.code) == plan.county.code)
-    )
-    if existing:
-        return SeedResult(created=False)
-
-    # Only after the check: a restart that finds the region must not pay for argon2 again.
-    device_hashes, operator_hashes = await asyncio.to_thread(
-        _hash_passwords, plan, hash_device_password, hash_operator_password
-    )
-    region_ids: dict[str, int] = {}
-    for level in (plan.county,), plan.townships, plan.villages:
-        if level:
-            region_ids.update(await _insert_regions(session, level, region_ids))
-
-    centre_rows = await session.execute(
-        insert(ServiceCentre).returning(col(ServiceCentre.id), col(ServiceCentre.region_id)),
-        [
-            {
-                "region_id": region_ids[centre.region_code],
-                "level": centre.level.value,
-                "name": centre.name,
-                "duty_phone": centre.duty_phone,
-                "lat": centre.lat,
-                "lon": centre.lon,
-                "has_vehicle": centre.has_vehicle,
-            }
-            for centre in plan.centres
-        ],
-    )
-    centre_id_by_region_id = {region_id: centre_id for centre_id, region_id in centre_rows}
-
-    elder_rows = await session.execute(
-        insert(Elder).returning(col(Elder.id), col(Elder.code)),
-        [
-            {
-                "code": elder.code,
-                "name": elder.name,
-                "village_id": region_ids[elder.village_code],
-                "address": elder.address,
-                "lat": elder.lat,
-                "lon": elder.lon,
-                "living_alone": elder.living_alone,
-                "empty_nest": elder.empty_nest,
-                "left_behind": elder.left_behind,
-                "disabled": elder.disabled,
-                "advanced_age": elder.advanced_age,
-                "wanders": elder.wanders,
-                "guardian_phones": list(elder.guardian_phones),
-                "consent": elder.consent,
-                "night_start": "22:00",
-                "night_end": "06:00",
-                "thresholds": {},
-            }
-            for elder in plan.elders
-        ],
-    )
-    elder_ids = {code: elder_id for elder_id, code in elder_rows}
-
-    if plan.devices:
-        await session.execute(
-            insert(DeviceRow),
-            [
-                {
-                    "id": device.device_id,
-                    "kind": device.kind.value,
-                    "elder_id": elder_ids[device.elder_code],
-                    "password_hash": device_hashes[device.device_id],
-                    "heartbeat_interval_s": device.heartbeat_interval_s,
-                    "enabled": True,
-                    "online": False,
-                }
-                for device in plan.devices
-            ],
-        )
-
-    await session.execute(
-        insert(Responder),
-        [
-            {
-                "kind": responder.kind.value,
-                "name": responder.name,
-                "phone": responder.phone,
-                "village_id": (
-                    region_ids[responder.village_code] if responder.village_code else None
-                ),
-                "centre_id": (
-                    centre_id_by_region_id[region_ids[responder.centre_region_code]]
-                    if responder.centre_region_code
-                    else None
-                ),
-                "lat": responder.lat,
-                "lon": responder.lon,
-                "travel_mode": responder.travel_mode,
-                "setup_minutes": responder.setup_minutes,
-                "on_duty": responder.on_duty,
-                "lang": "zh",
-            }
-            for responder in plan.responders
-        ],
-    )
-
-    await session.execute(
-        insert(OperatorUser),
-        [
-            {
-                "username": operator.username,
-                "display_name": operator.display_name,
-                "password_hash": operator_hashes[operator.username],
-                "role": operator.role.value,
-                "region_id": region_ids[operator.region_code],
-                "lang": "zh",
-                "failed_logins": 0,
-            }
-            for operator in plan.operators
-        ],
-    )
-    return SeedResult(
-        created=True,
-        regions=len(region_ids),
-        centres=len(plan.centres),
-        elders=len(elder_ids),
-        devices=len(plan.devices),
-        aides=len(plan.aides),
-        centre_responders=len(plan.centre_responders),
-        operators=len(plan.operators),
-    )
-
-
-def _hash_passwords(
-    plan: RegionPlan,
-    hash_device_password: Callable[[str], str],
-    hash_operator_password: Callable[[str], str],
-) -> tuple[dict[str, str], dict[str, str]]:
-    """(device id → hash, username → hash)."""
-    devices = {d.device_id: hash_device_password(d.password) for d in plan.devices}
-    operators = {o.username: hash_operator_password(o.password) for o in plan.operators}
-    return devices, operators
-
-
-async def _insert_regions(
-    session: AsyncSession, regions: Sequence[RegionSpec], ids_so_far: dict[str, int]
-) -> dict[str, int]:
-    rows = await session.execute(
-        insert(Region).returning(col(Region.id), col(Region.code)),
-        [
-            {
-                "code": region.code,
-                "name": region.name,
-                "level": region.level.value,
-                "parent_id": ids_so_far[region.parent_code] if region.parent_code else None,
-                "lat": region.lat,
-                "lon": region.lon,
-                "response_minutes": region.response_minutes,
-                "circuity": region.circuity,
-                "ladder": {},
-            }
-            for region in regions
-        ],
-    )
-    ids: dict[str, int] = {}
-    for region_id, code in rows:
-        assert region_id is not None  # RETURNING id of a row just inserted
-        ids[code] = region_id
-    return ids
