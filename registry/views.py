@@ -12,11 +12,10 @@ import asyncio
 import secrets
 from datetime import datetime, time
 from pathlib import PurePath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile, status
-from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +25,6 @@ from alert_service.models import OPEN_STATUSES, Alert, DispatchAttempt, RuleTime
 from anxin import auth
 from anxin.models import (
     Device,
-    DeviceKind,
     Elder,
     OperatorRole,
     OperatorUser,
@@ -38,39 +36,36 @@ from anxin.models import (
     pk,
 )
 from anxin.schemas import DEVICE_ID_RE
-from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context, storable_text
-from dispatcher.routing import TravelMode
+from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context
 from gateway.models import DeadLetter
 from registry.columns import RegistryKind
 from registry.files import RegistryFileError, parse_file
+from registry.schemas import (
+    CentreIn,
+    CentreOut,
+    DeadLetterOut,
+    DeviceCreate,
+    DeviceIn,
+    DeviceOut,
+    ElderIn,
+    ElderOut,
+    MapOut,
+    MapPoint,
+    RegionIn,
+    RegionOut,
+    ResponderIn,
+    ResponderOut,
+    TownshipHealth,
+    from_row,
+)
 from registry.scope import keep_to_scope
 from registry.service import apply_sheets, sync_centre_responder
 
 router = APIRouter(prefix="/api", tags=["registry"])
 
-PHONE_PATTERN = r"^\+[1-9][0-9]{7,14}$"  # E.164, as the SMS provider needs it
-CODE_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
-HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
 LOW_BATTERY = 20
 TROUBLE_KINDS = ("offline", "low_battery", "tamper", "power_lost")
-Name = Annotated[str, Field(min_length=1, max_length=32)]
-Phone = Annotated[str, Field(pattern=PHONE_PATTERN, max_length=20)]
-Lat = Annotated[float, Field(ge=-90, le=90)]
-Lon = Annotated[float, Field(ge=-180, le=180)]
-
-
-def _strip(value: Any) -> Any:
-    return storable_text(value.strip()) if isinstance(value, str) else value
-
-
-class _In(BaseModel):
-    """Input models strip surrounding spaces (pasted from spreadsheets) before validating, and
-    refuse text Postgres cannot store (NUL, lone surrogates) with a 422."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _stripped(cls, value: Any) -> Any:
-        return _strip(value)
 
 
 # --- scope and permissions ------------------------------------------------------------------
@@ -145,46 +140,10 @@ async def _taken(
 # --- regions ----------------------------------------------------------------------------------
 
 
-class RegionIn(_In):
-    code: str = Field(pattern=CODE_PATTERN)
-    name: Name
-    level: Literal["township", "village"]
-    parent_id: RowId
-    lat: Lat | None = None
-    lon: Lon | None = None
-    response_minutes: int = Field(default=15, ge=1, le=120)
-
-
-class RegionOut(BaseModel):
-    id: int
-    code: str
-    name: str
-    level: str
-    parent_id: int | None
-    lat: float | None
-    lon: float | None
-    response_minutes: int
-    elders: int = 0
-
-
 PARENT_LEVEL: dict[str, str] = {
     RegionLevel.township: RegionLevel.county,
     RegionLevel.village: RegionLevel.township,
 }
-
-
-def _region_out(region: Region, elders: int = 0) -> RegionOut:
-    return RegionOut(
-        id=pk(region),
-        code=region.code,
-        name=region.name,
-        level=region.level,
-        parent_id=region.parent_id,
-        lat=region.lat,
-        lon=region.lon,
-        response_minutes=region.response_minutes,
-        elders=elders,
-    )
 
 
 @router.get("/regions", response_model=list[RegionOut])
@@ -202,7 +161,7 @@ async def list_regions(
             select(Region).where(col(Region.id).in_(operator.region_ids)).order_by(col(Region.code))
         )
     ).scalars()
-    out = [_region_out(r, counts.get(pk(r), 0)) for r in regions]
+    out = [from_row(RegionOut, r, elders=counts.get(pk(r), 0)) for r in regions]
     audit(session, operator, _now(request), "list_regions", "region", "", count=len(out))
     return out
 
@@ -225,7 +184,7 @@ async def create_region(
     session.add(region)
     await session.flush()
     audit(session, operator, _now(request), "create_region", "region", region.id)
-    return _region_out(region)
+    return from_row(RegionOut, region)
 
 
 @router.put("/regions/{region_id}", response_model=RegionOut)
@@ -244,7 +203,7 @@ async def update_region(
     for key, value in body.model_dump().items():
         setattr(region, key, value)
     audit(session, operator, _now(request), "update_region", "region", region_id)
-    return _region_out(region)
+    return from_row(RegionOut, region)
 
 
 # What keeps a region from being deleted, and how a person is told (409).
@@ -307,35 +266,6 @@ async def delete_region(
 # --- centres ----------------------------------------------------------------------------------
 
 
-class CentreIn(_In):
-    region_id: RowId
-    name: Annotated[str, Field(min_length=1, max_length=64)]
-    duty_phone: Phone
-    lat: Lat
-    lon: Lon
-    has_vehicle: bool = True
-
-
-class CentreOut(CentreIn):
-    id: int
-    level: str
-    region: str
-
-
-def _centre_out(centre: ServiceCentre, region_name: str) -> CentreOut:
-    return CentreOut(
-        id=pk(centre),
-        level=centre.level,
-        region=region_name,
-        region_id=centre.region_id,
-        name=centre.name,
-        duty_phone=centre.duty_phone,
-        lat=centre.lat,
-        lon=centre.lon,
-        has_vehicle=centre.has_vehicle,
-    )
-
-
 @router.get("/centres", response_model=list[CentreOut])
 async def list_centres(
     session: Session, operator: CurrentOperator, request: Request
@@ -346,7 +276,7 @@ async def list_centres(
         .where(col(ServiceCentre.region_id).in_(operator.region_ids))
         .order_by(col(ServiceCentre.id))
     )
-    out = [_centre_out(c, name) for c, name in rows]
+    out = [from_row(CentreOut, c, region=name) for c, name in rows]
     audit(session, operator, _now(request), "list_centres", "centre", "", count=len(out))
     return out
 
@@ -378,7 +308,7 @@ async def create_centre(
     await session.flush()
     await sync_centre_responder(session=session, centre=centre)
     audit(session, operator, _now(request), "create_centre", "centre", centre.id)
-    return _centre_out(centre, region.name)
+    return from_row(CentreOut, centre, region=region.name)
 
 
 @router.put("/centres/{centre_id}", response_model=CentreOut)
@@ -395,83 +325,10 @@ async def update_centre(
     centre.level = region.level
     await sync_centre_responder(session=session, centre=centre)
     audit(session, operator, _now(request), "update_centre", "centre", centre_id)
-    return _centre_out(centre, region.name)
+    return from_row(CentreOut, centre, region=region.name)
 
 
 # --- elders -----------------------------------------------------------------------------------
-
-
-class ElderIn(_In):
-    code: str = Field(pattern=CODE_PATTERN)
-    name: Name
-    village_id: RowId
-    address: str = Field(default="", max_length=128)
-    lat: Lat
-    lon: Lon
-    living_alone: bool = False
-    empty_nest: bool = False
-    left_behind: bool = False
-    disabled: bool = False
-    advanced_age: bool = False
-    wanders: bool = False
-    guardian_phones: list[Phone] = Field(default_factory=list, max_length=5)
-    consent: bool = True
-    night_start: str = Field(default="22:00", pattern=HHMM_PATTERN)
-    night_end: str = Field(default="06:00", pattern=HHMM_PATTERN)
-
-
-class DeviceBrief(BaseModel):
-    id: str
-    kind: str
-    online: bool
-    enabled: bool
-    battery: int | None
-    last_seen_at: datetime | None
-
-
-class ElderOut(ElderIn):
-    id: int
-    village: str
-    devices: list[DeviceBrief] = Field(default_factory=list)
-    open_alerts: int = 0
-    # Set when the elder was removed (DELETE): kept for the history, out of the lists.
-    archived_at: datetime | None = None
-
-
-def _elder_out(elder: Elder, village: str, devices: list[Device], open_alerts: int = 0) -> ElderOut:
-    return ElderOut(
-        id=pk(elder),
-        village=village,
-        code=elder.code,
-        name=elder.name,
-        village_id=elder.village_id,
-        address=elder.address,
-        lat=elder.lat,
-        lon=elder.lon,
-        living_alone=elder.living_alone,
-        empty_nest=elder.empty_nest,
-        left_behind=elder.left_behind,
-        disabled=elder.disabled,
-        advanced_age=elder.advanced_age,
-        wanders=elder.wanders,
-        guardian_phones=list(elder.guardian_phones or []),
-        consent=elder.consent,
-        night_start=elder.night_start,
-        night_end=elder.night_end,
-        archived_at=elder.archived_at,
-        devices=[
-            DeviceBrief(
-                id=d.id,
-                kind=d.kind,
-                online=d.online,
-                enabled=d.enabled,
-                battery=d.battery,
-                last_seen_at=d.last_seen_at,
-            )
-            for d in devices
-        ],
-        open_alerts=open_alerts,
-    )
 
 
 async def _devices_of(session: AsyncSession, elder_ids: list[int]) -> dict[int, list[Device]]:
@@ -542,7 +399,13 @@ async def list_elders(
         filters=_filters(q=q, village_id=village_id, offset=offset, archived=archived),
     )
     return [
-        _elder_out(e, village, devices.get(pk(e), []), open_counts.get(pk(e), 0))
+        from_row(
+            ElderOut,
+            e,
+            village=village,
+            devices=devices.get(pk(e), []),
+            open_alerts=open_counts.get(pk(e), 0),
+        )
         for e, village in rows
     ]
 
@@ -562,7 +425,12 @@ async def get_elder(
     village = await session.get(Region, elder.village_id)
     devices = await _devices_of(session, [elder_id])
     audit(session, operator, _now(request), "read_elder", "elder", elder_id)
-    return _elder_out(elder, village.name if village else "", devices.get(elder_id, []))
+    return from_row(
+        ElderOut,
+        elder,
+        village=village.name if village else "",
+        devices=devices.get(elder_id, []),
+    )
 
 
 async def _check_elder(
@@ -584,7 +452,7 @@ async def create_elder(
     session.add(elder)
     await session.flush()
     audit(session, operator, _now(request), "create_elder", "elder", elder.id)
-    return _elder_out(elder, village.name, [])
+    return from_row(ElderOut, elder, village=village.name)
 
 
 @router.put("/elders/{elder_id}", response_model=ElderOut)
@@ -602,7 +470,7 @@ async def update_elder(
     # Field names only: the audit log must not become a second copy of personal data.
     audit(session, operator, _now(request), "update_elder", "elder", elder_id, changed=changed)
     devices = await _devices_of(session, [elder_id])
-    return _elder_out(elder, village.name, devices.get(elder_id, []))
+    return from_row(ElderOut, elder, village=village.name, devices=devices.get(elder_id, []))
 
 
 ELDER_ARCHIVED = "这位老人已归档 / this elder is archived"
@@ -660,41 +528,10 @@ async def archive_elder(
         )
         elder.archived_at = now
         audit(session, operator, now, "archive_elder", "elder", elder_id, devices=device_ids)
-    return _elder_out(elder, village.name if village else "", [])
+    return from_row(ElderOut, elder, village=village.name if village else "")
 
 
 # --- devices ----------------------------------------------------------------------------------
-
-
-class DeviceIn(_In):
-    kind: DeviceKind
-    elder_id: RowId
-    heartbeat_interval_s: int = Field(default=60, ge=10, le=3600)
-    enabled: bool = True
-
-
-class DeviceCreate(DeviceIn):
-    id: str = Field(pattern=DEVICE_ID_RE.pattern)
-    # None: the platform makes one up and shows it once, for the installer to put in the device.
-    password: str | None = Field(default=None, min_length=8, max_length=64)
-
-
-class DeviceOut(BaseModel):
-    id: str
-    kind: str
-    elder_id: int
-    elder: str
-    village: str
-    enabled: bool
-    online: bool
-    battery: int | None
-    rssi: int | None
-    last_seen_at: datetime | None
-    heartbeat_interval_s: int
-    trouble: list[str]
-    password: str | None = None  # only in the answer that created it
-    # Set when the device was removed (DELETE): kept for its events' sake, disabled for good.
-    archived_at: datetime | None = None
 
 
 @router.get("/devices", response_model=list[DeviceOut])
@@ -722,7 +559,10 @@ async def list_devices(
         query = query.where(col(Device.elder_id) == elder_id)
     rows = list(await session.execute(query.order_by(col(Device.id)).limit(limit)))
     trouble = await _trouble(session, [d.id for d, _, _ in rows])
-    out = [_device_out(d, elder, village, trouble.get(d.id, [])) for d, elder, village in rows]
+    out = [
+        from_row(DeviceOut, d, elder=elder, village=village, trouble=trouble.get(d.id, []))
+        for d, elder, village in rows
+    ]
     if trouble_only:
         out = [d for d in out if d.trouble]
     filters = _filters(elder_id=elder_id, trouble_only=trouble_only, archived=archived)
@@ -737,24 +577,6 @@ async def list_devices(
         filters=filters,
     )
     return out
-
-
-def _device_out(device: Device, elder: str, village: str, trouble: list[str]) -> DeviceOut:
-    return DeviceOut(
-        id=device.id,
-        kind=device.kind,
-        elder_id=device.elder_id,
-        elder=elder,
-        village=village,
-        enabled=device.enabled,
-        online=device.online,
-        battery=device.battery,
-        rssi=device.rssi,
-        last_seen_at=device.last_seen_at,
-        heartbeat_interval_s=device.heartbeat_interval_s,
-        trouble=trouble,
-        archived_at=device.archived_at,
-    )
 
 
 async def _trouble(session: AsyncSession, device_ids: list[str]) -> dict[str, list[str]]:
@@ -794,7 +616,9 @@ async def create_device(
     await session.flush()
     audit(session, operator, _now(request), "create_device", "device", device.id)
     village = await session.get(Region, elder.village_id)
-    out = _device_out(device, elder.name, village.name if village else "", [])
+    out = from_row(
+        DeviceOut, device, elder=elder.name, village=village.name if village else "", trouble=[]
+    )
     out.password = password
     return out
 
@@ -826,8 +650,12 @@ async def update_device(
     audit(session, operator, _now(request), "update_device", "device", device_id)
     village = await session.get(Region, elder.village_id)
     trouble = await _trouble(session, [device_id])
-    return _device_out(
-        device, elder.name, village.name if village else "", trouble.get(device_id, [])
+    return from_row(
+        DeviceOut,
+        device,
+        elder=elder.name,
+        village=village.name if village else "",
+        trouble=trouble.get(device_id, []),
     )
 
 
@@ -862,17 +690,13 @@ async def archive_device(
         audit(session, operator, now, "archive_device", "device", device_id)
     elder = await session.get(Elder, device.elder_id)
     village = await session.get(Region, elder.village_id) if elder else None
-    return _device_out(device, elder.name if elder else "", village.name if village else "", [])
-
-
-class TownshipHealth(BaseModel):
-    township_id: int
-    township: str
-    devices: int
-    online: int
-    offline: int
-    low_battery: int
-    disabled: int
+    return from_row(
+        DeviceOut,
+        device,
+        elder=elder.name if elder else "",
+        village=village.name if village else "",
+        trouble=[],
+    )
 
 
 @router.get("/device-health", response_model=list[TownshipHealth])
@@ -918,49 +742,6 @@ async def device_health(
 
 
 # --- responders -------------------------------------------------------------------------------
-
-
-class ResponderIn(_In):
-    kind: ResponderKind = ResponderKind.aide
-    name: Name
-    phone: Phone
-    village_id: RowId | None = None
-    centre_id: RowId | None = None
-    lat: Lat
-    lon: Lon
-    travel_mode: TravelMode = TravelMode.ebike
-    setup_minutes: float = Field(default=2.0, ge=0, le=60)
-    on_duty: bool = True
-    lang: Literal["zh", "en"] = "zh"
-
-
-class ResponderOut(ResponderIn):
-    id: int
-    place: str
-    dispatches_today: int = 0
-    accepted_today: int = 0
-
-
-def _responder_out(
-    responder: Responder, place: str, dispatched: int = 0, accepted: int = 0
-) -> ResponderOut:
-    return ResponderOut(
-        id=pk(responder),
-        place=place,
-        dispatches_today=dispatched,
-        accepted_today=accepted,
-        kind=ResponderKind(responder.kind),
-        name=responder.name,
-        phone=responder.phone,
-        village_id=responder.village_id,
-        centre_id=responder.centre_id,
-        lat=responder.lat,
-        lon=responder.lon,
-        travel_mode=TravelMode(responder.travel_mode),
-        setup_minutes=responder.setup_minutes,
-        on_duty=responder.on_duty,
-        lang="en" if responder.lang == "en" else "zh",
-    )
 
 
 def _responders_in_scope(operator: Operator) -> Any:
@@ -1010,7 +791,13 @@ async def list_responders(
     # Aides' names and phone numbers are personal data: a list read is on the record.
     audit(session, operator, ctx.clock.now(), "list_responders", "responder", "", count=len(rows))
     return [
-        _responder_out(r, village or centre or "", *today.get(pk(r), (0, 0)))
+        from_row(
+            ResponderOut,
+            r,
+            place=village or centre or "",
+            dispatches_today=today.get(pk(r), (0, 0))[0],
+            accepted_today=today.get(pk(r), (0, 0))[1],
+        )
         for r, village, centre in rows
     ]
 
@@ -1043,7 +830,7 @@ async def create_responder(
     session.add(responder)
     await session.flush()
     audit(session, operator, _now(request), "create_responder", "responder", responder.id)
-    return _responder_out(responder, place)
+    return from_row(ResponderOut, responder, place=place)
 
 
 @router.put("/responders/{responder_id}", response_model=ResponderOut)
@@ -1072,20 +859,10 @@ async def update_responder(
     for key, value in body.model_dump().items():
         setattr(responder, key, value)
     audit(session, operator, _now(request), "update_responder", "responder", responder_id)
-    return _responder_out(responder, place)
+    return from_row(ResponderOut, responder, place=place)
 
 
 # --- dead letters -----------------------------------------------------------------------------
-
-
-class DeadLetterOut(BaseModel):
-    id: int
-    received_at: datetime
-    topic: str
-    device_id: str | None
-    reason: str
-    detail: str
-    payload: str
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut])
@@ -1117,18 +894,7 @@ async def list_dead_letters(
             .limit(limit)
         )
     ).scalars()
-    out = [
-        DeadLetterOut(
-            id=d.id or 0,
-            received_at=d.received_at,
-            topic=d.topic,
-            device_id=d.device_id,
-            reason=d.reason,
-            detail=d.detail,
-            payload=d.payload,
-        )
-        for d in rows
-    ]
+    out = [DeadLetterOut.model_validate(d, from_attributes=True) for d in rows]
     audit(
         session,
         operator,
@@ -1143,22 +909,6 @@ async def list_dead_letters(
 
 
 # --- the map ----------------------------------------------------------------------------------
-
-
-class MapPoint(BaseModel):
-    id: int
-    name: str
-    lat: float
-    lon: float
-    kind: str = ""
-    on_duty: bool = True
-
-
-class MapOut(BaseModel):
-    villages: list[MapPoint]
-    elders: list[MapPoint]
-    responders: list[MapPoint]
-    centres: list[MapPoint]
 
 
 @router.get("/map", response_model=MapOut)
