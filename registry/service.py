@@ -427,6 +427,23 @@ async def sync_centre_responder(*, session: AsyncSession, centre: ServiceCentre)
     await upserts.put(responder, values, centre_id=centre.id)
 
 
+def _placed(
+    regions: Regions, sheet: ParsedSheet, parsed: ParsedRow, row: Any | None, report: SheetReport
+) -> dict[str, Any] | None:
+    """An elder's or an aide's name, village and position; None (and the refusal reported)
+    when the village or the coordinates cannot be found."""
+    village, problem = _resolve_village(regions, parsed, sheet.table_name, sheet.parents_refused)
+    if village is None:
+        report.refused.extend([problem] if problem else [])
+        return None
+    where = _coordinates(parsed, row, village, sheet.table_name, report)
+    if isinstance(where, Finding):
+        report.refused.append(where)
+        return None
+    lat, lon = where
+    return {"name": parsed.values["name"], "village_id": village.id, "lat": lat, "lon": lon}
+
+
 async def _existing_by(
     session: AsyncSession, model: Any, key: Any, keys: list[Any]
 ) -> dict[Any, Any]:
@@ -456,19 +473,10 @@ async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: Sheet
     upserts = Upserts(session, Elder, report, defaults=defaults)
     for parsed in sheet.rows:
         v = parsed.values
-        village, problem = _resolve_village(
-            regions, parsed, sheet.table_name, sheet.parents_refused
-        )
-        if village is None:
-            report.refused.extend([problem] if problem else [])
-            continue
         row = existing.get(v["code"])
-        where = _coordinates(parsed, row, village, sheet.table_name, report)
-        if isinstance(where, Finding):
-            report.refused.append(where)
+        values = _placed(regions, sheet, parsed, row, report)
+        if values is None:
             continue
-        values: dict[str, Any] = {"name": v["name"], "village_id": village.id}
-        values["lat"], values["lon"] = where
         for name in ("address", "guardian_phones", "consent", "night_start", "night_end"):
             if name in v:
                 values[name] = v[name]
@@ -563,18 +571,9 @@ async def _apply_aides(session: AsyncSession, sheet: ParsedSheet, report: SheetR
                 )
             )
             continue
-        village, problem = _resolve_village(
-            regions, parsed, sheet.table_name, sheet.parents_refused
-        )
-        if village is None:
-            report.refused.extend([problem] if problem else [])
+        values = _placed(regions, sheet, parsed, row, report)
+        if values is None:
             continue
-        where = _coordinates(parsed, row, village, sheet.table_name, report)
-        if isinstance(where, Finding):
-            report.refused.append(where)
-            continue
-        values: dict[str, Any] = {"name": v["name"], "village_id": village.id}
-        values["lat"], values["lon"] = where
         for name in ("travel_mode", "setup_minutes", "on_duty", "lang"):
             if name in v:
                 values[name] = v[name]
