@@ -112,7 +112,7 @@ _COLUMNS = (
 
 def figures_table(rows: list[tuple[str, figures.MonthFigures]], *, english: bool = False) -> Table:
     """The monthly figures as the operators read them: Chinese unless ANXIN_LANGUAGE=en."""
-    from anxin.models import DEVICE_KIND_ZH, DeviceKind
+    from anxin.schemas import DEVICE_KIND_ZH, DeviceKind
 
     table = Table(
         title="the 15-minute rule" if english else "15分钟应急响应达标情况",

@@ -13,7 +13,8 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from alert_service import regions
-from anxin.models import OperatorRole, Region
+from anxin.models import Region
+from anxin.schemas import OperatorRole
 from anxin.web import Ctx, CurrentOperator, RowId, Session, audit
 
 router = APIRouter(prefix="/api/regions", tags=["regions"])

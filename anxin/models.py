@@ -4,11 +4,12 @@ operators and the audit log. Times are UTC `timestamptz`."""
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, text
 from sqlmodel import Field, SQLModel
+
+from anxin.schemas import ResponderKind
 
 
 def pk(row: SQLModel) -> int:
@@ -32,12 +33,6 @@ def utc_column(*, nullable: bool = True, index: bool = False) -> Any:
 def json_column(default: Any) -> Any:
     factory = (lambda: dict(default)) if isinstance(default, dict) else (lambda: list(default))
     return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
-
-
-class RegionLevel(StrEnum):
-    county = "county"
-    township = "township"
-    village = "village"
 
 
 class Region(SQLModel, table=True):
@@ -91,26 +86,6 @@ class Elder(SQLModel, table=True):
     archived_at: datetime | None = utc_column()
 
 
-class DeviceKind(StrEnum):
-    sos_button = "sos_button"
-    bed_sensor = "bed_sensor"
-    hub = "hub"
-    smoke = "smoke"
-    gas = "gas"
-    water = "water"
-
-
-# What operators call each kind (the registry's sheets, the monthly figures).
-DEVICE_KIND_ZH: dict[str, str] = {
-    DeviceKind.sos_button: "一键呼叫",
-    DeviceKind.bed_sensor: "智能床垫",
-    DeviceKind.hub: "网关",
-    DeviceKind.smoke: "烟感",
-    DeviceKind.gas: "燃气",
-    DeviceKind.water: "水浸",
-}
-
-
 class Device(SQLModel, table=True):
     __tablename__ = "devices"
     __table_args__ = (
@@ -136,12 +111,6 @@ class Device(SQLModel, table=True):
     archived_at: datetime | None = utc_column()
 
 
-class ResponderKind(StrEnum):
-    aide = "aide"
-    township_centre = "township_centre"
-    county_centre = "county_centre"
-
-
 class Responder(SQLModel, table=True):
     """Anyone the dispatcher can send: village aides, and each centre's duty phone."""
 
@@ -158,13 +127,6 @@ class Responder(SQLModel, table=True):
     setup_minutes: float = 2.0
     on_duty: bool = True
     lang: str = Field(default="zh", max_length=8)
-
-
-class OperatorRole(StrEnum):
-    admin = "admin"
-    county_operator = "county_operator"
-    township_operator = "township_operator"
-    viewer = "viewer"
 
 
 class OperatorUser(SQLModel, table=True):

@@ -41,6 +41,48 @@ class RejectReason(StrEnum):
     disabled_device = "disabled_device"
 
 
+# --- the registry's plain vocabularies (the tables in anxin.models store their values) ---------
+
+
+class RegionLevel(StrEnum):
+    county = "county"
+    township = "township"
+    village = "village"
+
+
+class DeviceKind(StrEnum):
+    sos_button = "sos_button"
+    bed_sensor = "bed_sensor"
+    hub = "hub"
+    smoke = "smoke"
+    gas = "gas"
+    water = "water"
+
+
+# What operators call each kind (the registry's sheets, the monthly figures).
+DEVICE_KIND_ZH: dict[str, str] = {
+    DeviceKind.sos_button: "一键呼叫",
+    DeviceKind.bed_sensor: "智能床垫",
+    DeviceKind.hub: "网关",
+    DeviceKind.smoke: "烟感",
+    DeviceKind.gas: "燃气",
+    DeviceKind.water: "水浸",
+}
+
+
+class ResponderKind(StrEnum):
+    aide = "aide"
+    township_centre = "township_centre"
+    county_centre = "county_centre"
+
+
+class OperatorRole(StrEnum):
+    admin = "admin"
+    county_operator = "county_operator"
+    township_operator = "township_operator"
+    viewer = "viewer"
+
+
 AckStatus = Literal["accepted", "duplicate", "rejected"]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from anxin.models import DeviceKind, RegionLevel
+from anxin.schemas import DeviceKind, RegionLevel
 
 
 class RegistryKind(StrEnum):

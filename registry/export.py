@@ -12,17 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from anxin.db import SessionMaker
-from anxin.models import (
-    DEVICE_KIND_ZH,
-    Device,
-    DeviceKind,
-    Elder,
-    Region,
-    RegionLevel,
-    Responder,
-    ResponderKind,
-    ServiceCentre,
-)
+from anxin.models import Device, Elder, Region, Responder, ServiceCentre
+from anxin.schemas import DEVICE_KIND_ZH, DeviceKind, RegionLevel, ResponderKind
 from registry.columns import (
     APPLY_ORDER,
     COLUMNS,

@@ -12,8 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, field_validator
 
-from anxin.models import DeviceKind, ResponderKind
-from anxin.schemas import DEVICE_ID_RE
+from anxin.schemas import DEVICE_ID_RE, DeviceKind, ResponderKind
 from anxin.web import RowId, storable_text
 from dispatcher.routing import TravelMode
 

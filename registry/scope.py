@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from anxin.models import Device, Elder, Region, RegionLevel, Responder, ServiceCentre
+from anxin.models import Device, Elder, Region, Responder, ServiceCentre
+from anxin.schemas import RegionLevel
 from registry.columns import APPLY_ORDER, LEVEL_RANK, RegistryKind
 from registry.report import Finding
 from registry.sheets import ParsedRow, ParsedSheet

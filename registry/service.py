@@ -26,17 +26,8 @@ from sqlmodel import col
 
 from anxin.auth import hash_device_password, verify_mosquitto_hash
 from anxin.db import SessionMaker
-from anxin.models import (
-    AuditLog,
-    Device,
-    DeviceKind,
-    Elder,
-    Region,
-    RegionLevel,
-    Responder,
-    ResponderKind,
-    ServiceCentre,
-)
+from anxin.models import AuditLog, Device, Elder, Region, Responder, ServiceCentre
+from anxin.schemas import DeviceKind, RegionLevel, ResponderKind
 from registry.columns import (
     APPLY_ORDER,
     DEFAULT_HEARTBEAT_S,

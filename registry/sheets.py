@@ -14,8 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from anxin.models import DEVICE_KIND_ZH
-from anxin.schemas import DEVICE_ID_RE
+from anxin.schemas import DEVICE_ID_RE, DEVICE_KIND_ZH
 from registry.columns import (
     CATEGORY_WORDS,
     COLUMNS,

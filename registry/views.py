@@ -23,19 +23,8 @@ from sqlmodel import col
 
 from alert_service.models import OPEN_STATUSES, Alert, DispatchAttempt, RuleTimer
 from anxin import auth
-from anxin.models import (
-    Device,
-    Elder,
-    OperatorRole,
-    OperatorUser,
-    Region,
-    RegionLevel,
-    Responder,
-    ResponderKind,
-    ServiceCentre,
-    pk,
-)
-from anxin.schemas import DEVICE_ID_RE
+from anxin.models import Device, Elder, OperatorUser, Region, Responder, ServiceCentre, pk
+from anxin.schemas import DEVICE_ID_RE, OperatorRole, RegionLevel, ResponderKind
 from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context
 from gateway.models import DeadLetter
 from registry.columns import RegistryKind

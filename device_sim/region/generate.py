@@ -11,12 +11,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from anxin.models import (
-    DeviceKind,
-    OperatorRole,
-    RegionLevel,
-    ResponderKind,
-)
+from anxin.schemas import DeviceKind, OperatorRole, RegionLevel, ResponderKind
 from device_sim.region.names import (
     AIDE_GIVEN_FEMALE,
     AIDE_GIVEN_MALE,

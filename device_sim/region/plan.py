@@ -5,12 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anxin.models import (
-    DeviceKind,
-    OperatorRole,
-    RegionLevel,
-    ResponderKind,
-)
+from anxin.schemas import DeviceKind, OperatorRole, RegionLevel, ResponderKind
 
 # Roads follow rivers round mountains: well above the 1.2 of flat land.
 MOUNTAIN_CIRCUITY = 1.5

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from anxin.models import DeviceKind, OperatorRole, RegionLevel, ResponderKind
+from anxin.schemas import DeviceKind, OperatorRole, RegionLevel, ResponderKind
 from device_sim.region.generate import device_password, generate_region
 from device_sim.region.plan import RegionPlan
 
