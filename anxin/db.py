@@ -28,11 +28,26 @@ SessionMaker = async_sessionmaker[AsyncSession]
 
 
 def normalise_url(url: str) -> str:
-    """Accept postgres:// and postgresql:// URLs and use the asyncpg driver."""
+    """Accept postgres:// and postgresql:// URLs and use the asyncpg driver; libpq's multi-host
+    form (`u@h1:p1,h2:p2/db?target_session_attrs=read-write`, how a role finds the current
+    primary of a cluster) becomes SQLAlchemy's `u@/db?host=h1:p1&host=h2:p2&…`."""
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
+            url = "postgresql+asyncpg://" + url[len(prefix) :]
+            break
+    return _multi_host_as_query(url)
+
+
+def _multi_host_as_query(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if not sep or "," not in hosts:
+        return url
+    path, _, query = tail.partition("?")
+    params = "&".join(f"host={h}" for h in hosts.split(",") if h)
+    query = f"{params}&{query}" if query else params
+    return f"{scheme}://{userinfo}{at}/{path}?{query}"
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
