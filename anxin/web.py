@@ -137,3 +137,8 @@ def audit(
             detail=detail,
         )
     )
+
+
+def filters_given(**given: Any) -> dict[str, Any]:
+    """The filters a list read was asked with (those set), for its audit row."""
+    return {k: v for k, v in given.items() if v not in (None, "", False, 0)}

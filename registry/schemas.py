@@ -144,16 +144,6 @@ class DeviceOut(BaseModel):
     archived_at: datetime | None = None
 
 
-class TownshipHealth(BaseModel):
-    township_id: int
-    township: str
-    devices: int
-    online: int
-    offline: int
-    low_battery: int
-    disabled: int
-
-
 class ResponderIn(_In):
     kind: ResponderKind = ResponderKind.aide
     name: Name
@@ -178,16 +168,6 @@ class ResponderOut(ResponderIn):
     @classmethod
     def _known_lang(cls, value: Any) -> Any:
         return "en" if value == "en" else "zh"
-
-
-class DeadLetterOut(BaseModel):
-    id: int
-    received_at: datetime
-    topic: str
-    device_id: str | None
-    reason: str
-    detail: str
-    payload: str
 
 
 class MapPoint(BaseModel):

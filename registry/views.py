@@ -1,5 +1,5 @@
-"""The registry API (CONTRACT.md §4): regions, centres, elders, devices, responders; dead letters,
-device health and the map's points. Every list and every write is scoped to the operator's
+"""The registry API (CONTRACT.md §4): regions, centres, elders, devices, responders and the
+map's points. Every list and every write is scoped to the operator's
 region and below; every read of an elder's record and every change is in the audit log.
 
 Validation is in the input models (types, ranges, E.164 phones) and in `_check_*` (references
@@ -25,14 +25,21 @@ from alert_service.models import OPEN_STATUSES, Alert, DispatchAttempt, RuleTime
 from anxin import auth
 from anxin.models import Device, Elder, OperatorUser, Region, Responder, ServiceCentre, pk
 from anxin.schemas import DEVICE_ID_RE, OperatorRole, RegionLevel, ResponderKind
-from anxin.web import CurrentOperator, Operator, RowId, Session, Text, audit, context
-from gateway.models import DeadLetter
+from anxin.web import (
+    CurrentOperator,
+    Operator,
+    RowId,
+    Session,
+    Text,
+    audit,
+    context,
+    filters_given,
+)
 from registry.columns import RegistryKind
 from registry.files import RegistryFileError, parse_file
 from registry.schemas import (
     CentreIn,
     CentreOut,
-    DeadLetterOut,
     DeviceCreate,
     DeviceIn,
     DeviceOut,
@@ -44,7 +51,6 @@ from registry.schemas import (
     RegionOut,
     ResponderIn,
     ResponderOut,
-    TownshipHealth,
     from_row,
 )
 from registry.scope import keep_to_scope
@@ -53,7 +59,6 @@ from registry.service import apply_sheets, sync_centre_responder
 router = APIRouter(prefix="/api", tags=["registry"])
 
 
-LOW_BATTERY = 20
 TROUBLE_KINDS = ("offline", "low_battery", "tamper", "power_lost")
 
 
@@ -98,11 +103,6 @@ def _invalid(field: str, message: str) -> HTTPException:
 
 def _now(request: Request) -> datetime:
     return context(request).clock.now()
-
-
-def _filters(**given: Any) -> dict[str, Any]:
-    """The filters a list read was asked with (those set), for its audit row."""
-    return {k: v for k, v in given.items() if v not in (None, "", False, 0)}
 
 
 async def _region_in_scope(
@@ -385,7 +385,7 @@ async def list_elders(
         "elder",
         "",
         count=len(rows),
-        filters=_filters(q=q, village_id=village_id, offset=offset, archived=archived),
+        filters=filters_given(q=q, village_id=village_id, offset=offset, archived=archived),
     )
     return [
         from_row(
@@ -554,7 +554,7 @@ async def list_devices(
     ]
     if trouble_only:
         out = [d for d in out if d.trouble]
-    filters = _filters(elder_id=elder_id, trouble_only=trouble_only, archived=archived)
+    filters = filters_given(elder_id=elder_id, trouble_only=trouble_only, archived=archived)
     audit(
         session,
         operator,
@@ -688,48 +688,6 @@ async def archive_device(
     )
 
 
-@router.get("/device-health", response_model=list[TownshipHealth])
-async def device_health(
-    session: Session, operator: CurrentOperator, request: Request
-) -> list[TownshipHealth]:
-    """Devices online, offline and low on battery per township (the figures page shows it too)."""
-    village = Region.__table__.alias("village")  # type: ignore[attr-defined]
-    township = Region.__table__.alias("township")  # type: ignore[attr-defined]
-    enabled = col(Device.enabled)
-    rows = await session.execute(
-        select(
-            township.c.id,
-            township.c.name,
-            func.count(),
-            func.count().filter(enabled & col(Device.online)),
-            func.count().filter(enabled & ~col(Device.online)),
-            func.count().filter(enabled & (col(Device.battery) < LOW_BATTERY)),
-            func.count().filter(~enabled),
-        )
-        .select_from(Device)
-        .join(Elder, col(Elder.id) == col(Device.elder_id))
-        .join(village, village.c.id == col(Elder.village_id))
-        .join(township, township.c.id == village.c.parent_id)
-        .where(col(Elder.village_id).in_(operator.region_ids), col(Device.archived_at).is_(None))
-        .group_by(township.c.id, township.c.name, township.c.code)
-        .order_by(township.c.code)
-    )
-    out = [
-        TownshipHealth(
-            township_id=tid,
-            township=name,
-            devices=total,
-            online=online,
-            offline=offline,
-            low_battery=low,
-            disabled=disabled,
-        )
-        for tid, name, total, online, offline, low, disabled in rows
-    ]
-    audit(session, operator, _now(request), "list_device_health", "device", "", count=len(out))
-    return out
-
-
 # --- responders -------------------------------------------------------------------------------
 
 
@@ -849,52 +807,6 @@ async def update_responder(
         setattr(responder, key, value)
     audit(session, operator, _now(request), "update_responder", "responder", responder_id)
     return from_row(ResponderOut, responder, place=place)
-
-
-# --- dead letters -----------------------------------------------------------------------------
-
-
-@router.get("/dead-letters", response_model=list[DeadLetterOut])
-async def list_dead_letters(
-    session: Session,
-    operator: CurrentOperator,
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[DeadLetterOut]:
-    """Rejected device messages. A message from an unknown device belongs to no region: only
-    operators of a top-level region (the county) see those."""
-    scoped_devices = (
-        select(col(Device.id))
-        .join(Elder, col(Elder.id) == col(Device.elder_id))
-        .where(col(Elder.village_id).in_(operator.region_ids))
-    )
-    home = await session.get(Region, operator.user.region_id)
-    visible: Any = col(DeadLetter.device_id).in_(scoped_devices)
-    if home is not None and home.parent_id is None:
-        known = select(col(Device.id))
-        visible = or_(
-            visible, col(DeadLetter.device_id).is_(None), col(DeadLetter.device_id).not_in(known)
-        )
-    rows = (
-        await session.execute(
-            select(DeadLetter)
-            .where(visible)
-            .order_by(col(DeadLetter.received_at).desc())
-            .limit(limit)
-        )
-    ).scalars()
-    out = [DeadLetterOut.model_validate(d, from_attributes=True) for d in rows]
-    audit(
-        session,
-        operator,
-        _now(request),
-        "list_dead_letters",
-        "dead_letter",
-        "",
-        count=len(out),
-        filters=_filters(limit=limit),
-    )
-    return out
 
 
 # --- the map ----------------------------------------------------------------------------------
