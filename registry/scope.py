@@ -12,7 +12,6 @@ every one must be the operator's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import select
@@ -20,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from anxin.models import Device, Elder, Region, Responder, ServiceCentre
-from anxin.schemas import RegionLevel
 from registry.columns import APPLY_ORDER, LEVEL_RANK, RegistryKind
 from registry.report import Finding
+from registry.service import Regions, RegionView
 from registry.sheets import ParsedRow, ParsedSheet
 
 OUTSIDE: Final = "不在您的辖区内 / not in your region"
@@ -34,58 +33,38 @@ ELDER_ARCHIVED: Final = "这位老人已归档，不能导入 / this elder is ar
 DEVICE_ARCHIVED: Final = "这个设备已停用归档，不能导入 / this device is archived"
 
 
-@dataclass
-class _Place:
-    code: str
-    name: str
-    level: str
-    parent_code: str | None
-    inside: bool
-
-
 class _Network:
-    """Every region (stored, and created by rows of this file kept so far), and whether it is
-    inside the operator's region."""
+    """Every region (stored, and created by rows of this file kept so far, under ids below 0),
+    and which of them are inside the operator's region."""
 
     def __init__(self, regions: list[Region], region_ids: set[int]) -> None:
-        by_id = {r.id: r for r in regions}
-        self.by_code: dict[str, _Place] = {}
-        for r in regions:
-            parent = by_id.get(r.parent_id) if r.parent_id is not None else None
-            self.by_code[r.code] = _Place(
-                r.code, r.name, r.level, parent.code if parent else None, r.id in region_ids
-            )
+        self.regions = Regions(regions)
+        self.inside_ids = set(region_ids)
+
+    def stored(self, code: str) -> RegionView | None:
+        return self.regions.by_code.get(code)
 
     def inside(self, code: str | None) -> bool:
-        place = self.by_code.get(code or "")
-        return place is not None and place.inside
+        place = self.regions.by_code.get(code or "")
+        return place is not None and place.id in self.inside_ids
 
-    def centre_candidates(self, text: str) -> list[_Place]:
+    def all_inside(self, places: list[RegionView]) -> bool:
+        return all(p.id in self.inside_ids for p in places)
+
+    def add_inside(self, code: str, name: str, level: str, parent_code: str | None) -> None:
+        if code in self.regions.by_code:
+            return
+        parent = self.regions.by_code.get(parent_code or "")
+        view = RegionView(-1 - len(self.regions.by_id), code, name, level, None, None, None)
+        view.parent_id = parent.id if parent else None
+        self.regions.add(view)
+        self.inside_ids.add(view.id)
+
+    def centre_candidates(self, text: str) -> list[RegionView]:
         """The importer finds a centre's region by code, else by a unique name: both count."""
-        found = [p for p in self.by_code.values() if p.name == text]
-        by_code = self.by_code.get(text)
+        found = [p for p in self.regions.by_id.values() if p.name == text]
+        by_code = self.regions.by_code.get(text)
         return found + ([by_code] if by_code else [])
-
-    def village_candidates(self, text: str, township: str) -> list[_Place]:
-        """The villages the importer could resolve `text` to (by code, else by name narrowed by
-        the township), as `registry.service.Regions.find_village` does."""
-        by_code = self.by_code.get(text)
-        if by_code is not None:
-            return [by_code] if by_code.level == RegionLevel.village else []
-        names = {text, text.removesuffix("村"), text + "村"}
-        found = [p for p in self.by_code.values() if p.level == RegionLevel.village]
-        found = [p for p in found if p.name in names]
-        if township:
-            found = [p for p in found if self._in_township(p, township)]
-        return found
-
-    def _in_township(self, village: _Place, township: str) -> bool:
-        parent = self.by_code.get(village.parent_code or "")
-        if parent is None:
-            return False
-        return township in (parent.code, parent.name) or parent.name.rstrip(
-            "镇乡"
-        ) == township.rstrip("镇乡")
 
 
 def _refuse(sheet: ParsedSheet, parsed: ParsedRow, field: str, message: str) -> None:
@@ -147,71 +126,66 @@ async def keep_to_scope(
     def village_ok(sheet: ParsedSheet, parsed: ParsedRow) -> bool:
         v = parsed.values
         text = v.get("village_code") or v.get("village") or ""
-        candidates = network.village_candidates(text, v.get("township") or "")
-        if all(c.inside for c in candidates):
+        candidates = network.regions.village_candidates(text, v.get("township") or "")
+        if network.all_inside(candidates):
             return True
         _refuse(sheet, parsed, "village_code" if v.get("village_code") else "village", OUTSIDE)
         return False
 
+    def elder_problem(elder: Elder | None) -> str | None:
+        """Why a row may not touch this stored elder (archived, or outside), if it may not."""
+        if elder is None:
+            return None
+        if elder.archived_at is not None:
+            return ELDER_ARCHIVED
+        return None if elder_inside(elder) else OUTSIDE
+
     def check(kind: RegistryKind, sheet: ParsedSheet, parsed: ParsedRow) -> bool:
         v = parsed.values
-        if kind in (RegistryKind.regions, RegistryKind.centres) and not may_shape_network:
-            _refuse(
-                sheet, parsed, "code" if kind is RegistryKind.regions else "region", NETWORK_ONLY
-            )
+
+        def refuse(field: str, message: str) -> bool:
+            _refuse(sheet, parsed, field, message)
             return False
+
+        if kind in (RegistryKind.regions, RegistryKind.centres) and not may_shape_network:
+            return refuse("code" if kind is RegistryKind.regions else "region", NETWORK_ONLY)
         if kind is RegistryKind.regions:
             code, parent = v["code"], v.get("parent") or None
-            stored = network.by_code.get(code)
+            stored = network.stored(code)
             # A stored region must be the operator's; a new one needs a parent that is (so no
             # operator creates a county), and a parent given must be the operator's too.
-            if (stored is not None and not stored.inside) or (stored is None and parent is None):
-                _refuse(sheet, parsed, "code", OUTSIDE)
-                return False
+            if (stored is not None and not network.inside(code)) or (
+                stored is None and parent is None
+            ):
+                return refuse("code", OUTSIDE)
             if parent is not None and not network.inside(parent):
-                _refuse(sheet, parsed, "parent", OUTSIDE)
-                return False
-            network.by_code.setdefault(code, _Place(code, v["name"], v["level"], parent, True))
+                return refuse("parent", OUTSIDE)
+            network.add_inside(code, v["name"], v["level"], parent)
             return True
         if kind is RegistryKind.centres:
-            if all(c.inside for c in network.centre_candidates(v["region"])):
-                return True
-            _refuse(sheet, parsed, "region", OUTSIDE)
-            return False
+            inside = network.all_inside(network.centre_candidates(v["region"]))
+            return inside or refuse("region", OUTSIDE)
         if kind is RegistryKind.elders:
-            stored_elder = elders.get(v["code"])
-            if stored_elder is not None and stored_elder.archived_at is not None:
-                _refuse(sheet, parsed, "code", ELDER_ARCHIVED)
-                return False
-            if stored_elder is not None and not elder_inside(stored_elder):
-                _refuse(sheet, parsed, "code", OUTSIDE)
-                return False
-            return village_ok(sheet, parsed)
+            problem = elder_problem(elders.get(v["code"]))
+            return refuse("code", problem) if problem else village_ok(sheet, parsed)
         if kind is RegistryKind.devices:
             stored_device = devices.get(v["device_id"])
             if stored_device is not None:
                 owner = device_elders.get(stored_device.elder_id)
                 if stored_device.archived_at is not None:
-                    _refuse(sheet, parsed, "device_id", DEVICE_ARCHIVED)
-                    return False
+                    return refuse("device_id", DEVICE_ARCHIVED)
                 if owner is None or not elder_inside(owner):
-                    _refuse(sheet, parsed, "device_id", OUTSIDE)
-                    return False
-            elder = elders.get(v["elder_code"])
-            if elder is not None and elder.archived_at is not None:
-                _refuse(sheet, parsed, "elder_code", ELDER_ARCHIVED)
-                return False
-            if elder is not None and not elder_inside(elder):
-                _refuse(sheet, parsed, "elder_code", OUTSIDE)
-                return False
+                    return refuse("device_id", OUTSIDE)
+            problem = elder_problem(elders.get(v["elder_code"]))
+            if problem:
+                return refuse("elder_code", problem)
             # An elder neither stored nor kept from this file: the importer refuses it itself.
             return True
         holder = phones.get(v["phone"])
         if holder is not None and not (
             holder.village_id in region_ids or holder.centre_id in centre_ids
         ):
-            _refuse(sheet, parsed, "phone", OUTSIDE)
-            return False
+            return refuse("phone", OUTSIDE)
         return village_ok(sheet, parsed)
 
     for kind in APPLY_ORDER:

@@ -26,7 +26,7 @@ from sqlmodel import col
 
 from anxin.auth import hash_device_password, verify_mosquitto_hash
 from anxin.db import SessionMaker
-from anxin.models import AuditLog, Device, Elder, Region, Responder, ServiceCentre
+from anxin.models import AuditLog, Device, Elder, Region, Responder, ServiceCentre, pk
 from anxin.schemas import DeviceKind, RegionLevel, ResponderKind
 from registry.columns import (
     APPLY_ORDER,
@@ -54,6 +54,10 @@ class RegionView:
     lat: float | None
     lon: float | None
 
+    @classmethod
+    def of(cls, r: Region) -> RegionView:
+        return cls(pk(r), r.code, r.name, r.level, r.parent_id, r.lat, r.lon)
+
 
 class Regions:
     """Every region, by id, code and name (regions are few: thousands in a city)."""
@@ -62,29 +66,38 @@ class Regions:
         self.by_id: dict[int, RegionView] = {}
         self.by_code: dict[str, RegionView] = {}
         for r in rows:
-            assert r.id is not None
-            view = RegionView(r.id, r.code, r.name, r.level, r.parent_id, r.lat, r.lon)
-            self.by_id[view.id] = view
-            self.by_code[view.code] = view
+            self.add(RegionView.of(r))
 
     @classmethod
     async def load(cls, session: AsyncSession) -> Regions:
         return cls((await session.execute(select(Region))).scalars())
 
-    def find_village(self, village: str, township: str) -> tuple[RegionView | None, str]:
-        """A village by code, else by name (`柳树坪` or `柳树坪村`), narrowed by township."""
-        found = self.by_code.get(village)
-        if found is not None:
-            return (found, "") if found.level == RegionLevel.village else (None, "not_village")
-        names = {village, village.removesuffix("村"), village + "村"}
-        candidates = [
+    def village_candidates(self, text: str, township: str) -> list[RegionView]:
+        """The villages `text` may name: by code, else by name (`柳树坪` or `柳树坪村`) narrowed
+        by the township when one is given."""
+        by_code = self.by_code.get(text)
+        if by_code is not None:
+            return [by_code] if by_code.level == RegionLevel.village else []
+        names = {text, text.removesuffix("村"), text + "村"}
+        found = [
             r for r in self.by_id.values() if r.level == RegionLevel.village and r.name in names
         ]
         if township:
-            candidates = [c for c in candidates if self._township_matches(c, township)]
+            found = [c for c in found if self._township_matches(c, township)]
+        return found
+
+    def find_village(self, village: str, township: str) -> tuple[RegionView | None, str]:
+        """The one village `village` names, else None and why (not_village, ambiguous, unknown)."""
+        candidates = self.village_candidates(village, township)
         if len(candidates) == 1:
             return candidates[0], ""
+        if village in self.by_code:
+            return None, "not_village"
         return None, "ambiguous" if candidates else "unknown"
+
+    def add(self, view: RegionView) -> None:
+        self.by_id[view.id] = view
+        self.by_code[view.code] = view
 
     def _township_matches(self, village: RegionView, township: str) -> bool:
         parent = self.by_id.get(village.parent_id) if village.parent_id else None
@@ -297,18 +310,7 @@ async def _apply_regions(session: AsyncSession, sheet: ParsedSheet, report: Shee
                 values[name] = v[name]
         region: Region = await upserts.put(existing, values, code=v["code"])
         rows[region.code] = region
-        assert region.id is not None
-        view = RegionView(
-            region.id,
-            region.code,
-            region.name,
-            region.level,
-            region.parent_id,
-            region.lat,
-            region.lon,
-        )
-        regions.by_code[view.code] = view
-        regions.by_id[view.id] = view
+        regions.add(RegionView.of(region))
     await session.flush()
 
 
