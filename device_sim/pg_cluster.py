@@ -229,10 +229,31 @@ class PgCluster:
             "tags": {"nofailover": False, "noloadbalance": False},
         }
 
+    def _role_change_script(self, node: PatroniNode) -> Path:
+        """PgBouncer keeps the server parameters of its first server login and hands them to
+        every new client: after a promotion it still says `in_hot_standby=on`, and asyncpg's
+        `target_session_attrs=read-write` turns the new primary away for good. On every role
+        change Patroni has the node's bouncer drop its server connections (RECONNECT)."""
+        script = node.root / "on_role_change.sh"
+        script.write_text(
+            "#!/bin/sh\n"
+            f"exec {postgres_bin_dir()}/psql -h 127.0.0.1 -p {node.bouncer_port} -U postgres "
+            "-d pgbouncer -c RECONNECT\n",
+            encoding="utf-8",
+        )
+        script.chmod(0o755)
+        self._own(script)
+        return script
+
     def _start_patroni(self, node: PatroniNode) -> None:
         config = node.root / "patroni.yml"
+        settings = self._patroni_config(node)
+        if self.pgbouncer:
+            settings["postgresql"]["callbacks"] = {
+                "on_role_change": str(self._role_change_script(node))
+            }
         # JSON is YAML: no YAML writer needed.
-        config.write_text(json.dumps(self._patroni_config(node), indent=2), encoding="utf-8")
+        config.write_text(json.dumps(settings, indent=2), encoding="utf-8")
         self._own(config)
         node.patroni = self._spawn(["patroni", str(config)], f"{node.name}.log", node.root)
 
@@ -249,6 +270,7 @@ class PgCluster:
             f"listen_addr = 127.0.0.1\nlisten_port = {node.bouncer_port}\n"
             f"unix_socket_dir = {node.root}\n"
             "auth_type = trust\n"
+            "admin_users = postgres\n"
             f"auth_file = {users}\n"
             "pool_mode = session\n"
             "max_client_conn = 1000\ndefault_pool_size = 200\n"
