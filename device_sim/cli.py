@@ -400,14 +400,9 @@ def bench_command(
 
 
 def _fault_suite(homes: int, presses: int, scenarios: list[str], json_out: Path | None) -> None:
-    from device_sim.faults import (
-        SCENARIOS,
-        ScenarioResult,
-        SuiteOptions,
-        print_suite,
-        run_fault_suite,
-        valid_scenario,
-    )
+    from device_sim.faults.options import SCENARIOS, SuiteOptions, valid_scenario
+    from device_sim.faults.report import ScenarioResult, print_suite
+    from device_sim.faults.suite import run_fault_suite
 
     unknown = [s for s in scenarios if not valid_scenario(s)]
     if unknown:

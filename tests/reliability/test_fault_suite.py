@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from device_sim.faults import SCENARIOS, SuiteOptions, print_suite, report_text, run_fault_suite
+from device_sim.faults.options import SCENARIOS, SuiteOptions
+from device_sim.faults.report import print_suite, report_text
+from device_sim.faults.suite import run_fault_suite
 from tests.conftest import mosquitto_binary
 
 # The figures; a slower CI machine may scale the burst down (the counts stay exact).
