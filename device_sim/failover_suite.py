@@ -41,10 +41,10 @@ from device_sim.faults.options import SuiteOptions
 from device_sim.faults.report import ScenarioResult, SuiteReport, print_suite
 from device_sim.faults.state import SuitePlatform
 from device_sim.faults.suite import (
-    _close_homes,
-    _connect_homes,
-    _prepare_region,
-    _run_scenario,
+    close_homes,
+    connect_homes,
+    prepare_region,
+    run_scenario,
 )
 from device_sim.harness import OwnMosquitto, OwnPostgres, engine_for
 from device_sim.pg_cluster import PatroniNode, PgCluster
@@ -114,7 +114,7 @@ async def run_failover_suite(
             engine = await stack.enter_async_context(engine_for(cluster.url))
             sessions = make_sessionmaker(engine)
             await seed_plan(sessions, plan)
-            await _prepare_region(sessions, options)
+            await prepare_region(sessions, options)
             sandbox, roles = await stack.enter_async_context(
                 spawned_roles(
                     cluster.url,
@@ -129,8 +129,8 @@ async def run_failover_suite(
                     for r in (await session.execute(select(Responder))).scalars()
                     if r.id is not None
                 }
-        homes = await _connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
-        stack.push_async_callback(_close_homes, homes)
+        homes = await connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
+        stack.push_async_callback(close_homes, homes)
         platform = SuitePlatform(
             postgres, mosquitto, sessions, sandbox, roles, plan, homes, phone_of
         )
@@ -140,7 +140,7 @@ async def run_failover_suite(
             f"({'through PgBouncer, ' if pgbouncer else ''}logs in {workdir})"
         )
         # The suite's `postgres` fault, with the cluster in the Postgres slot: the primary lost.
-        result = await _run_scenario(platform, options, "postgres", console)
+        result = await run_scenario(platform, options, "postgres", console)
         result.scenario = name
         result.fault = (
             "the primary's server lost mid-burst (Patroni, postmaster, backends SIGKILLed); "

@@ -104,7 +104,7 @@ async def run_fault_suite(
             engine = await stack.enter_async_context(engine_for(url))
             sessions = make_sessionmaker(engine)
             await seed_plan(sessions, plan)
-            await _prepare_region(sessions, options)
+            await prepare_region(sessions, options)
             sandbox, roles = await stack.enter_async_context(
                 spawned_roles(
                     url,
@@ -119,8 +119,8 @@ async def run_fault_suite(
                     for r in (await session.execute(select(Responder))).scalars()
                     if r.id is not None
                 }
-        homes = await _connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
-        stack.push_async_callback(_close_homes, homes)
+        homes = await connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
+        stack.push_async_callback(close_homes, homes)
         platform = SuitePlatform(
             postgres, mosquitto, sessions, sandbox, roles, plan, homes, phone_of
         )
@@ -131,7 +131,7 @@ async def run_fault_suite(
             + f" (logs in {roles.log_dir})"
         )
         for name in options.scenarios:
-            result = await _run_scenario(platform, options, name, console)
+            result = await run_scenario(platform, options, name, console)
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -146,7 +146,7 @@ async def run_fault_suite(
     )
 
 
-async def _prepare_region(sessions: SessionMaker, options: SuiteOptions) -> None:
+async def prepare_region(sessions: SessionMaker, options: SuiteOptions) -> None:
     """The suite's ladder (a short accept timeout, two aides), and a fleet that is known,
     online and not expected to heartbeat during the run: the suite is about the alert chain;
     liveness has its own tests (and a silent fleet would raise offline alerts mid-run)."""
@@ -165,7 +165,7 @@ async def _prepare_region(sessions: SessionMaker, options: SuiteOptions) -> None
         )
 
 
-async def _connect_homes(
+async def connect_homes(
     plan: RegionPlan, address: BrokerAddress, console: Console
 ) -> list[SimHome]:
     by_elder: dict[str, list[SimDevice]] = defaultdict(list)
@@ -186,7 +186,7 @@ async def _connect_homes(
     return homes
 
 
-async def _close_homes(homes: list[SimHome]) -> None:
+async def close_homes(homes: list[SimHome]) -> None:
     await asyncio.gather(*(h.close(say_offline=False) for h in homes), return_exceptions=True)
 
 
@@ -211,7 +211,7 @@ async def _next_day(sessions: SessionMaker) -> None:
             await asyncio.sleep(1)
 
 
-async def _run_scenario(
+async def run_scenario(
     platform: SuitePlatform, options: SuiteOptions, name: str, console: Console
 ) -> ScenarioResult:
     started = time.monotonic()
