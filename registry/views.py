@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import datetime, time
+from datetime import datetime
 from pathlib import PurePath
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile, status
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
-from alert_service.models import OPEN_STATUSES, Alert, DispatchAttempt, RuleTimer
 from anxin import auth
-from anxin.models import Device, Elder, OperatorUser, Region, Responder, ServiceCentre, pk
+from anxin.models import Device, Elder, Region, Responder, ServiceCentre, pk
 from anxin.schemas import DEVICE_ID_RE, OperatorRole, RegionLevel, ResponderKind
 from anxin.web import (
     CurrentOperator,
@@ -35,6 +30,7 @@ from anxin.web import (
     context,
     filters_given,
 )
+from registry import service
 from registry.columns import RegistryKind
 from registry.files import RegistryFileError, parse_file
 from registry.schemas import (
@@ -54,12 +50,8 @@ from registry.schemas import (
     from_row,
 )
 from registry.scope import keep_to_scope
-from registry.service import apply_sheets, sync_centre_responder
 
 router = APIRouter(prefix="/api", tags=["registry"])
-
-
-TROUBLE_KINDS = ("offline", "low_battery", "tamper", "power_lost")
 
 
 # --- scope and permissions ------------------------------------------------------------------
@@ -108,8 +100,10 @@ def _now(request: Request) -> datetime:
 async def _region_in_scope(
     session: AsyncSession, operator: Operator, region_id: int | None, field: str, *levels: str
 ) -> Region:
-    region = await session.get(Region, region_id) if region_id is not None else None
-    if region is None or region.id not in operator.region_ids:
+    region = await service.get_region(
+        session=session, region_id=region_id, region_ids=operator.region_ids
+    )
+    if region is None:
         raise _invalid(field, "不在您的辖区内 / not in your region")
     if levels and region.level not in levels:
         raise _invalid(field, f"应为{'/'.join(levels)} / must be a {' or '.join(levels)}")
@@ -119,11 +113,9 @@ async def _region_in_scope(
 async def _taken(
     session: AsyncSession, model: Any, field: str, value: Any, own_id: Any = None
 ) -> bool:
-    """Whether another row of `model` already has this unique value."""
-    query = select(func.count()).select_from(model).where(getattr(model, field) == value)
-    if own_id is not None:
-        query = query.where(model.id != own_id)
-    return bool(await session.scalar(query))
+    return await service.taken(
+        session=session, model=model, field=field, value=value, own_id=own_id
+    )
 
 
 # --- regions ----------------------------------------------------------------------------------
@@ -139,18 +131,8 @@ PARENT_LEVEL: dict[str, str] = {
 async def list_regions(
     session: Session, operator: CurrentOperator, request: Request
 ) -> list[RegionOut]:
-    counted = await session.execute(
-        select(col(Elder.village_id), func.count())
-        .where(col(Elder.village_id).in_(operator.region_ids), col(Elder.archived_at).is_(None))
-        .group_by(col(Elder.village_id))
-    )
-    counts = {village_id: int(n) for village_id, n in counted}
-    regions = (
-        await session.execute(
-            select(Region).where(col(Region.id).in_(operator.region_ids)).order_by(col(Region.code))
-        )
-    ).scalars()
-    out = [from_row(RegionOut, r, elders=counts.get(pk(r), 0)) for r in regions]
+    rows = await service.list_regions(session=session, region_ids=operator.region_ids)
+    out = [from_row(RegionOut, r, elders=elders) for r, elders in rows]
     audit(session, operator, _now(request), "list_regions", "region", "", count=len(out))
     return out
 
@@ -181,8 +163,10 @@ async def update_region(
     region_id: RowId, body: RegionIn, session: Session, operator: CurrentOperator, request: Request
 ) -> RegionOut:
     _require_region_admin(operator)
-    region = await session.get(Region, region_id)
-    if region is None or region_id not in operator.region_ids or region.level == "county":
+    region = await service.get_region(
+        session=session, region_id=region_id, region_ids=operator.region_ids
+    )
+    if region is None or region.level == "county":
         raise _not_found("地区 region")
     if body.level != region.level:
         raise _invalid("level", "不能修改级别 / the level cannot change")
@@ -193,17 +177,6 @@ async def update_region(
         setattr(region, key, value)
     audit(session, operator, _now(request), "update_region", "region", region_id)
     return from_row(RegionOut, region)
-
-
-# What keeps a region from being deleted, and how a person is told (409).
-REGION_HOLDERS: list[tuple[Any, Any, str, str]] = [
-    (Region, Region.parent_id, "个下级区域", "child regions"),
-    (Elder, Elder.village_id, "位老人（含已归档）", "elders (archived ones too)"),
-    (ServiceCentre, ServiceCentre.region_id, "个服务中心", "service centres"),
-    (Responder, Responder.village_id, "位助老员", "aides"),
-    (OperatorUser, OperatorUser.region_id, "个操作员账号", "operator accounts"),
-    (Alert, Alert.village_id, "条警报记录", "alerts on record"),
-]
 
 
 @router.delete(
@@ -218,16 +191,12 @@ async def delete_region(
     has child regions, elders (archived too), a centre, aides, operator accounts or alerts on
     record is refused with 409 and what is left in it: the history that names it stays whole."""
     _require_region_admin(operator)
-    region = await session.get(Region, region_id, with_for_update=True)
-    if region is None or region_id not in operator.region_ids or region.level == "county":
+    region = await service.get_region(
+        session=session, region_id=region_id, region_ids=operator.region_ids, lock=True
+    )
+    if region is None or region.level == "county":
         raise _not_found("地区 region")
-    left: list[tuple[int, str, str]] = []
-    for model, column, zh, en in REGION_HOLDERS:
-        n = await session.scalar(
-            select(func.count()).select_from(model).where(col(column) == region_id)
-        )
-        if n:
-            left.append((int(n), zh, en))
+    left = await service.region_holdings(session=session, region_id=region_id)
     if left:
         raise _conflict(
             f"“{region.name}”下还有"
@@ -237,16 +206,11 @@ async def delete_region(
             + ": it cannot be deleted"
         )
     code, name = region.code, region.name
-    try:
-        # A savepoint: a reference added since the counts (or a table not counted above) is a
-        # 409, not a failed commit after the answer.
-        async with session.begin_nested():
-            await session.delete(region)
-    except IntegrityError:
+    if not await service.delete_region(session=session, region=region):
         raise _conflict(
             f"“{name}”仍被其他记录引用，不能删除 / the region is still referred to: "
             "it cannot be deleted"
-        ) from None
+        )
     audit(
         session, operator, _now(request), "delete_region", "region", region_id, code=code, name=name
     )
@@ -259,12 +223,7 @@ async def delete_region(
 async def list_centres(
     session: Session, operator: CurrentOperator, request: Request
 ) -> list[CentreOut]:
-    rows = await session.execute(
-        select(ServiceCentre, col(Region.name))
-        .join(Region, col(Region.id) == col(ServiceCentre.region_id))
-        .where(col(ServiceCentre.region_id).in_(operator.region_ids))
-        .order_by(col(ServiceCentre.id))
-    )
+    rows = await service.list_centres(session=session, region_ids=operator.region_ids)
     out = [from_row(CentreOut, c, region=name) for c, name in rows]
     audit(session, operator, _now(request), "list_centres", "centre", "", count=len(out))
     return out
@@ -276,11 +235,7 @@ async def _check_centre(
     region = await _region_in_scope(
         session, operator, body.region_id, "region_id", "township", "county"
     )
-    own_responder = (
-        await session.scalar(select(col(Responder.id)).where(col(Responder.centre_id) == own_id))
-        if own_id is not None
-        else None
-    )
+    own_responder = await service.centre_responder_id(session=session, centre_id=own_id)
     if await _taken(session, Responder, "phone", body.duty_phone, own_responder):
         raise _invalid("duty_phone", "号码已被使用 / this number is already registered")
     return region
@@ -295,7 +250,7 @@ async def create_centre(
     centre = ServiceCentre(**body.model_dump(), level=region.level)
     session.add(centre)
     await session.flush()
-    await sync_centre_responder(session=session, centre=centre)
+    await service.sync_centre_responder(session=session, centre=centre)
     audit(session, operator, _now(request), "create_centre", "centre", centre.id)
     return from_row(CentreOut, centre, region=region.name)
 
@@ -305,33 +260,21 @@ async def update_centre(
     centre_id: RowId, body: CentreIn, session: Session, operator: CurrentOperator, request: Request
 ) -> CentreOut:
     _require_region_admin(operator)
-    centre = await session.get(ServiceCentre, centre_id)
-    if centre is None or centre.region_id not in operator.region_ids:
+    centre = await service.get_centre(
+        session=session, centre_id=centre_id, region_ids=operator.region_ids
+    )
+    if centre is None:
         raise _not_found("服务中心 centre")
     region = await _check_centre(session, operator, body, centre_id)
     for key, value in body.model_dump().items():
         setattr(centre, key, value)
     centre.level = region.level
-    await sync_centre_responder(session=session, centre=centre)
+    await service.sync_centre_responder(session=session, centre=centre)
     audit(session, operator, _now(request), "update_centre", "centre", centre_id)
     return from_row(CentreOut, centre, region=region.name)
 
 
 # --- elders -----------------------------------------------------------------------------------
-
-
-async def _devices_of(session: AsyncSession, elder_ids: list[int]) -> dict[int, list[Device]]:
-    devices = (
-        await session.execute(
-            select(Device)
-            .where(col(Device.elder_id).in_(elder_ids), col(Device.archived_at).is_(None))
-            .order_by(col(Device.id))
-        )
-    ).scalars()
-    by_elder: dict[int, list[Device]] = {}
-    for device in devices:
-        by_elder.setdefault(device.elder_id, []).append(device)
-    return by_elder
 
 
 @router.get("/elders", response_model=list[ElderOut])
@@ -347,35 +290,18 @@ async def list_elders(
         bool, Query(description="list archived (removed) elders instead of current ones")
     ] = False,
 ) -> list[ElderOut]:
-    query = (
-        select(Elder, col(Region.name))
-        .join(Region, col(Region.id) == col(Elder.village_id))
-        .where(col(Elder.village_id).in_(operator.region_ids))
-        .where(
-            col(Elder.archived_at).is_not(None) if archived else col(Elder.archived_at).is_(None)
-        )
+    rows = await service.list_elders(
+        session=session,
+        region_ids=operator.region_ids,
+        q=q,
+        village_id=village_id,
+        archived=archived,
+        limit=limit,
+        offset=offset,
     )
-    if village_id is not None:
-        query = query.where(col(Elder.village_id) == village_id)
-    if q:
-        # The search text is a bound parameter, and its own % and _ are literal characters.
-        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(
-            or_(
-                col(Elder.name).ilike(like, escape="\\"),
-                col(Elder.code).ilike(like, escape="\\"),
-                col(Region.name) == q,
-            )
-        )
-    rows = list(await session.execute(query.order_by(col(Elder.code)).limit(limit).offset(offset)))
     ids = [pk(e) for e, _ in rows]
-    devices = await _devices_of(session, ids)
-    counted = await session.execute(
-        select(col(Alert.elder_id), func.count())
-        .where(col(Alert.elder_id).in_(ids), col(Alert.status).in_(OPEN_STATUSES))
-        .group_by(col(Alert.elder_id))
-    )
-    open_counts = {elder_id: int(n) for elder_id, n in counted}
+    devices = await service.devices_of(session=session, elder_ids=ids)
+    open_counts = await service.open_alert_counts(session=session, elder_ids=ids)
     # Elders' records are personal data (PIPL): a list read is on the record too.
     audit(
         session,
@@ -400,8 +326,10 @@ async def list_elders(
 
 
 async def _scoped_elder(session: AsyncSession, operator: Operator, elder_id: int) -> Elder:
-    elder = await session.get(Elder, elder_id)
-    if elder is None or elder.village_id not in operator.region_ids:
+    elder = await service.get_elder(
+        session=session, elder_id=elder_id, region_ids=operator.region_ids
+    )
+    if elder is None:
         raise _not_found("老人 elder")
     return elder
 
@@ -411,15 +339,10 @@ async def get_elder(
     elder_id: RowId, session: Session, operator: CurrentOperator, request: Request
 ) -> ElderOut:
     elder = await _scoped_elder(session, operator, elder_id)
-    village = await session.get(Region, elder.village_id)
-    devices = await _devices_of(session, [elder_id])
+    village = await service.region_name(session=session, region_id=elder.village_id)
+    devices = await service.devices_of(session=session, elder_ids=[elder_id])
     audit(session, operator, _now(request), "read_elder", "elder", elder_id)
-    return from_row(
-        ElderOut,
-        elder,
-        village=village.name if village else "",
-        devices=devices.get(elder_id, []),
-    )
+    return from_row(ElderOut, elder, village=village, devices=devices.get(elder_id, []))
 
 
 async def _check_elder(
@@ -458,7 +381,7 @@ async def update_elder(
         setattr(elder, key, value)
     # Field names only: the audit log must not become a second copy of personal data.
     audit(session, operator, _now(request), "update_elder", "elder", elder_id, changed=changed)
-    devices = await _devices_of(session, [elder_id])
+    devices = await service.devices_of(session=session, elder_ids=[elder_id])
     return from_row(ElderOut, elder, village=village.name, devices=devices.get(elder_id, []))
 
 
@@ -481,43 +404,22 @@ async def archive_elder(
     open: resolve it first. Removing an archived elder again changes nothing."""
     _require_editor(operator)
     now = _now(request)
-    elder = await session.get(Elder, elder_id, with_for_update=True)
-    if elder is None or elder.village_id not in operator.region_ids:
+    elder = await service.get_elder(
+        session=session, elder_id=elder_id, region_ids=operator.region_ids, lock=True
+    )
+    if elder is None:
         raise _not_found("老人 elder")
-    village = await session.get(Region, elder.village_id)
+    village = await service.region_name(session=session, region_id=elder.village_id)
     if elder.archived_at is None:
-        # Devices first: from here on the gateway rejects them, so no alert is raised while
-        # the open alerts are counted.
-        archived = await session.execute(
-            update(Device)
-            .where(col(Device.elder_id) == elder_id, col(Device.archived_at).is_(None))
-            .values(enabled=False, archived_at=now)
-            .returning(col(Device.id))
-        )
-        device_ids = sorted(archived.scalars())
-        open_codes = [
-            f"A{alert_id}"
-            for alert_id in (
-                await session.execute(
-                    select(col(Alert.id)).where(
-                        col(Alert.elder_id) == elder_id, col(Alert.status).in_(OPEN_STATUSES)
-                    )
-                )
-            ).scalars()
-        ]
-        if open_codes:
+        archive = await service.archive_elder(session=session, elder=elder, now=now)
+        if archive.open_alerts:
+            codes = archive.open_alerts
             raise _conflict(
-                f"这位老人还有未结束的警报 {'、'.join(open_codes)}，请先处理完毕再归档 / the elder "
-                f"has an open alert ({', '.join(open_codes)}): resolve it before archiving"
+                f"这位老人还有未结束的警报 {'、'.join(codes)}，请先处理完毕再归档 / the elder "
+                f"has an open alert ({', '.join(codes)}): resolve it before archiving"
             )
-        await session.execute(
-            update(RuleTimer)
-            .where(col(RuleTimer.elder_id) == elder_id, col(RuleTimer.fired_at).is_(None))
-            .values(cancelled=True)
-        )
-        elder.archived_at = now
-        audit(session, operator, now, "archive_elder", "elder", elder_id, devices=device_ids)
-    return from_row(ElderOut, elder, village=village.name if village else "")
+        audit(session, operator, now, "archive_elder", "elder", elder_id, devices=archive.devices)
+    return from_row(ElderOut, elder, village=village)
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -535,19 +437,14 @@ async def list_devices(
         bool, Query(description="list archived (removed) devices instead of current ones")
     ] = False,
 ) -> list[DeviceOut]:
-    query = (
-        select(Device, col(Elder.name), col(Region.name))
-        .join(Elder, col(Elder.id) == col(Device.elder_id))
-        .join(Region, col(Region.id) == col(Elder.village_id))
-        .where(col(Elder.village_id).in_(operator.region_ids))
-        .where(
-            col(Device.archived_at).is_not(None) if archived else col(Device.archived_at).is_(None)
-        )
+    rows = await service.list_devices(
+        session=session,
+        region_ids=operator.region_ids,
+        elder_id=elder_id,
+        archived=archived,
+        limit=limit,
     )
-    if elder_id is not None:
-        query = query.where(col(Device.elder_id) == elder_id)
-    rows = list(await session.execute(query.order_by(col(Device.id)).limit(limit)))
-    trouble = await _trouble(session, [d.id for d, _, _ in rows])
+    trouble = await service.trouble_of(session=session, device_ids=[d.id for d, _, _ in rows])
     out = [
         from_row(DeviceOut, d, elder=elder, village=village, trouble=trouble.get(d.id, []))
         for d, elder, village in rows
@@ -568,29 +465,13 @@ async def list_devices(
     return out
 
 
-async def _trouble(session: AsyncSession, device_ids: list[str]) -> dict[str, list[str]]:
-    """Open device-trouble alerts (offline, low battery, tamper, power lost) per device."""
-    rows = await session.execute(
-        select(col(Alert.device_id), col(Alert.kind)).where(
-            col(Alert.device_id).in_(device_ids),
-            col(Alert.kind).in_(TROUBLE_KINDS),
-            col(Alert.status).in_(OPEN_STATUSES),
-        )
-    )
-    out: dict[str, list[str]] = {}
-    for device_id, kind in rows:
-        if device_id is not None:
-            out.setdefault(device_id, []).append(kind)
-    return out
-
-
 @router.post("/devices", response_model=DeviceOut, status_code=201)
 async def create_device(
     body: DeviceCreate, session: Session, operator: CurrentOperator, request: Request
 ) -> DeviceOut:
     _require_editor(operator)
     elder = await _elder_for_device(session, operator, body.elder_id)
-    if await session.get(Device, body.id) is not None:
+    if await _taken(session, Device, "id", body.id):
         raise _invalid("id", "设备号已存在 / this device id is taken")
     password = body.password or secrets.token_urlsafe(12)
     device = Device(
@@ -604,17 +485,17 @@ async def create_device(
     session.add(device)
     await session.flush()
     audit(session, operator, _now(request), "create_device", "device", device.id)
-    village = await session.get(Region, elder.village_id)
-    out = from_row(
-        DeviceOut, device, elder=elder.name, village=village.name if village else "", trouble=[]
-    )
+    village = await service.region_name(session=session, region_id=elder.village_id)
+    out = from_row(DeviceOut, device, elder=elder.name, village=village, trouble=[])
     out.password = password
     return out
 
 
 async def _elder_for_device(session: AsyncSession, operator: Operator, elder_id: int) -> Elder:
-    elder = await session.get(Elder, elder_id)
-    if elder is None or elder.village_id not in operator.region_ids:
+    elder = await service.get_elder(
+        session=session, elder_id=elder_id, region_ids=operator.region_ids
+    )
+    if elder is None:
         raise _invalid("elder_id", "不在您的辖区内 / not in your region")
     if elder.archived_at is not None:
         raise _invalid("elder_id", ELDER_ARCHIVED)
@@ -630,33 +511,32 @@ async def update_device(
     request: Request,
 ) -> DeviceOut:
     _require_editor(operator)
-    device = await _scoped_device(session, operator, device_id)
+    device, _ = await _scoped_device(session, operator, device_id)
     if device.archived_at is not None:
         raise _conflict(DEVICE_ARCHIVED)
     elder = await _elder_for_device(session, operator, body.elder_id)
     for key, value in body.model_dump().items():
         setattr(device, key, value)
     audit(session, operator, _now(request), "update_device", "device", device_id)
-    village = await session.get(Region, elder.village_id)
-    trouble = await _trouble(session, [device_id])
+    village = await service.region_name(session=session, region_id=elder.village_id)
+    trouble = await service.trouble_of(session=session, device_ids=[device_id])
     return from_row(
-        DeviceOut,
-        device,
-        elder=elder.name,
-        village=village.name if village else "",
-        trouble=trouble.get(device_id, []),
+        DeviceOut, device, elder=elder.name, village=village, trouble=trouble.get(device_id, [])
     )
 
 
 DEVICE_ARCHIVED = "这个设备已停用归档 / this device is archived"
 
 
-async def _scoped_device(session: AsyncSession, operator: Operator, device_id: str) -> Device:
-    device = await session.get(Device, device_id, with_for_update=True)
-    owner = await session.get(Elder, device.elder_id) if device else None
-    if device is None or owner is None or owner.village_id not in operator.region_ids:
+async def _scoped_device(
+    session: AsyncSession, operator: Operator, device_id: str
+) -> tuple[Device, Elder]:
+    found = await service.get_device(
+        session=session, device_id=device_id, region_ids=operator.region_ids
+    )
+    if found is None:
         raise _not_found("设备 device")
-    return device
+    return found
 
 
 @router.delete("/devices/{device_id}", response_model=DeviceOut)
@@ -673,38 +553,15 @@ async def archive_device(
     stay open for an operator to close. Removing it again changes nothing."""
     _require_editor(operator)
     now = _now(request)
-    device = await _scoped_device(session, operator, device_id)
+    device, elder = await _scoped_device(session, operator, device_id)
     if device.archived_at is None:
         device.enabled, device.archived_at = False, now
         audit(session, operator, now, "archive_device", "device", device_id)
-    elder = await session.get(Elder, device.elder_id)
-    village = await session.get(Region, elder.village_id) if elder else None
-    return from_row(
-        DeviceOut,
-        device,
-        elder=elder.name if elder else "",
-        village=village.name if village else "",
-        trouble=[],
-    )
+    village = await service.region_name(session=session, region_id=elder.village_id)
+    return from_row(DeviceOut, device, elder=elder.name, village=village, trouble=[])
 
 
 # --- responders -------------------------------------------------------------------------------
-
-
-def _responders_in_scope(operator: Operator) -> Any:
-    centre_ids = select(col(ServiceCentre.id)).where(
-        col(ServiceCentre.region_id).in_(operator.region_ids)
-    )
-    return or_(
-        col(Responder.village_id).in_(operator.region_ids),
-        col(Responder.centre_id).in_(centre_ids),
-    )
-
-
-def local_midnight(now: datetime, timezone: str) -> datetime:
-    """The start of today in the deployment's time zone ("today's dispatches")."""
-    local = now.astimezone(ZoneInfo(timezone))
-    return datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
 
 
 @router.get("/responders", response_model=list[ResponderOut])
@@ -712,40 +569,22 @@ async def list_responders(
     session: Session, operator: CurrentOperator, request: Request
 ) -> list[ResponderOut]:
     ctx = context(request)
-    since = local_midnight(ctx.clock.now(), ctx.settings.timezone)
-    rows = list(
-        await session.execute(
-            select(Responder, col(Region.name), col(ServiceCentre.name))
-            .outerjoin(Region, col(Region.id) == col(Responder.village_id))
-            .outerjoin(ServiceCentre, col(ServiceCentre.id) == col(Responder.centre_id))
-            .where(_responders_in_scope(operator))
-            .order_by(col(Responder.kind), col(Responder.id))
-        )
+    since = service.local_midnight(ctx.clock.now(), ctx.settings.timezone)
+    rows = await service.list_responders(session=session, region_ids=operator.region_ids)
+    today = await service.dispatches_since(
+        session=session, responder_ids=[pk(r) for r, _ in rows], since=since
     )
-    counts = await session.execute(
-        select(
-            col(DispatchAttempt.responder_id),
-            func.count(),
-            func.count().filter(col(DispatchAttempt.answer) == "accepted"),
-        )
-        .where(
-            col(DispatchAttempt.asked_at) >= since,
-            col(DispatchAttempt.responder_id).in_([pk(r) for r, _, _ in rows]),
-        )
-        .group_by(col(DispatchAttempt.responder_id))
-    )
-    today = {rid: (n, accepted) for rid, n, accepted in counts}
     # Aides' names and phone numbers are personal data: a list read is on the record.
     audit(session, operator, ctx.clock.now(), "list_responders", "responder", "", count=len(rows))
     return [
         from_row(
             ResponderOut,
             r,
-            place=village or centre or "",
+            place=place,
             dispatches_today=today.get(pk(r), (0, 0))[0],
             accepted_today=today.get(pk(r), (0, 0))[1],
         )
-        for r, village, centre in rows
+        for r, place in rows
     ]
 
 
@@ -760,8 +599,14 @@ async def _check_responder(
         )
         body.centre_id = None
         return village.name
-    centre = await session.get(ServiceCentre, body.centre_id) if body.centre_id else None
-    if centre is None or centre.region_id not in operator.region_ids:
+    centre = (
+        await service.get_centre(
+            session=session, centre_id=body.centre_id, region_ids=operator.region_ids
+        )
+        if body.centre_id
+        else None
+    )
+    if centre is None:
         raise _invalid("centre_id", "不在您的辖区内 / not in your region")
     body.village_id = None
     return centre.name
@@ -789,16 +634,8 @@ async def update_responder(
     request: Request,
 ) -> ResponderOut:
     _require_editor(operator)
-    responder = (
-        (
-            await session.execute(
-                select(Responder).where(
-                    col(Responder.id) == responder_id, _responders_in_scope(operator)
-                )
-            )
-        )
-        .scalars()
-        .first()
+    responder = await service.get_responder(
+        session=session, responder_id=responder_id, region_ids=operator.region_ids
     )
     if responder is None:
         raise _not_found("助老员 responder")
@@ -815,42 +652,19 @@ async def update_responder(
 @router.get("/map", response_model=MapOut)
 async def map_points(session: Session, operator: CurrentOperator, request: Request) -> MapOut:
     """Where elders, aides and centres are, for the console's offline map."""
-    villages = (
-        await session.execute(
-            select(Region).where(
-                col(Region.id).in_(operator.region_ids),
-                col(Region.level) == "village",
-                col(Region.lat).is_not(None),
-            )
-        )
-    ).scalars()
-    elders = (
-        await session.execute(
-            select(Elder).where(
-                col(Elder.village_id).in_(operator.region_ids), col(Elder.archived_at).is_(None)
-            )
-        )
-    ).scalars()
-    responders = (
-        await session.execute(select(Responder).where(_responders_in_scope(operator)))
-    ).scalars()
-    centres = (
-        await session.execute(
-            select(ServiceCentre).where(col(ServiceCentre.region_id).in_(operator.region_ids))
-        )
-    ).scalars()
+    rows = await service.map_rows(session=session, region_ids=operator.region_ids)
     out = MapOut(
         villages=[
-            MapPoint(id=pk(v), name=v.name, lat=v.lat or 0, lon=v.lon or 0) for v in villages
+            MapPoint(id=pk(v), name=v.name, lat=v.lat or 0, lon=v.lon or 0) for v in rows.villages
         ],
-        elders=[MapPoint(id=pk(e), name=e.name, lat=e.lat, lon=e.lon) for e in elders],
+        elders=[MapPoint(id=pk(e), name=e.name, lat=e.lat, lon=e.lon) for e in rows.elders],
         responders=[
             MapPoint(id=pk(r), name=r.name, lat=r.lat, lon=r.lon, kind=r.kind, on_duty=r.on_duty)
-            for r in responders
-            if r.kind == ResponderKind.aide
+            for r in rows.aides
         ],
         centres=[
-            MapPoint(id=pk(c), name=c.name, lat=c.lat, lon=c.lon, kind=c.level) for c in centres
+            MapPoint(id=pk(c), name=c.name, lat=c.lat, lon=c.lon, kind=c.level)
+            for c in rows.centres
         ],
     )
     # Where elders live is personal data: reading the map is on the record.
@@ -906,7 +720,7 @@ async def import_registry(
         region_ids=operator.region_ids,
         may_shape_network=_is_region_admin(operator),
     )
-    report = await apply_sheets(
+    report = await service.apply_sheets(
         context(request).sessions,
         sheets,
         source=name,
