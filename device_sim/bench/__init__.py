@@ -1,4 +1,5 @@
-"""`anxin bench` (device_sim.bench.load.run_bench): N homes on N MQTT connections, heartbeats plus an SOS rate, and the figures.
+"""`anxin bench`: N homes on N MQTT connections, heartbeats plus an SOS rate, and the figures
+(`load.run_bench`; `options`, `platform`, `disruptions`, `probes`, `report` beside it).
 
 What it measures, per SOS press (each press is by a different home, so each must be exactly one
 new alert):
