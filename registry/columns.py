@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from anxin.schemas import DeviceKind, RegionLevel
+from anxin.schemas import DeviceKind, RegionLevel, ResponderKind
 
 
 class RegistryKind(StrEnum):
@@ -315,3 +315,14 @@ ELDER_FLAGS: Final = (
     "advanced_age",
     "wanders",
 )
+
+
+def centre_responder(centre_name: str, level: str) -> tuple[str, ResponderKind]:
+    """The name a centre's duty responder is made with, and its kind (by the centre's level):
+    one rule for the API, the import and the simulator's seed."""
+    kind = (
+        ResponderKind.county_centre
+        if level == RegionLevel.county
+        else ResponderKind.township_centre
+    )
+    return f"{centre_name}值班"[:32], kind

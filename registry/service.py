@@ -47,6 +47,7 @@ from registry.columns import (
     LEVEL_RANK,
     LEVEL_ZH,
     RegistryKind,
+    centre_responder,
 )
 from registry.files import RegistryFileError, parse_file
 from registry.report import Finding, ImportReport, SheetReport
@@ -326,14 +327,6 @@ async def _apply_regions(session: AsyncSession, sheet: ParsedSheet, report: Shee
     await session.flush()
 
 
-def _responder_kind_for(level: str) -> str:
-    return (
-        ResponderKind.county_centre
-        if level == RegionLevel.county
-        else ResponderKind.township_centre
-    )
-
-
 async def _apply_centres(session: AsyncSession, sheet: ParsedSheet, report: SheetReport) -> None:
     regions = await Regions.load(session)
     centres = {c.region_id: c for c in (await session.execute(select(ServiceCentre))).scalars()}
@@ -415,14 +408,15 @@ async def sync_centre_responder(*, session: AsyncSession, centre: ServiceCentre)
     responder = (
         await session.execute(select(Responder).where(col(Responder.centre_id) == centre.id))
     ).scalar_one_or_none()
+    name, kind = centre_responder(centre.name, centre.level)
     values: dict[str, Any] = {
-        "kind": _responder_kind_for(centre.level),
+        "kind": kind,
         "phone": centre.duty_phone,
         "lat": centre.lat,
         "lon": centre.lon,
     }
     if responder is None:
-        values["name"] = f"{centre.name}值班"[:32]
+        values["name"] = name
     upserts = Upserts(
         session,
         Responder,
