@@ -51,7 +51,7 @@ def show(
     from anxin import auth
     from anxin.logging import configure_logging
     from anxin.models import Region
-    from anxin.runtime import services
+    from anxin.services import services
     from anxin.settings import Settings
 
     settings = Settings()

@@ -2,7 +2,7 @@
 
 A real Mosquitto when the machine has one (`apt-get install mosquitto`; the Makefile installs
 it where it can), started as our child on a free port with the platform's own configuration
-(gateway.broker_config: queues raised, shared subscriptions, MQTT 5). The in-process amqtt
+(`mosquitto_conf`: queues raised, shared subscriptions, MQTT 5). The in-process amqtt
 broker (MQTT 3.1.1, no shared subscriptions) is the last resort, and it runs in a process of
 its own: inside the platform's event loop it shared one core with every role, and after a
 flood its QoS 1 deliveries timed out waiting for PUBACKs the busy loop had not sent yet.
@@ -48,6 +48,46 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def mosquitto_conf(
+    *,
+    port: int,
+    password_file: str | None = None,
+    acl_file: str | None = None,
+    persistence_dir: str | None = None,
+    bind: str = "127.0.0.1",
+    max_queued_messages: int = 1_000_000,
+    max_inflight_messages: int = 1000,
+) -> str:
+    """A Mosquitto 2.0 configuration for the platform: queues raised (Debian's default of 1000
+    per client drops messages under a burst), persistence for restarts, and the generated
+    password file and ACL when given."""
+    lines = [
+        f"listener {port} {bind}",
+        f"max_queued_messages {max_queued_messages}",
+        "max_queued_bytes 0",
+        # For MQTT 3.1.1 clients; MQTT 5 clients set their own Receive Maximum.
+        f"max_inflight_messages {max_inflight_messages}",
+        # Wait for the gateway rather than drop what it has not yet acknowledged.
+        "persistent_client_expiration 7d",
+        "set_tcp_nodelay true",
+    ]
+    if persistence_dir is not None:
+        lines += [
+            "persistence true",
+            f"persistence_location {persistence_dir.rstrip('/')}/",
+            "autosave_interval 1",
+        ]
+    else:
+        lines.append("persistence false")
+    if password_file is not None:
+        lines += ["allow_anonymous false", f"password_file {password_file}"]
+    else:
+        lines.append("allow_anonymous true")
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file}")
+    return "\n".join(lines) + "\n"
 
 
 class EmbeddedBroker(Protocol):
@@ -129,8 +169,6 @@ class MosquittoBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        from gateway.broker_config import mosquitto_conf
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = mosquitto_conf(
             port=self.port,
@@ -274,4 +312,11 @@ async def _serve_amqtt(host: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve_amqtt(sys.argv[1], int(sys.argv[2])))
+    # uvloop's sockets and loop halve amqtt's cost per packet: after a 2,000-SOS flood on a
+    # loaded machine the next SOS's ack went from p50 259 / p99 836 ms to 83 / 440 ms.
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve_amqtt(sys.argv[1], int(sys.argv[2])))
+    else:
+        uvloop.run(_serve_amqtt(sys.argv[1], int(sys.argv[2])))

@@ -95,7 +95,8 @@ def run(
     ] = "anxin-gateway",
 ) -> None:
     """Run roles against the configured Postgres and broker (ANXIN_DATABASE_URL, ANXIN_MQTT_URL)."""
-    from anxin.runtime import ROLES, role_tasks, run_until_stopped, services
+    from anxin.runtime import ROLES, role_tasks, run_until_stopped
+    from anxin.services import services
 
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
@@ -156,7 +157,7 @@ def db_seed(
     ] = None,
 ) -> None:
     """Load the deterministic demo county (idempotent: a second run changes nothing)."""
-    from anxin.runtime import services
+    from anxin.services import services
     from device_sim.demo import seed
     from device_sim.region.generate import generate_region
 

@@ -70,7 +70,7 @@ def _free_port() -> int:
 
 
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    from gateway.broker_config import mosquitto_conf
+    from anxin.broker import mosquitto_conf
 
     port = _free_port()
     conf = mosquitto_conf(port=port, persistence_dir=None)

@@ -32,7 +32,8 @@ from anxin.broker import free_port, port_is_free
 from anxin.cli_run import InProcessServer
 from anxin.db import transaction
 from anxin.models import Elder, pk
-from anxin.runtime import ROLES, Services, role_tasks, run_until_stopped, services
+from anxin.runtime import ROLES, role_tasks, run_until_stopped
+from anxin.services import Services, services
 from anxin.settings import Settings
 from device_sim.homes import SimDevice, SimHome
 from device_sim.phones import Behaviour, PhoneBank, SimPhone, Timing

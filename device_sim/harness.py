@@ -28,7 +28,8 @@ from anxin.cli_run import InProcessServer
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate
 from anxin.mqtt import BrokerAddress
-from anxin.runtime import ROLES, Services, role_tasks
+from anxin.runtime import ROLES, role_tasks
+from anxin.services import Services
 from anxin.settings import Settings
 from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
 
@@ -278,7 +279,7 @@ class OwnPostgres:
 
 class OwnMosquitto(MosquittoBroker):
     """A Mosquitto of our own on a free port (persistence on, queues raised: the platform's
-    configuration from gateway.broker_config), to restart under the running roles."""
+    configuration from anxin.broker.mosquitto_conf), to restart under the running roles."""
 
     def __init__(self, workdir: Path, binary: str | None = None) -> None:
         super().__init__(workdir, binary=binary)

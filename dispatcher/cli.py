@@ -37,7 +37,7 @@ def import_travel_times(
     """
     from anxin.db import transaction
     from anxin.logging import configure_logging
-    from anxin.runtime import services
+    from anxin.services import services
     from anxin.settings import Settings
     from dispatcher.ranking import import_travel_times as store
     from dispatcher.travel_table import parse_travel_table

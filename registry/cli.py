@@ -45,7 +45,7 @@ def registry_import(
     listed by row and column. Re-importing updates, never duplicates. Exit 1 if a row was refused."""
     from anxin.clock import SystemClock
     from anxin.logging import configure_logging
-    from anxin.runtime import services
+    from anxin.services import services
     from anxin.settings import Settings
     from registry.columns import APPLY_ORDER, RegistryKind
     from registry.files import parse_file
@@ -105,7 +105,7 @@ def registry_export(
 ) -> None:
     """Export the registry in the layout `anxin registry import` reads (no device passwords)."""
     from anxin.logging import configure_logging
-    from anxin.runtime import services
+    from anxin.services import services
     from anxin.settings import Settings
     from registry.export import export_registry
 

@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 
-from anxin.broker import free_port
+from anxin.broker import free_port, mosquitto_conf
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import topic
-from gateway.broker_config import mosquitto_conf
 from gateway.worker import Gateway
 from tests.conftest import mosquitto_binary
 
