@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,6 +79,7 @@ DATABASE = "数据库 database"
 SCHEMA = "数据库版本 schema"
 BROKER = "MQTT 代理 broker"
 SHARED = "共享订阅 shared subscriptions"
+REPLICATION = "主备复制 replication"
 
 
 # --- configuration (pure) ---------------------------------------------------------------------
@@ -239,12 +241,88 @@ def check_schema(current: set[str], heads: set[str], known: set[str]) -> Check:
     return _ok(SCHEMA, f"最新版本 {newest}", f"newest revision {newest}")
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One row of the primary's pg_stat_replication (Patroni names it after its node)."""
+
+    name: str
+    state: str  # streaming, catchup, …
+    sync_state: str  # sync, async, potential, quorum
+    lag_bytes: int | None  # WAL the replica has not replayed yet
+    lag_s: float | None  # replay_lag, when the server reports one
+
+
+def check_replication(server: str, in_recovery: bool, replicas: list[Replica]) -> Check:
+    """Which node the roles write to, and how far behind each replica is."""
+    if in_recovery:
+        return _fail(
+            REPLICATION,
+            f"连到的 {server} 是只读备库，写入会失败：请在 ANXIN_DATABASE_URL 中列出所有节点并加上 "
+            "target_session_attrs=read-write",
+            f"{server} is a read-only standby, writes will fail: list every node in "
+            "ANXIN_DATABASE_URL and add target_session_attrs=read-write",
+        )
+    if not replicas:
+        return _warn(
+            REPLICATION,
+            f"主库 {server}，没有备库：这台服务器一坏，平台就停（见 docs/operations.md 故障切换）",
+            f"primary {server}, no replica: losing this server stops the platform "
+            "(docs/operations.md, failover)",
+        )
+
+    def lag(r: Replica) -> str:
+        size = "?" if r.lag_bytes is None else f"{r.lag_bytes} B"
+        return size + ("" if r.lag_s is None else f", {r.lag_s:.1f} s")
+
+    zh = "；".join(f"{r.name} {r.state}/{r.sync_state} 延迟 {lag(r)}" for r in replicas)
+    en = "; ".join(f"{r.name} {r.state}/{r.sync_state} lag {lag(r)}" for r in replicas)
+    behind = [r for r in replicas if r.state != "streaming"]
+    if behind or not any(r.sync_state in ("sync", "quorum") for r in replicas):
+        return _warn(
+            REPLICATION,
+            f"主库 {server}；备库 {zh}：没有同步备库，已确认的事件可能只在主库上",
+            f"primary {server}; replicas {en}: no synchronous replica streaming, an acked "
+            "event may be on the primary only",
+        )
+    return _ok(REPLICATION, f"主库 {server}；备库 {zh}", f"primary {server}; replicas {en}")
+
+
+async def _replication(conn: Any) -> Check:
+    from sqlalchemy import text
+
+    row = (
+        await conn.execute(
+            text(
+                "SELECT pg_is_in_recovery(), coalesce(host(inet_server_addr()), 'local'), "
+                "coalesce(inet_server_port(), 0)"
+            )
+        )
+    ).one()
+    server = f"{row[1]}:{row[2]}"
+    if row[0]:
+        return check_replication(server, True, [])
+    rows = await conn.execute(
+        text(
+            "SELECT application_name, state, sync_state, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
+            "extract(epoch FROM replay_lag)::float8 FROM pg_stat_replication"
+        )
+    )
+    replicas = [
+        Replica(str(r[0]), str(r[1]), str(r[2]), r[3], r[4]) for r in rows if r[1] is not None
+    ]
+    return check_replication(server, False, replicas)
+
+
 # --- connections ------------------------------------------------------------------------------
 
 
 def _where(url: str) -> str:
-    """host:port of a URL, never its password."""
+    """host:port of a URL (every host of a multi-host one), never its password."""
     parts = urlsplit(url)
+    hosts = [v for k, _, v in (p.partition("=") for p in parts.query.split("&")) if k == "host"]
+    if not parts.hostname and hosts:
+        return ",".join(hosts)
     host = parts.hostname or "?"
     return f"{host}:{parts.port}" if parts.port else host
 
@@ -296,6 +374,8 @@ async def check_database(database_url: str | None) -> list[Check]:
                 )
             except ProgrammingError:
                 current = set()
+                await conn.rollback()
+            replication = await _replication(conn)
     except (OSError, TimeoutError, DBAPIError) as exc:
         reason = (
             str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
@@ -315,6 +395,7 @@ async def check_database(database_url: str | None) -> list[Check]:
     return [
         _ok(DATABASE, f"已连接 {where}", f"connected to {where}"),
         check_schema(current, heads, known),
+        replication,
     ]
 
 

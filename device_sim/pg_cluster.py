@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anxin.logging import get_logger
 from anxin.broker import free_port
+from anxin.logging import get_logger
 
 log = get_logger("device_sim.pg_cluster")
 
@@ -233,12 +233,22 @@ class PgCluster:
         """PgBouncer keeps the server parameters of its first server login and hands them to
         every new client: after a promotion it still says `in_hot_standby=on`, and asyncpg's
         `target_session_attrs=read-write` turns the new primary away for good. On every role
-        change Patroni has the node's bouncer drop its server connections (RECONNECT)."""
+        change Patroni has the node's bouncer drop its server connections (RECONNECT), once
+        the server has finished changing: Patroni calls as soon as it asked for a promotion,
+        and a RECONNECT before it completes caches the standby's parameters again."""
         script = node.root / "on_role_change.sh"
+        psql = f"{postgres_bin_dir()}/psql -h 127.0.0.1 -U postgres -Atq"
         script.write_text(
             "#!/bin/sh\n"
-            f"exec {postgres_bin_dir()}/psql -h 127.0.0.1 -p {node.bouncer_port} -U postgres "
-            "-d pgbouncer -c RECONNECT\n",
+            "# Patroni: on_role_change ACTION ROLE CLUSTER\n"
+            'case "$2" in master|primary) want=f ;; *) want=t ;; esac\n'
+            "i=0\n"
+            "while [ $i -lt 120 ]; do\n"
+            f'  got=$({psql} -p {node.pg_port} -d postgres -c "SELECT pg_is_in_recovery()")\n'
+            '  [ "$got" = "$want" ] && break\n'
+            "  i=$((i + 1)); sleep 0.25\n"
+            "done\n"
+            f"exec {psql} -p {node.bouncer_port} -d pgbouncer -c RECONNECT\n",
             encoding="utf-8",
         )
         script.chmod(0o755)
