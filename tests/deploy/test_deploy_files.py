@@ -118,9 +118,10 @@ def test_emqx_variant_runs_several_gateways_in_one_shared_group() -> None:
 
 def test_compose_commands_exist_in_the_cli() -> None:
     commands = typer.main.get_command(anxin_app).commands  # type: ignore[attr-defined]
-    for filename in ("compose.yaml", "compose.emqx.yaml"):
+    for filename in ("compose.yaml", "compose.emqx.yaml", "compose.ha.yaml"):
         for service in _load(DEPLOY / filename)["services"].values():
-            if "anxin" in str(service.get("image", "")):
+            # The platform's image (not the database image of compose.ha.yaml).
+            if str(service.get("image", "")).startswith("${ANXIN_IMAGE"):
                 first = _command(service)[0]
                 assert first in commands or first == "devices", (filename, first)
 
@@ -137,7 +138,7 @@ def _compose_tool() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("filename", ["compose.yaml", "compose.emqx.yaml"])
+@pytest.mark.parametrize("filename", ["compose.yaml", "compose.emqx.yaml", "compose.ha.yaml"])
 def test_docker_compose_config_accepts_the_files(filename: str, tmp_path: Path) -> None:
     tool = _compose_tool()
     if tool is None:
@@ -284,3 +285,93 @@ def test_alerting_rules_use_metrics_that_exist() -> None:
                 assert name in METRIC_NAMES, (rule["alert"], name)
     prometheus = _load(DEPLOY / "prometheus" / "prometheus.yml")
     assert "/etc/prometheus/alerts.yml" in prometheus["rule_files"]
+
+
+# --- the database that survives the loss of a server (issue 16) -------------------------------
+
+
+def test_ha_compose_runs_etcd_two_patroni_nodes_and_a_session_bouncer_beside_each() -> None:
+    from anxin.db import normalise_url
+
+    compose = _load(DEPLOY / "compose.ha.yaml")
+    services = compose["services"]
+    assert "postgres" not in services  # no single server left to lose
+    assert "etcd" in services
+    nodes = [n for n, s in services.items() if "PATRONI_NAME" in s.get("environment", {})]
+    assert nodes == ["patroni1", "patroni2"]
+    for node in nodes:
+        env = services[node]["environment"]
+        assert env["PATRONI_NAME"] == node
+        assert env["PATRONI_ETCD3_HOSTS"] == "etcd:2379"
+        assert _depends(services[node]) == {"etcd": "service_healthy"}
+        assert "/health" in str(services[node]["healthcheck"]["test"])
+        # Passwords come from deploy/.env, never from the file.
+        assert ":?" in env["PATRONI_SUPERUSER_PASSWORD"]
+        assert ":?" in env["PATRONI_REPLICATION_PASSWORD"]
+    bouncers = {
+        s["network_mode"].removeprefix("service:"): n
+        for n, s in services.items()
+        if _command(s) == ["anxin-pgbouncer"]
+    }
+    assert set(bouncers) == set(nodes), "one PgBouncer in each node's network namespace"
+    patroni = _load(DEPLOY / "patroni" / "patroni.yml")
+    dcs = patroni["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True  # an acked event is on both nodes
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
+    assert patroni["postgresql"]["callbacks"]["on_role_change"].endswith("on_role_change.sh")
+    assert "RECONNECT" in (DEPLOY / "patroni" / "on_role_change.sh").read_text()
+    ini = (DEPLOY / "patroni" / "pgbouncer.ini").read_text()
+    assert re.search(r"^pool_mode = session$", ini, re.M)  # the roles LISTEN/NOTIFY
+    assert re.search(r"^listen_port = 6432$", ini, re.M)
+    # Migrations and every role go through both bouncers to whichever node is the primary.
+    assert _depends(services["migrate"]) == {
+        b: "service_started" for b in sorted(bouncers.values())
+    }
+    roles = _role_services(compose)
+    assert {role for rs in roles.values() for role in rs} == set(ROLES)
+    for name in [*roles, "migrate"]:
+        url = services[name]["environment"]["ANXIN_DATABASE_URL"]
+        assert "@patroni1:6432,patroni2:6432/anxin?target_session_attrs=read-write" in url, name
+        given = re.sub(r"\$\{[^}]*\}", "pw", url)  # as compose substitutes it
+        assert "?host=patroni1:6432&host=patroni2:6432&" in normalise_url(given)
+    env_example = (DEPLOY / "env.example").read_text()
+    for variable in ("ANXIN_PG_SUPERUSER_PASSWORD", "ANXIN_PG_REPLICATION_PASSWORD"):
+        assert f"{variable}=" in env_example
+
+
+def test_ha_kubernetes_runs_etcd_and_two_patroni_pods_with_a_bouncer_each() -> None:
+    ha = K8S / "postgres-ha"
+    docs = [
+        d
+        for path in sorted(ha.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if d
+    ]
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    assert sets["anxin-etcd"]["spec"]["replicas"] == 3  # a quorum survives one machine
+    pg = sets["anxin-pg"]["spec"]
+    assert pg["replicas"] == 2
+    pod = pg["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["patroni", "pgbouncer"]
+    assert pod["securityContext"]["runAsUser"] != 0
+    anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["topologyKey"] == "kubernetes.io/hostname"  # the two nodes never share one
+    patroni, bouncer = pod["containers"]
+    assert {e["name"] for e in patroni["env"]} >= {"PATRONI_NAME", "PATRONI_ETCD3_HOSTS"}
+    assert patroni["envFrom"] == [{"secretRef": {"name": "anxin-db"}}]
+    assert {p["containerPort"] for p in bouncer["ports"]} == {6432}
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    assert {"anxin-etcd", "anxin-pg"} <= services
+    kustomization = _load(ha / "kustomization.yaml")
+    assert all((ha / r).exists() for r in kustomization["resources"])
+    assert (
+        "anxin-pg-0.anxin-pg:6432,anxin-pg-1.anxin-pg:6432"
+        in (ha / "kustomization.yaml").read_text()
+    )
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:
+        result = subprocess.run(
+            [kubectl, "kustomize", str(ha)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
