@@ -483,11 +483,16 @@ async def sweep_silent(
     limit: int = 1000,
     *,
     share_expiry_s: float = 300.0,
+    sweeper_id: str | None = None,
 ) -> list[str]:
     """Devices past their deadline (3 missed heartbeats) go offline, unless they are still in
     their grace after the platform's downtime (`sweep_grace_from`): those get their deadline
     moved to the end of it instead, once each. Uses the partial index, so the cost is the
-    number of devices past their deadline, not the number of devices."""
+    number of devices past their deadline, not the number of devices.
+
+    `sweeper_id`: the gateway sweeping is listening, whatever its liveness row says (its own
+    loop writes that row, and may not have yet for a clock just moved on), so it is never
+    one of the shared replicas away."""
     result = await session.execute(
         text(
             """
@@ -516,6 +521,7 @@ async def sweep_silent(
             "missed": MISSED_BEATS_OFFLINE,
             "missing": timedelta(seconds=REPLICA_MISSING_S),
             "expiry": timedelta(seconds=share_expiry_s),
+            "sweeper": sweeper_id,
         },
     )
     silent = [str(d) for d, spared in result if not spared]
@@ -600,8 +606,9 @@ _LIVENESS_LOCK = 0x616E78696E
 # while a shared replica is away (a hold); the end of its session if it never came back.
 _GRACE_FROM = """max(GREATEST(
                     grace_from,
-                    CASE WHEN shared AND alive_at < CAST(:now AS timestamptz)
-                                                    - CAST(:missing AS interval)
+                    CASE WHEN shared AND gateway_id IS DISTINCT FROM CAST(:sweeper AS text)
+                              AND alive_at < CAST(:now AS timestamptz)
+                                             - CAST(:missing AS interval)
                          THEN LEAST(alive_at + CAST(:expiry AS interval),
                                     CAST(:now AS timestamptz)) END))"""
 

@@ -606,7 +606,10 @@ class Gateway:
                 if self._listening():
                     async with transaction(self.sessions) as session:
                         silent = await service.sweep_silent(
-                            session, self.clock.now(), share_expiry_s=SESSION_EXPIRY_S
+                            session,
+                            self.clock.now(),
+                            share_expiry_s=SESSION_EXPIRY_S,
+                            sweeper_id=self.client.client_id,
                         )
                     if silent:
                         log.info("devices_offline", count=len(silent))
