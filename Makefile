@@ -38,14 +38,16 @@ browser:
 	  else echo "note: chromium not installed; browser tests will be skipped (CI installs it)"; fi; \
 	fi
 
-test: $(STAMP) browser broker
-	$(BIN)/ruff check .
-	$(BIN)/mypy .
+test: lint browser broker
 	$(BIN)/pytest
 
+# The whole gate before the tests: lint, format, types, and the architecture's import contracts
+# (pyproject.toml [tool.importlinter], docs/architecture.md).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache

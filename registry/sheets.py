@@ -262,7 +262,7 @@ def _lookup(aliases: dict[str, Any], text: str, what: str, choices: Iterable[str
     raise CellError(f"不认识的{what}“{text}”（可填：{'、'.join(choices)}）/ unknown {what}")
 
 
-def _parse_cell(kind: RegistryKind, spec: ColumnSpec, text: str) -> Any:
+def _parse_cell(kind: RegistryKind, spec: ColumnSpec, text: str) -> Any:  # noqa: C901 (over the complexity budget: known debt)
     """One non-empty cell → its value, or CellError with a message for a person."""
     name = spec.field
     if name in ("lat",):
@@ -339,7 +339,7 @@ def _blank_value(spec: ColumnSpec) -> Any:
     return KEEP
 
 
-def parse_table(table: Table, kind: RegistryKind | None = None) -> ParsedSheet:
+def parse_table(table: Table, kind: RegistryKind | None = None) -> ParsedSheet:  # noqa: C901 (over the complexity budget: known debt)
     """Check every row of one sheet; the good ones become ParsedRows, the bad ones Findings."""
     header_index = find_header_row(table)
     header_cells: tuple[str, ...] = table.rows[header_index][1] if header_index is not None else ()
