@@ -271,8 +271,8 @@ class PgCluster:
         ini = node.root / "pgbouncer.ini"
         users = node.root / "userlist.txt"
         users.write_text('"postgres" ""\n', encoding="utf-8")
-        # Session mode: a client keeps its server connection, so LISTEN/NOTIFY and the
-        # watchers' advisory locks work as they do without the pooler.
+        # Session mode: a client keeps its server connection, so LISTEN/NOTIFY works as it
+        # does without the pooler.
         ini.write_text(
             "[databases]\n"
             f"* = host=127.0.0.1 port={node.pg_port}\n"
