@@ -11,11 +11,8 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -25,20 +22,23 @@ from sqlmodel import col
 
 from anxin import auth
 from anxin.broker import embedded_broker
-from anxin.broker import mosquitto_binary as find_mosquitto
 from anxin.db import SessionMaker, make_engine, make_sessionmaker, migrate, transaction
 from anxin.logging import configure_logging
 from anxin.models import Region
-from device_sim.harness import InProcessPlatform, run_in_process, serve_app
 from device_sim.region.generate import generate_region
 from device_sim.region.plan import RegionPlan
 from device_sim.region.seed import seed_region
 from tests.builders import region_ladder
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-CI_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
-CI_MQTT = "mqtt://127.0.0.1:1883"
-T = TypeVar("T")
+from tests.support.harness import (
+    CI_MQTT,
+    IN_CI,
+    RunningPlatform,
+    Seeded,
+    ServeApp,
+    admin_url,
+    run_platform,
+    serve,
+)
 
 configure_logging("warning")
 
@@ -52,18 +52,6 @@ def _logging_to_the_current_stderr() -> Iterator[None]:
     configure_logging("warning")
     yield
     configure_logging("warning")
-
-
-def _admin_url() -> str:
-    if url := os.environ.get("ANXIN_TEST_DATABASE_URL"):
-        return url
-    if IN_CI:
-        return CI_DATABASE
-    from anxin.db import start_embedded_postgres
-
-    data = Path(__file__).resolve().parent.parent / "var" / "test"
-    url = start_embedded_postgres(data)
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 def _plain(url: str) -> str:
@@ -99,7 +87,7 @@ async def _drop_database(admin_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A fresh database for this test session, built by Alembic (never create_all)."""
-    admin = await asyncio.to_thread(_admin_url)
+    admin = await asyncio.to_thread(admin_url)
     name = f"anxin_test_{uuid.uuid4().hex[:10]}"
     url = await _create_database(admin, name)
     await migrate(url)
@@ -128,12 +116,6 @@ async def sessions(engine: AsyncEngine) -> SessionMaker:
         ).scalars()
         await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     return make_sessionmaker(engine)
-
-
-@dataclass
-class Seeded:
-    plan: RegionPlan
-    sessions: SessionMaker
 
 
 @pytest.fixture(scope="session")
@@ -187,22 +169,6 @@ def artifacts_dir() -> Iterator[Path]:
     yield path
 
 
-def mosquitto_binary() -> str:
-    found = find_mosquitto()
-    if found is None:
-        if IN_CI:
-            raise RuntimeError("mosquitto is not installed; CI needs it for broker tests")
-        pytest.skip("mosquitto is not installed here (CI has it)")
-    return found
-
-
-# The simulator's harness runs the platform in-process; the tests use the same one.
-serve = serve_app
-ServeApp = Callable[[Any], AbstractAsyncContextManager[str]]
-RunningPlatform = InProcessPlatform
-run_platform = run_in_process
-
-
 @pytest.fixture(name="serve_app")
 def serve_app_fixture() -> ServeApp:
     """`async with serve_app(app) as base_url:` serves an ASGI app on a free local port."""
@@ -215,18 +181,3 @@ async def platform(
 ) -> AsyncIterator[RunningPlatform]:
     async with run_platform(database_url, mqtt_url, engine) as running:
         yield running
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, what: str = "condition"
-) -> T:
-    """Wait for asynchronous work to show a result. The timeout is a safety net against a hang,
-    generous on purpose: speed is measured by the benchmarks, never asserted here."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)

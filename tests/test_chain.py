@@ -14,7 +14,7 @@ from anxin.models import Responder
 from anxin.mqtt import MqttClient, MqttMessage
 from anxin.schemas import event_json, topic
 from dispatcher.models import SmsMessage
-from tests.conftest import RunningPlatform, Seeded, eventually
+from tests.support.harness import RunningPlatform, Seeded, eventually
 
 
 async def _alert(platform: RunningPlatform, alert_id: int) -> Alert | None:

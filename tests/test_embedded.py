@@ -20,7 +20,7 @@ from anxin.mqtt import BrokerAddress
 from device_sim.bench.disruptions import Flood, cut_power, elders_of_township
 from device_sim.homes import SimDevice, SimHome
 from device_sim.region.plan import RegionPlan
-from tests.conftest import Seeded, mosquitto_binary, run_platform
+from tests.support.harness import Seeded, mosquitto_binary, run_platform
 
 
 def _anxin(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

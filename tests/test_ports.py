@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from anxin.broker import port_is_free
-from tests.conftest import eventually
+from tests.support.harness import eventually
 
 TIME_WAIT = "06"  # the state column of /proc/net/tcp
 

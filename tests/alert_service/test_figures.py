@@ -26,7 +26,7 @@ from anxin.models import Elder, OperatorUser, Region
 from anxin.settings import Settings
 from tests.alert_service.helpers import TZ, Home, act, alert, event, home
 from tests.alert_service.test_ladder_service import tick_at
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ from anxin.db import transaction
 from anxin.models import AuditLog
 from anxin.settings import Settings
 from tests import builders
-from tests.conftest import Seeded, ServeApp
+from tests.support.harness import Seeded, ServeApp
 
 
 @pytest.fixture

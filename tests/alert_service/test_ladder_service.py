@@ -24,7 +24,7 @@ from tests.alert_service.helpers import (
     steps,
     timeline,
 )
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
 

@@ -31,7 +31,7 @@ from anxin.models import Elder, Responder
 from dispatcher.models import SmsMessage
 from tests import builders
 from tests.alert_service.watcher_process import set_time
-from tests.conftest import Seeded, eventually
+from tests.support.harness import Seeded, eventually
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from anxin.models import Responder
-from tests.conftest import RunningPlatform, Seeded, eventually
 from tests.console.test_browser import sos_button_in
 from tests.console.test_registry_removal import log_in, press
+from tests.support.harness import RunningPlatform, Seeded, eventually
 
 
 async def test_the_alert_detail_lists_who_was_asked_as_the_queue_row_does(

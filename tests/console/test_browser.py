@@ -23,8 +23,8 @@ from anxin.mqtt import MqttClient
 from anxin.schemas import event_json, topic
 from anxin.settings import Settings
 from device_sim.region.plan import DeviceSpec, ElderSpec, RegionPlan
-from tests.conftest import RunningPlatform, Seeded, ServeApp, eventually
 from tests.console.history import seed_closed_alerts
+from tests.support.harness import RunningPlatform, Seeded, ServeApp, eventually
 
 WAIT_MS = 30_000
 

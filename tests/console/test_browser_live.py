@@ -23,8 +23,8 @@ from anxin.models import Elder, Responder
 from anxin.settings import Settings
 from device_sim.harness import serve_app
 from dispatcher import templates
-from tests.conftest import RunningPlatform, Seeded, eventually
 from tests.console.test_browser import WAIT_MS, accept_dialog, log_in, press_sos, sos_button_in
+from tests.support.harness import RunningPlatform, Seeded, eventually
 
 
 async def test_reassign_in_the_console_asks_the_chosen_aide_and_stands_the_first_down(

@@ -12,7 +12,7 @@ from sqlmodel import col
 from anxin.app import create_app
 from anxin.models import AuditLog, Region
 from anxin.settings import Settings
-from tests.conftest import Seeded, ServeApp, eventually
+from tests.support.harness import Seeded, ServeApp, eventually
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser

@@ -13,9 +13,9 @@ from anxin.clock import FakeClock
 from anxin.db import transaction
 from anxin.settings import Settings
 from gateway import service
-from tests.conftest import Seeded, ServeApp
 from tests.console.test_browser import WAIT_MS, log_in, sos_button_in
 from tests.gateway.test_platform_gap import _press_sos
+from tests.support.harness import Seeded, ServeApp
 
 
 async def test_the_timeline_shows_the_platforms_gap_in_chinese_and_english(

@@ -21,7 +21,7 @@ from anxin.models import AuditLog, Elder, OperatorUser
 from anxin.settings import Settings
 from gateway.models import DeadLetter
 from tests import builders
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from anxin.app import create_app
 from anxin.cli import app as ops_app
 from anxin.models import AuditLog, OperatorUser
 from anxin.settings import Settings
-from tests.conftest import Seeded, ServeApp
 from tests.console.test_registry_api import village_codes
 from tests.console.test_registry_removal import log_in
+from tests.support.harness import Seeded, ServeApp
 
 HEADERS = ["老人编号", "姓名", "村编码", "纬度", "经度", "监护人电话"]
 

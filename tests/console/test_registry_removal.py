@@ -24,9 +24,9 @@ from anxin.schemas import event_json, topic
 from anxin.settings import Settings
 from gateway.cli import devices_app
 from gateway.models import DeadLetter, Event
-from tests.conftest import RunningPlatform, Seeded, ServeApp, eventually
 from tests.console.test_browser import sos_button_in
 from tests.console.test_registry_api import region_id, village_codes
+from tests.support.harness import RunningPlatform, Seeded, ServeApp, eventually
 
 
 async def log_in(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:

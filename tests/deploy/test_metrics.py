@@ -30,7 +30,7 @@ from anxin.metrics import (
 )
 from anxin.models import Elder, pk
 from dispatcher.models import SmsMessage
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 

@@ -28,7 +28,7 @@ from anxin.models import Elder
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import event_json, topic
 from dispatcher.models import SmsMessage
-from tests.conftest import Seeded, eventually
+from tests.support.harness import Seeded, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ import asyncpg
 
 from anxin.broker import free_port
 from device_sim.harness import scratch_database
-from tests.conftest import _admin_url, eventually
+from tests.support.harness import admin_url, eventually
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SCENARIOS = REPO / "device_sim" / "scenarios"
@@ -77,7 +77,7 @@ async def anxin(*args: str, env: dict[str, str]) -> AsyncIterator[Running]:
 
 async def _server() -> str:
     """The Postgres server the suite uses; the commands make their own databases on it."""
-    return await asyncio.to_thread(_admin_url)
+    return await asyncio.to_thread(admin_url)
 
 
 async def test_sim_run_ends_with_a_count_and_no_traceback() -> None:

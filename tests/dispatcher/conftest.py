@@ -33,7 +33,7 @@ from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider
 from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
 from dispatcher.worker import run_outbox, send_due
-from tests.conftest import Seeded, ServeApp
+from tests.support.harness import Seeded, ServeApp
 
 PLATFORM_NUMBER = "+8610690000000"
 

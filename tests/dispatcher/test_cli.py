@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from anxin.db import make_engine
 from anxin.logging import configure_logging
 from dispatcher.cli import app
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 
 async def _stored(database_url: str) -> list[tuple[str, float, str]]:

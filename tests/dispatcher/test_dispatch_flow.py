@@ -20,8 +20,8 @@ from dispatcher import outbox, templates
 from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider, sign_twilio_request
 from dispatcher.worker import send_due
-from tests.conftest import eventually
 from tests.dispatcher.conftest import PLATFORM_NUMBER, DispatchBench
+from tests.support.harness import eventually
 
 ELDER = "E0001"
 UNKNOWN_PHONE = "+8613999999999"

@@ -14,9 +14,9 @@ from anxin.db import transaction
 from dispatcher import outbox
 from dispatcher.models import SmsMessage, SmsStatus
 from dispatcher.worker import send_due
-from tests.conftest import eventually
 from tests.dispatcher.conftest import DispatchBench
 from tests.dispatcher.test_dispatch_flow import ELDER
+from tests.support.harness import eventually
 
 
 async def test_a_p1_call_out_queued_after_thirty_notices_goes_out_in_the_first_pass(

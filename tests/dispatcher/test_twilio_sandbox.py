@@ -23,7 +23,7 @@ from dispatcher.twilio_provider import (
     twilio_signature_valid,
 )
 from dispatcher.twilio_sandbox import SandboxMessage, SmsSandbox, create_sandbox_app
-from tests.conftest import ServeApp
+from tests.support.harness import ServeApp
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "sandbox-token"

@@ -25,7 +25,7 @@ from anxin.db import SessionMaker
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import topic
 from gateway.worker import Gateway
-from tests.conftest import mosquitto_binary
+from tests.support.harness import mosquitto_binary
 
 TIMEZONE = "Asia/Shanghai"
 

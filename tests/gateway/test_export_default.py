@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

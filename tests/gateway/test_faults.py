@@ -30,7 +30,6 @@ from device_sim.region.plan import RegionPlan
 from device_sim.region.seed import seed_region
 from gateway import service
 from gateway.models import DeadLetter, Event
-from tests.conftest import Seeded, eventually
 from tests.gateway.conftest import (
     Mosquitto,
     TestDevice,
@@ -38,6 +37,7 @@ from tests.gateway.conftest import (
     device_ids_of_kind,
     running_gateway,
 )
+from tests.support.harness import Seeded, eventually
 
 EVENTS = 1000
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from anxin.mqtt import BrokerAddress
 from anxin.schemas import Heartbeat
 from gateway import service
 from gateway.models import Event
-from tests.conftest import Seeded, eventually
 from tests.gateway.conftest import Mosquitto, connected_device, device_ids_of_kind, running_gateway
+from tests.support.harness import Seeded, eventually
 
 
 async def _device(sessions: SessionMaker, device_id: str) -> Device:

@@ -12,8 +12,8 @@ import signal
 import pytest
 
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
-from tests.conftest import eventually
 from tests.gateway.conftest import Mosquitto
+from tests.support.harness import eventually
 
 
 async def _receive(queue: asyncio.Queue[MqttMessage], n: int) -> list[MqttMessage]:

@@ -17,7 +17,6 @@ from anxin.mqtt import BrokerAddress
 from anxin.schemas import MAX_EVENT_BYTES, event_json
 from gateway.ingest import truncate_payload
 from gateway.models import DeadLetter, Event
-from tests.conftest import Seeded, eventually
 from tests.gateway.conftest import (
     Mosquitto,
     TestDevice,
@@ -25,6 +24,7 @@ from tests.gateway.conftest import (
     device_ids_of_kind,
     running_gateway,
 )
+from tests.support.harness import Seeded, eventually
 
 
 async def _dead_letters(sessions: SessionMaker) -> list[DeadLetter]:

@@ -14,8 +14,8 @@ from anxin.models import Device
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import event_json, topic
 from gateway.models import Event
-from tests.conftest import Seeded, eventually
 from tests.gateway.conftest import Mosquitto, TestDevice, running_gateway
+from tests.support.harness import Seeded, eventually
 
 
 async def test_two_gateways_split_the_load_and_store_each_event_once(

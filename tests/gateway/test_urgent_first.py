@@ -14,8 +14,8 @@ from anxin.mqtt import BrokerAddress
 from anxin.schemas import RejectReason, event_json
 from gateway import ingest
 from gateway.models import Event
-from tests.conftest import Seeded
 from tests.gateway.conftest import Mosquitto, TestDevice, device_ids_of_kind, running_gateway
+from tests.support.harness import Seeded
 
 
 def _event(event_id: str, type_: str) -> ingest.ParsedEvent | ingest.Rejection:

@@ -11,8 +11,8 @@ import httpx
 from anxin.app import create_app
 from anxin.settings import Settings
 from device_sim.region.generate import COUNTY_CODE
-from registry.service import import_registry_file
-from tests.conftest import Seeded, ServeApp
+from registry.apply import import_registry_file
+from tests.support.harness import Seeded, ServeApp
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 # What an operator sees of a responder, beyond where it is and how it is called.

@@ -14,13 +14,13 @@ from sqlmodel import col
 
 from anxin.db import SessionMaker
 from anxin.models import Device, Elder, Region, Responder, ServiceCentre
-from registry import service
+from registry import apply
+from registry.apply import import_registry_file
 from registry.columns import APPLY_ORDER, RegistryKind
 from registry.export import export_registry
 from registry.report import ImportReport
-from registry.service import import_registry_file
 from registry.sheets import parse_phone
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 ID_NUMBER = "610921194503150027"  # an invented ID-card number: must never be stored
@@ -240,7 +240,7 @@ async def test_a_database_refusal_midway_stores_nothing_of_the_file(
     async def refused(*_: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setitem(service._APPLY, RegistryKind.aides, refused)
+    monkeypatch.setitem(apply._APPLY, RegistryKind.aides, refused)
     report = await import_registry_file(sessions, _workbook(), "试点县.xlsx", now=NOW)
     assert not report.committed
     assert report.failure is not None and "disk full" in report.failure

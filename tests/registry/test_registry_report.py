@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from anxin.cli import app as ops_app
 from anxin.db import SessionMaker
-from registry.service import import_registry_file
+from registry.apply import import_registry_file
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 REGIONS = (

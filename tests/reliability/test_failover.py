@@ -25,7 +25,7 @@ from device_sim.failover_suite import run_failover_suite
 from device_sim.faults.options import SuiteOptions
 from device_sim.faults.report import print_suite, report_text
 from device_sim.pg_cluster import cluster_tools_missing
-from tests.conftest import IN_CI, mosquitto_binary
+from tests.support.harness import IN_CI, mosquitto_binary
 
 HOMES = int(os.environ.get("ANXIN_FAILOVER_HOMES", "500"))
 PRESSES = HOMES * 4

@@ -19,7 +19,7 @@ from rich.console import Console
 from device_sim.faults.options import SCENARIOS, SuiteOptions
 from device_sim.faults.report import print_suite, report_text
 from device_sim.faults.suite import run_fault_suite
-from tests.conftest import mosquitto_binary
+from tests.support.harness import mosquitto_binary
 
 # The figures; a slower CI machine may scale the burst down (the counts stay exact).
 HOMES = int(os.environ.get("ANXIN_FAULT_SUITE_HOMES", "500"))

@@ -18,7 +18,7 @@ from anxin.db import transaction
 from anxin.schemas import Ack, event_json, topic
 from gateway import service
 from gateway.service import Incoming
-from tests.conftest import Seeded
+from tests.support.harness import Seeded
 
 
 def _sos(device_id: str, event_id: str) -> Incoming:

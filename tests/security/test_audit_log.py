@@ -14,9 +14,9 @@ from sqlmodel import col
 
 from anxin.clock import FakeClock
 from anxin.models import AuditLog, OperatorUser
-from tests.conftest import Seeded
 from tests.console.test_registry_api import login, raise_sos
 from tests.security.test_region_scope import app_routes
+from tests.support.harness import Seeded
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 GUESSES = (

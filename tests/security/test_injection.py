@@ -25,11 +25,11 @@ from anxin.models import AuditLog, Elder, Responder
 from anxin.settings import Settings
 from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import sign_twilio_request
+from registry.apply import import_registry_file
 from registry.export import export_registry
-from registry.service import import_registry_file
-from tests.conftest import Seeded, ServeApp
 from tests.console.test_browser import WAIT_MS, accept_dialog, log_in
 from tests.console.test_registry_api import login, raise_sos, village_codes
+from tests.support.harness import Seeded, ServeApp
 
 # Each fits a name (1-32 characters, no surrounding spaces). `pwn` is set only if one runs.
 PAYLOADS = (

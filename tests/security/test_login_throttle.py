@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from anxin.clock import FakeClock
 from anxin.models import AuditLog, OperatorUser
-from tests.conftest import Seeded, ServeApp
+from tests.support.harness import Seeded, ServeApp
 
 WRONG = {"username": "t03", "password": "not-the-password"}
 RIGHT = {"username": "t03", "password": "anxin-t03"}

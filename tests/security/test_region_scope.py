@@ -22,9 +22,9 @@ from sqlmodel import col
 from alert_service.models import DispatchAttempt
 from anxin.clock import FakeClock
 from anxin.models import Elder, Region
-from tests.conftest import Seeded, ServeApp
 from tests.console.test_registry_api import login
 from tests.security.world import second_county, snapshot, two_townships
+from tests.support.harness import Seeded, ServeApp
 
 # Routes that carry no operator data: the schema and its pages, the console's static shell,
 # health, aggregate metrics (counts, no names or places), the login itself, and Twilio's

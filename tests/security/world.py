@@ -17,8 +17,8 @@ from anxin.db import transaction
 from anxin.models import Device, Elder, OperatorUser, Region, Responder, ServiceCentre
 from gateway.models import DeadLetter
 from tests.builders import region_ladder
-from tests.conftest import Seeded
 from tests.console.test_registry_api import raise_sos, region_id
+from tests.support.harness import Seeded
 
 
 @dataclass
