@@ -29,7 +29,7 @@ from gateway.broker_config import (
     mosquitto_hash,
 )
 from gateway.cli import devices_app
-from tests.gateway.conftest import Mosquitto, device_ids_of_kind
+from tests.support.broker import Mosquitto, device_ids_of_kind
 from tests.support.harness import Seeded, ServeApp, eventually
 
 SERVICE_USER = "anxin-platform"

@@ -30,7 +30,7 @@ from device_sim.region.plan import RegionPlan
 from device_sim.region.seed import seed_region
 from gateway import service
 from gateway.models import DeadLetter, Event
-from tests.gateway.conftest import (
+from tests.support.broker import (
     Mosquitto,
     TestDevice,
     connected_device,

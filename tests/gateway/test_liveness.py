@@ -18,7 +18,7 @@ from anxin.mqtt import BrokerAddress
 from anxin.schemas import Heartbeat
 from gateway import service
 from gateway.models import Event
-from tests.gateway.conftest import Mosquitto, connected_device, device_ids_of_kind, running_gateway
+from tests.support.broker import Mosquitto, connected_device, device_ids_of_kind, running_gateway
 from tests.support.harness import Seeded, eventually
 
 

@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
-from tests.gateway.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.support.harness import eventually
 
 

@@ -24,7 +24,7 @@ from anxin.schemas import Heartbeat, event_json
 from anxin.settings import Settings
 from gateway import service
 from gateway.models import Event
-from tests.gateway.conftest import Mosquitto, connected_device, device_ids_of_kind, running_gateway
+from tests.support.broker import Mosquitto, connected_device, device_ids_of_kind, running_gateway
 from tests.support.harness import Seeded, ServeApp, eventually
 
 GAP = timedelta(minutes=25)

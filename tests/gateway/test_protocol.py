@@ -17,7 +17,7 @@ from anxin.mqtt import BrokerAddress
 from anxin.schemas import MAX_EVENT_BYTES, event_json
 from gateway.ingest import truncate_payload
 from gateway.models import DeadLetter, Event
-from tests.gateway.conftest import (
+from tests.support.broker import (
     Mosquitto,
     TestDevice,
     connected_device,

@@ -14,7 +14,7 @@ from anxin.models import Device
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import event_json, topic
 from gateway.models import Event
-from tests.gateway.conftest import Mosquitto, TestDevice, running_gateway
+from tests.support.broker import Mosquitto, TestDevice, running_gateway
 from tests.support.harness import Seeded, eventually
 
 

@@ -14,7 +14,7 @@ from anxin.mqtt import BrokerAddress
 from anxin.schemas import RejectReason, event_json
 from gateway import ingest
 from gateway.models import Event
-from tests.gateway.conftest import Mosquitto, TestDevice, device_ids_of_kind, running_gateway
+from tests.support.broker import Mosquitto, TestDevice, device_ids_of_kind, running_gateway
 from tests.support.harness import Seeded
 
 

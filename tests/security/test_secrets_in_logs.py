@@ -34,7 +34,7 @@ from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
 from anxin.schemas import event_json, topic
 from anxin.settings import Settings
 from device_sim.harness import run_in_process
-from tests.gateway.conftest import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.support.harness import Seeded, eventually
 
 DB_PASSWORD = "db-pw-Zq8r1x7Kt3"
