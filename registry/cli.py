@@ -47,9 +47,9 @@ def registry_import(
     from anxin.logging import configure_logging
     from anxin.services import services
     from anxin.settings import Settings
+    from registry.apply import import_registry_file
     from registry.columns import APPLY_ORDER, RegistryKind
     from registry.files import parse_file
-    from registry.service import import_registry_file
 
     try:
         forced = RegistryKind(kind) if kind else None

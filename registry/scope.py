@@ -3,7 +3,7 @@ their region.
 
 `anxin registry import` is the civil-affairs office's own tool and imports any row. The API's
 import (`POST /api/registry/import`) is an operator's, scoped like the rest of the API: before
-`registry.service.apply_sheets` runs, `keep_to_scope` moves every row that would create or change
+`registry.apply.apply_sheets` runs, `keep_to_scope` moves every row that would create or change
 something outside the operator's region — or touch an archived elder or device — to its sheet's
 refusals, with row and column, so the report says why. A row whose target cannot be placed
 for certain inside the region is refused: of all the regions the importer could pick for it,

@@ -31,6 +31,7 @@ from anxin.web import (
     filters_given,
 )
 from registry import service
+from registry.apply import apply_sheets
 from registry.columns import RegistryKind
 from registry.files import RegistryFileError, parse_file
 from registry.schemas import (
@@ -720,7 +721,7 @@ async def import_registry(
         region_ids=operator.region_ids,
         may_shape_network=_is_region_admin(operator),
     )
-    report = await service.apply_sheets(
+    report = await apply_sheets(
         context(request).sessions,
         sheets,
         source=name,
