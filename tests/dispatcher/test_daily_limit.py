@@ -8,8 +8,7 @@ from alert_service import ladder, regions
 from anxin.db import transaction
 from anxin.models import Responder
 from dispatcher.models import SmsMessage, SmsStatus
-from tests.dispatcher.conftest import DispatchBench
-from tests.dispatcher.test_dispatch_flow import ELDER
+from tests.support.dispatch import ELDER, DispatchBench
 
 
 async def nearest_aide(bench: DispatchBench) -> Responder:

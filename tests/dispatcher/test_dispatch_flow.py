@@ -20,10 +20,9 @@ from dispatcher import outbox, templates
 from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import TwilioSmsProvider, sign_twilio_request
 from dispatcher.worker import send_due
-from tests.dispatcher.conftest import PLATFORM_NUMBER, DispatchBench
+from tests.support.dispatch import ELDER, PLATFORM_NUMBER, DispatchBench, operator_resolves
 from tests.support.harness import eventually
 
-ELDER = "E0001"
 UNKNOWN_PHONE = "+8613999999999"
 
 
@@ -57,16 +56,6 @@ async def receipts_settled(bench: DispatchBench) -> None:
             )
 
     await eventually(settled, what="every receipt")
-
-
-async def operator_resolves(bench: DispatchBench, alert_id: int | None) -> None:
-    assert alert_id is not None
-    async with transaction(bench.sessions) as session:
-        alert = await alert_ladder.lock_alert(session, alert_id)
-        assert alert is not None
-        await alert_ladder.resolve(
-            session, alert, bench.clock.now(), actor="operator:t", outcome="handled"
-        )
 
 
 # --- sending and receipts -------------------------------------------------------------------

@@ -23,8 +23,7 @@ from dispatcher import outbox as dispatch_outbox
 from dispatcher.models import SmsInFlight, SmsMessage, SmsStatus
 from dispatcher.twilio_provider import SmsSendError, TwilioSmsProvider
 from dispatcher.worker import send_due
-from tests.dispatcher.conftest import DispatchBench
-from tests.dispatcher.test_dispatch_flow import ELDER
+from tests.support.dispatch import ELDER, DispatchBench
 from tests.support.harness import eventually
 
 

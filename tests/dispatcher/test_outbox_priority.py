@@ -14,8 +14,7 @@ from anxin.db import transaction
 from dispatcher import outbox
 from dispatcher.models import SmsMessage, SmsStatus
 from dispatcher.worker import send_due
-from tests.dispatcher.conftest import DispatchBench
-from tests.dispatcher.test_dispatch_flow import ELDER
+from tests.support.dispatch import ELDER, DispatchBench
 from tests.support.harness import eventually
 
 

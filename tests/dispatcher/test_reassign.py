@@ -9,7 +9,7 @@ from typing import Any
 
 from alert_service.models import Alert
 from dispatcher import templates
-from tests.dispatcher.conftest import DispatchBench
+from tests.support.dispatch import DispatchBench
 
 ELDER = "E0001"
 

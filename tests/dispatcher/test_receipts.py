@@ -11,8 +11,7 @@ from alert_service.responses import LadderResponses
 from anxin.db import transaction
 from dispatcher import inbound
 from dispatcher.models import SmsMessage
-from tests.dispatcher.conftest import DispatchBench
-from tests.dispatcher.test_dispatch_flow import ELDER
+from tests.support.dispatch import ELDER, DispatchBench
 
 
 async def test_a_batch_of_receipts_applies_each_in_order(bench: DispatchBench) -> None:

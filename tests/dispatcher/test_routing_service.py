@@ -11,8 +11,7 @@ from anxin.db import transaction
 from anxin.models import Responder
 from dispatcher import ranking
 from dispatcher.travel_table import parse_travel_table
-from tests.dispatcher.conftest import DispatchBench
-from tests.dispatcher.test_dispatch_flow import ELDER, operator_resolves
+from tests.support.dispatch import ELDER, DispatchBench, operator_resolves
 
 
 async def import_csv(bench: DispatchBench, text: str) -> tuple[int, list[str]]:
