@@ -98,6 +98,20 @@ def _now(request: Request) -> datetime:
     return context(request).clock.now()
 
 
+def _audit_list(
+    session: AsyncSession,
+    operator: Operator,
+    request: Request,
+    what: str,
+    count: int,
+    filters: dict[str, Any] | None = None,
+) -> None:
+    """A list read on the record too (elders' and aides' records are personal data, PIPL): what
+    was listed, how many rows, and the filters it was asked with where the list has filters."""
+    given = {} if filters is None else {"filters": filters}
+    audit(session, operator, _now(request), f"list_{what}s", what, "", count=count, **given)
+
+
 async def _region_in_scope(
     session: AsyncSession, operator: Operator, region_id: int | None, field: str, *levels: str
 ) -> Region:
@@ -134,7 +148,7 @@ async def list_regions(
 ) -> list[RegionOut]:
     rows = await service.list_regions(session=session, region_ids=operator.region_ids)
     out = [from_row(RegionOut, r, elders=elders) for r, elders in rows]
-    audit(session, operator, _now(request), "list_regions", "region", "", count=len(out))
+    _audit_list(session, operator, request, "region", len(out))
     return out
 
 
@@ -226,7 +240,7 @@ async def list_centres(
 ) -> list[CentreOut]:
     rows = await service.list_centres(session=session, region_ids=operator.region_ids)
     out = [from_row(CentreOut, c, region=name) for c, name in rows]
-    audit(session, operator, _now(request), "list_centres", "centre", "", count=len(out))
+    _audit_list(session, operator, request, "centre", len(out))
     return out
 
 
@@ -303,17 +317,8 @@ async def list_elders(
     ids = [pk(e) for e, _ in rows]
     devices = await service.devices_of(session=session, elder_ids=ids)
     open_counts = await service.open_alert_counts(session=session, elder_ids=ids)
-    # Elders' records are personal data (PIPL): a list read is on the record too.
-    audit(
-        session,
-        operator,
-        _now(request),
-        "list_elders",
-        "elder",
-        "",
-        count=len(rows),
-        filters=filters_given(q=q, village_id=village_id, offset=offset, archived=archived),
-    )
+    filters = filters_given(q=q, village_id=village_id, offset=offset, archived=archived)
+    _audit_list(session, operator, request, "elder", len(rows), filters)
     return [
         from_row(
             ElderOut,
@@ -453,16 +458,7 @@ async def list_devices(
     if trouble_only:
         out = [d for d in out if d.trouble]
     filters = filters_given(elder_id=elder_id, trouble_only=trouble_only, archived=archived)
-    audit(
-        session,
-        operator,
-        _now(request),
-        "list_devices",
-        "device",
-        "",
-        count=len(out),
-        filters=filters,
-    )
+    _audit_list(session, operator, request, "device", len(out), filters)
     return out
 
 
@@ -575,8 +571,7 @@ async def list_responders(
     today = await service.dispatches_since(
         session=session, responder_ids=[pk(r) for r, _ in rows], since=since
     )
-    # Aides' names and phone numbers are personal data: a list read is on the record.
-    audit(session, operator, ctx.clock.now(), "list_responders", "responder", "", count=len(rows))
+    _audit_list(session, operator, request, "responder", len(rows))
     return [
         from_row(
             ResponderOut,
