@@ -40,7 +40,7 @@ def normalise_url(url: str) -> str:
 
 def _multi_host_as_query(url: str) -> str:
     scheme, sep, rest = url.partition("://")
-    authority, slash, tail = rest.partition("/")
+    authority, _, tail = rest.partition("/")
     userinfo, at, hosts = authority.rpartition("@")
     if not sep or "," not in hosts:
         return url
@@ -116,7 +116,11 @@ async def listening(
 ) -> AsyncIterator[bool]:
     """LISTEN on `channel` on a connection of our own while the block runs, calling `on_notify`
     for each notification. Yields False (and the caller polls alone) when that is impossible:
-    not Postgres through asyncpg, or a pooler that cannot LISTEN."""
+    not Postgres through asyncpg, or a pooler that cannot LISTEN.
+
+    When the connection is lost (the server restarted, or a failover moved the primary) it
+    LISTENs again on a new one, retrying every second, and calls `on_notify` once it does: a
+    NOTIFY sent while nobody listened is lost, so the caller looks for work then."""
     engine = sessions.kw.get("bind")
     if not isinstance(engine, AsyncEngine):
         yield False
@@ -125,22 +129,72 @@ async def listening(
     def callback(*_: object) -> None:
         on_notify()
 
-    try:
+    lost = asyncio.Event()
+    held: list[Any] = []  # the SQLAlchemy connection and its asyncpg one, while listening
+
+    async def listen() -> None:
         connection = await engine.connect()
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.add_listener(channel, callback)
+        try:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.add_listener(channel, callback)
+            driver.add_termination_listener(lambda *_: lost.set())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        held[:] = [connection, driver]
+
+    async def release() -> None:
+        if not held:
+            return
+        connection, driver = held
+        held.clear()
+        with contextlib.suppress(Exception):
+            await driver.remove_listener(channel, callback)
+        with contextlib.suppress(Exception):
+            await connection.invalidate()
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+    async def keep_listening() -> None:
+        while True:
+            await lost.wait()
+            lost.clear()
+            await release()
+            log.warning("listen_lost", channel=channel)
+            attempt = 0
+            while True:
+                try:
+                    await listen()
+                    break
+                except Exception as exc:
+                    attempt += 1
+                    log.info("listen_retry", channel=channel, attempt=attempt, error=repr(exc))
+                    await asyncio.sleep(1.0)
+            log.info("listen_restored", channel=channel, attempts=attempt + 1)
+            on_notify()
+
+    try:
+        await listen()
     except Exception as exc:
         log.warning("listen_unavailable", channel=channel, error=repr(exc))
         yield False
         return
+    keeper = asyncio.create_task(keep_listening())
     try:
         yield True
     finally:
-        with contextlib.suppress(Exception):
-            await driver.remove_listener(channel, callback)
-        with contextlib.suppress(Exception):
-            await connection.close()
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        if held:
+            connection, driver = held
+            held.clear()
+            with contextlib.suppress(Exception):
+                await driver.remove_listener(channel, callback)
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
 async def first_of(*events: asyncio.Event, timeout: float) -> None:
