@@ -37,7 +37,8 @@ from registry.columns import (
 )
 from registry.files import RegistryFileError, parse_file
 from registry.report import Finding, ImportReport, SheetReport
-from registry.service import Regions, RegionView, Upserts, sync_centre_responder
+from registry.schemas import RegionView
+from registry.service import Regions, Upserts, sync_centre_responder
 from registry.sheets import ParsedRow, ParsedSheet, keys_of
 
 AIDE_SETUP_MINUTES: Final = 2.0

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, field_validator
 
+from anxin.models import Region
 from anxin.schemas import DEVICE_ID_RE, DeviceKind, ResponderKind
 from anxin.web import RowId, storable_text
 from dispatcher.routing import TravelMode
@@ -49,7 +50,10 @@ class RegionIn(_In):
     response_minutes: int = Field(default=15, ge=1, le=120)
 
 
-class RegionOut(BaseModel):
+class RegionView(BaseModel):
+    """A region as the registry looks it up (the import, its scope check, the export); the API's
+    `RegionOut` is this and a little more."""
+
     id: int
     code: str
     name: str
@@ -57,6 +61,13 @@ class RegionOut(BaseModel):
     parent_id: int | None
     lat: float | None
     lon: float | None
+
+    @classmethod
+    def of(cls, region: Region) -> RegionView:
+        return cls.model_validate(region, from_attributes=True)
+
+
+class RegionOut(RegionView):
     response_minutes: int
     elders: int = 0
 

@@ -21,7 +21,8 @@ from sqlmodel import col
 from anxin.models import Device, Elder, Region, Responder, ServiceCentre
 from registry.columns import APPLY_ORDER, LEVEL_RANK, RegistryKind
 from registry.report import Finding
-from registry.service import Regions, RegionView
+from registry.schemas import RegionView
+from registry.service import Regions
 from registry.sheets import ParsedRow, ParsedSheet
 
 OUTSIDE: Final = "不在您的辖区内 / not in your region"
@@ -55,8 +56,15 @@ class _Network:
         if code in self.regions.by_code:
             return
         parent = self.regions.by_code.get(parent_code or "")
-        view = RegionView(-1 - len(self.regions.by_id), code, name, level, None, None, None)
-        view.parent_id = parent.id if parent else None
+        view = RegionView(
+            id=-1 - len(self.regions.by_id),
+            code=code,
+            name=name,
+            level=level,
+            parent_id=parent.id if parent else None,
+            lat=None,
+            lon=None,
+        )
         self.regions.add(view)
         self.inside_ids.add(view.id)
 

@@ -21,23 +21,9 @@ from anxin.models import Device, Elder, OperatorUser, Region, Responder, Service
 from anxin.schemas import RegionLevel, ResponderKind
 from registry.columns import centre_responder
 from registry.report import SheetReport
+from registry.schemas import RegionView
 
 CENTRE_SETUP_MINUTES: Final = 5.0
-
-
-@dataclass
-class RegionView:
-    id: int
-    code: str
-    name: str
-    level: str
-    parent_id: int | None
-    lat: float | None
-    lon: float | None
-
-    @classmethod
-    def of(cls, r: Region) -> RegionView:
-        return cls(pk(r), r.code, r.name, r.level, r.parent_id, r.lat, r.lon)
 
 
 class Regions:
