@@ -343,7 +343,9 @@ def bench_command(
         list[str] | None,
         typer.Option(
             help="--fault-suite: run only these scenarios (baseline, gateway, alerts, "
-            "dispatcher, web, mosquitto, postgres; ROLE#N kills replica N only)."
+            "dispatcher, web, mosquitto, postgres; ROLE#N kills replica N only; failover, "
+            "failover-pgbouncer: the primary of a Patroni cluster lost, each on a platform "
+            "of its own, not in the default set)."
         ),
     ] = None,
     flood: Annotated[
@@ -400,13 +402,20 @@ def bench_command(
 
 
 def _fault_suite(homes: int, presses: int, scenarios: list[str], json_out: Path | None) -> None:
+    import dataclasses
+
+    from device_sim.failover_suite import FAILOVER_SCENARIOS, run_failover_suite
     from device_sim.faults.options import SCENARIOS, SuiteOptions, valid_scenario
-    from device_sim.faults.report import ScenarioResult, print_suite
+    from device_sim.faults.report import ScenarioResult, SuiteReport, print_suite
     from device_sim.faults.suite import run_fault_suite
 
+    failovers = [s for s in scenarios if s in FAILOVER_SCENARIOS]
+    scenarios = [s for s in scenarios if s not in FAILOVER_SCENARIOS]
     unknown = [s for s in scenarios if not valid_scenario(s)]
     if unknown:
-        raise typer.BadParameter(f"unknown scenario(s) {unknown}; choose from {SCENARIOS}")
+        raise typer.BadParameter(
+            f"unknown scenario(s) {unknown}; choose from {SCENARIOS + FAILOVER_SCENARIOS}"
+        )
     _settings()
     options = SuiteOptions(
         homes=homes, presses=presses, scenarios=tuple(scenarios) if scenarios else SCENARIOS
@@ -420,7 +429,26 @@ def _fault_suite(homes: int, presses: int, scenarios: list[str], json_out: Path 
             f"{s.steps_expected}, {s.wall_s:g} s {s.detail or ''}"
         )
 
-    report = _run(run_fault_suite(options, console=console, on_result=done))
+    reports: list[SuiteReport] = []
+    if scenarios or not failovers:
+        reports.append(_run(run_fault_suite(options, console=console, on_result=done)))
+    for name in failovers:  # each on a Patroni cluster of its own (device_sim/pg_cluster.py)
+        reports.append(
+            _run(
+                run_failover_suite(
+                    options,
+                    pgbouncer=name == "failover-pgbouncer",
+                    console=console,
+                    on_result=done,
+                )
+            )
+        )
+    report = dataclasses.replace(
+        reports[0],
+        scenarios=[s for r in reports for s in r.scenarios],
+        setup_s=round(sum(r.setup_s for r in reports), 1),
+        wall_s=round(sum(r.wall_s for r in reports), 1),
+    )
     print_suite(report, console)
     if json_out is not None:
         json_out.write_text(report.to_json(), encoding="utf-8")
