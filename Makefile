@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint install clean browser broker
+.PHONY: demo test lint install clean browser broker cluster
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "需要 Python 3.11 / Python 3.11 is required"; exit 1; }
@@ -38,7 +38,17 @@ browser:
 	  else echo "note: chromium not installed; browser tests will be skipped (CI installs it)"; fi; \
 	fi
 
-test: lint browser broker
+# The failover tests' database cluster (tests/reliability/test_failover.py, the doctor's): etcd,
+# Patroni and PgBouncer, Debian's. Installed when missing and we can (root + apt).
+cluster:
+	@if ! command -v patroni >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1 || ! command -v pgbouncer >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing patroni, etcd-server and pgbouncer (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patroni etcd-server pgbouncer >/dev/null; \
+	  else echo "note: patroni/etcd/pgbouncer not installed; the failover tests will be skipped (CI installs them)"; fi; \
+	fi
+
+test: lint browser broker cluster
 	$(BIN)/pytest
 
 # The whole gate before the tests: lint, format, types, and the architecture's import contracts
