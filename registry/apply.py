@@ -28,6 +28,7 @@ from anxin.db import SessionMaker
 from anxin.models import AuditLog, Device, Elder, Region, Responder, ServiceCentre
 from anxin.schemas import DeviceKind, RegionLevel, ResponderKind
 from registry.columns import (
+    AIDE_SETUP_MINUTES,
     APPLY_ORDER,
     DEFAULT_HEARTBEAT_S,
     ELDER_FLAGS,
@@ -40,8 +41,6 @@ from registry.report import Finding, ImportReport, SheetReport
 from registry.schemas import RegionView
 from registry.service import Regions, Upserts, sync_centre_responder
 from registry.sheets import ParsedRow, ParsedSheet, keys_of
-
-AIDE_SETUP_MINUTES: Final = 2.0
 
 
 def _village_problem(reason: str, text: str) -> str:

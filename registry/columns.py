@@ -317,6 +317,12 @@ ELDER_FLAGS: Final = (
 )
 
 
+# Minutes a responder needs before setting off: a centre's duty car, an aide's e-bike (the import,
+# the API and the simulator's seed make responders with these).
+CENTRE_SETUP_MINUTES: Final = 5.0
+AIDE_SETUP_MINUTES: Final = 2.0
+
+
 def centre_responder(centre_name: str, level: str) -> tuple[str, ResponderKind]:
     """The name a centre's duty responder is made with, and its kind (by the centre's level):
     one rule for the API, the import and the simulator's seed."""

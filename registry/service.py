@@ -19,11 +19,9 @@ from sqlmodel import col
 from alert_service.models import OPEN_STATUSES, Alert, DispatchAttempt, RuleTimer
 from anxin.models import Device, Elder, OperatorUser, Region, Responder, ServiceCentre, pk
 from anxin.schemas import RegionLevel, ResponderKind
-from registry.columns import centre_responder
+from registry.columns import CENTRE_SETUP_MINUTES, centre_responder
 from registry.report import SheetReport
 from registry.schemas import RegionView
-
-CENTRE_SETUP_MINUTES: Final = 5.0
 
 
 class Regions:

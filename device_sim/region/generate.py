@@ -38,6 +38,7 @@ from device_sim.region.plan import (
     RegionSpec,
     ResponderSpec,
 )
+from registry.columns import AIDE_SETUP_MINUTES, CENTRE_SETUP_MINUTES, centre_responder
 
 DEFAULT_HOMES = 120
 DEFAULT_SEED = 2026
@@ -101,8 +102,6 @@ HEARTBEAT_S: dict[DeviceKind, int] = {
     DeviceKind.water: 300,
 }
 DEVICE_PASSWORD_CHARS = 20
-CENTRE_SETUP_MINUTES = 5.0
-AIDE_SETUP_MINUTES = 2.0
 
 
 # --- generation -------------------------------------------------------------------------------
@@ -218,25 +217,7 @@ def generate_region(homes: int | None = None, seed: int = DEFAULT_SEED) -> Regio
     elders = _generate_elders(people_rng, village_sites, home_count, phone_book)
     devices = _generate_devices(random.Random(f"{seed}:devices"), seed, elders)
     aides = _generate_aides(people_rng, village_sites, phone_book)
-    centre_responders = tuple(
-        ResponderSpec(
-            kind=(
-                ResponderKind.county_centre
-                if centre.level == RegionLevel.county
-                else ResponderKind.township_centre
-            ),
-            name=f"{centre.name}值班",
-            phone=centre.duty_phone,
-            village_code=None,
-            centre_region_code=centre.region_code,
-            lat=centre.lat,
-            lon=centre.lon,
-            travel_mode="car",
-            setup_minutes=CENTRE_SETUP_MINUTES,
-            on_duty=True,
-        )
-        for centre in centres
-    )
+    centre_responders = tuple(_centre_responder(centre) for centre in centres)
     return RegionPlan(
         seed=seed,
         county=county,
@@ -312,6 +293,24 @@ def _township_villages(
             )
             sites.append(_VillageSite(spec, bearing))
     return sites
+
+
+def _centre_responder(centre: CentreSpec) -> ResponderSpec:
+    """The responder through which the dispatcher reaches a centre: the same name and kind as
+    the API and the import give it."""
+    name, kind = centre_responder(centre.name, centre.level)
+    return ResponderSpec(
+        kind=kind,
+        name=name,
+        phone=centre.duty_phone,
+        village_code=None,
+        centre_region_code=centre.region_code,
+        lat=centre.lat,
+        lon=centre.lon,
+        travel_mode="car",
+        setup_minutes=CENTRE_SETUP_MINUTES,
+        on_duty=True,
+    )
 
 
 def _generate_centres(
