@@ -67,6 +67,17 @@ async def export_tables(
         township = regions.township_of(region_id) if region_id is not None else None
         return township.name if township else ""
 
+    def placed(person: Elder | Responder) -> dict[str, Any]:
+        # An elder's or an aide's name, village and position: the columns the import places by.
+        return {
+            "name": person.name,
+            "township": township_name(person.village_id),
+            "village": name_of(person.village_id),
+            "village_code": code_of(person.village_id),
+            "lat": person.lat,
+            "lon": person.lon,
+        }
+
     level_text = (lambda lv: lv) if english else (lambda lv: LEVEL_ZH[RegionLevel(lv)])
     kind_text = (lambda k: k) if english else (lambda k: DEVICE_KIND_ZH[DeviceKind(k)])
     mode_text = (lambda m: m) if english else (lambda m: TRAVEL_MODE_ZH.get(m, m))
@@ -110,13 +121,8 @@ async def export_tables(
         elder_codes[e.id] = (e.code, e.name)
         values = {
             "code": e.code,
-            "name": e.name,
-            "township": township_name(e.village_id),
-            "village": name_of(e.village_id),
-            "village_code": code_of(e.village_id),
+            **placed(e),
             "address": e.address,
-            "lat": e.lat,
-            "lon": e.lon,
             **{flag: getattr(e, flag) for flag in ELDER_FLAGS},
             "guardian_phones": list(e.guardian_phones or []),
             "consent": e.consent,
@@ -144,13 +150,8 @@ async def export_tables(
     ).scalars()
     for a in aides:
         values = {
-            "name": a.name,
+            **placed(a),
             "phone": a.phone,
-            "township": township_name(a.village_id),
-            "village": name_of(a.village_id),
-            "village_code": code_of(a.village_id),
-            "lat": a.lat,
-            "lon": a.lon,
             "travel_mode": mode_text(a.travel_mode),
             "setup_minutes": a.setup_minutes,
             "on_duty": a.on_duty,
