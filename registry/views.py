@@ -29,6 +29,7 @@ from anxin.web import (
     audit,
     context,
     filters_given,
+    invalid,
 )
 from registry import service
 from registry.apply import apply_sheets
@@ -87,11 +88,7 @@ def _not_found(what: str) -> HTTPException:
 
 
 def _invalid(field: str, message: str) -> HTTPException:
-    """A 422 in FastAPI's own shape, so the console shows it next to the field."""
-    return HTTPException(
-        422,
-        [{"loc": ["body", field], "msg": message, "type": "value_error"}],
-    )
+    return invalid("body", field, message)
 
 
 def _now(request: Request) -> datetime:
