@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -29,6 +30,7 @@ from device_sim.region.generate import generate_region
 from device_sim.region.plan import RegionPlan
 from device_sim.region.seed import seed_region
 from tests.builders import region_ladder
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, missing
 from tests.support.harness import (
     CI_MQTT,
     IN_CI,
@@ -39,6 +41,9 @@ from tests.support.harness import (
     run_platform,
     serve,
 )
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 configure_logging("warning")
 
@@ -181,3 +186,20 @@ async def platform(
 ) -> AsyncIterator[RunningPlatform]:
     async with run_platform(database_url, mqtt_url, engine) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """The console's real Chromium, started once per session by the first test that asks."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        missing("the playwright package (pip install -e '.[dev]')")
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (a stat, once per session)
+        missing(f"Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        await launched.close()

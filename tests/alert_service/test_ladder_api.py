@@ -27,11 +27,6 @@ async def http(region: Seeded, serve_app: ServeApp) -> AsyncIterator[httpx.Async
         yield client
 
 
-async def _region_id(region: Seeded, code: str) -> int:
-    async with region.sessions() as session:
-        return await builders.region_id(session, code)
-
-
 def _elders_in(region: Seeded, township: str) -> list[str]:
     villages = {v.code for v in region.plan.villages if v.parent_code == township}
     return [e.code for e in region.plan.elders if e.village_code in villages]
@@ -41,7 +36,7 @@ async def test_a_county_operator_changes_a_townships_ladder_and_it_is_audited(
     http: httpx.AsyncClient, region: Seeded
 ) -> None:
     county = await builders.operator_token(http, "county")
-    t01 = await _region_id(region, "T01")
+    t01 = await builders.region_id(region, "T01")
     read = (await http.get(f"/api/regions/{t01}/ladder", headers=county)).json()
     assert read["own"] == {} and read["can_edit"] is True
     assert read["effective"]["accept_timeout_s"] == 180  # the county's (pinned) settings
@@ -91,7 +86,7 @@ async def test_a_ladder_that_cannot_work_is_refused_and_nothing_changes(
     http: httpx.AsyncClient, region: Seeded, body: dict[str, object]
 ) -> None:
     county = await builders.operator_token(http, "county")
-    t01 = await _region_id(region, "T01")
+    t01 = await builders.region_id(region, "T01")
     res = await http.put(f"/api/regions/{t01}/ladder", headers=county, json=body)
     assert res.status_code == 422, res.text
     assert (await http.get(f"/api/regions/{t01}/ladder", headers=county)).json()["own"] == {}
@@ -101,7 +96,7 @@ async def test_a_township_operator_reads_their_ladder_but_cannot_change_it(
     http: httpx.AsyncClient, region: Seeded
 ) -> None:
     t01_operator = await builders.operator_token(http, "t01")
-    t01, t02 = await _region_id(region, "T01"), await _region_id(region, "T02")
+    t01, t02 = await builders.region_id(region, "T01"), await builders.region_id(region, "T02")
     read = await http.get(f"/api/regions/{t01}/ladder", headers=t01_operator)
     assert read.status_code == 200 and read.json()["can_edit"] is False
     refused = await http.put(
@@ -121,7 +116,7 @@ async def test_a_live_alert_keeps_its_ladder_a_new_alert_gets_the_changed_one(
     async with transaction(region.sessions) as session:
         live = await builders.sos(session, elder, clock.now())
     county = await builders.operator_token(http, "county")
-    t01 = await _region_id(region, "T01")
+    t01 = await builders.region_id(region, "T01")
     res = await http.put(
         f"/api/regions/{t01}/ladder", headers=county, json={"accept_timeout_s": 60}
     )

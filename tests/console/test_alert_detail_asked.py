@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from anxin.models import Responder
-from tests.console.test_browser import sos_button_in
-from tests.console.test_registry_removal import log_in, press
+from tests.builders import login, sos_button_in
+from tests.support.broker import press
 from tests.support.harness import RunningPlatform, Seeded, eventually
 
 
@@ -22,7 +22,7 @@ async def test_the_alert_detail_lists_who_was_asked_as_the_queue_row_does(
     _, button = sos_button_in(region.plan, "T01")
     alert_id = (await press(platform, button.device_id))["alert_id"]
     async with httpx.AsyncClient(base_url=platform.web_url) as http:
-        t01 = await log_in(http, "t01", "anxin-t01")
+        t01 = await login(http, "t01", "anxin-t01")
 
         async def queue_row(asked: int) -> dict[str, Any] | None:
             rows = (await http.get("/api/alerts?open_only=true", headers=t01)).json()

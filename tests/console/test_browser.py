@@ -6,11 +6,9 @@ Waits are generous on purpose: they guard against a hang; speed is never asserte
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from pathlib import Path
 
-from playwright.async_api import Browser, Dialog, Page, expect
+from playwright.async_api import Browser, expect
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -19,58 +17,11 @@ from anxin.app import create_app
 from anxin.clock import SystemClock
 from anxin.db import transaction
 from anxin.models import AuditLog, OperatorUser
-from anxin.mqtt import MqttClient
-from anxin.schemas import event_json, topic
 from anxin.settings import Settings
-from device_sim.region.plan import DeviceSpec, ElderSpec, RegionPlan
-from tests.console.history import seed_closed_alerts
-from tests.support.harness import RunningPlatform, Seeded, ServeApp, eventually
-
-WAIT_MS = 30_000
-
-
-def sos_button_in(plan: RegionPlan, township_code: str) -> tuple[ElderSpec, DeviceSpec]:
-    villages = {v.code for v in plan.villages if v.parent_code == township_code}
-    elder = next(e for e in plan.elders if e.village_code in villages)
-    device = next(d for d in plan.devices if d.elder_code == elder.code and d.kind == "sos_button")
-    return elder, device
-
-
-async def press_sos(platform: RunningPlatform, device: DeviceSpec, event_id: str) -> int:
-    """Publish an SOS as the device would and return the alert id from the platform's ack."""
-    # A client id of its own, and only the ack of this event: a shared broker may still hold
-    # acks of earlier runs for the same demo device.
-    client = MqttClient(platform.mqtt, f"test-{device.device_id}-{event_id}-{uuid.uuid4().hex[:6]}")
-    acks = client.subscribe(topic(device.device_id, "ack"), 1)
-    await client.connect()
-    try:
-        await client.publish(topic(device.device_id, "event"), event_json(event_id, "sos"), 1)
-
-        async def ack() -> dict[str, str] | None:
-            while not acks.empty():
-                body: dict[str, str] = json.loads(acks.get_nowait().payload)
-                if body.get("event_id") == event_id:
-                    return body
-            return None
-
-        body = await eventually(ack, what="device ack")
-    finally:
-        await client.close()
-    assert body["status"] == "accepted"
-    return int(body["alert_id"].removeprefix("A"))
-
-
-async def accept_dialog(dialog: Dialog) -> None:
-    await dialog.accept()
-
-
-async def log_in(page: Page, base_url: str, username: str, password: str) -> None:
-    await page.goto(base_url + "/")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", password)
-    await page.click("form#login button[type=submit]")
-    await expect(page.locator("#queue")).to_be_visible(timeout=WAIT_MS)
-    await expect(page.locator("#live")).to_have_class("live on", timeout=WAIT_MS)
+from tests.builders import seed_closed_alerts, sos_button_in
+from tests.support.broker import press_sos
+from tests.support.browser import WAIT_MS, accept_dialog, log_in
+from tests.support.harness import RunningPlatform, Seeded, ServeApp
 
 
 async def test_township_operator_sees_a_new_sos_live_and_resolves_it_from_the_page(

@@ -23,7 +23,9 @@ from anxin.models import Elder, Responder
 from anxin.settings import Settings
 from device_sim.harness import serve_app
 from dispatcher import templates
-from tests.console.test_browser import WAIT_MS, accept_dialog, log_in, press_sos, sos_button_in
+from tests.builders import sos_button_in
+from tests.support.broker import press_sos
+from tests.support.browser import WAIT_MS, accept_dialog, log_in
 from tests.support.harness import RunningPlatform, Seeded, eventually
 
 

@@ -13,8 +13,8 @@ from anxin.clock import FakeClock
 from anxin.db import transaction
 from anxin.settings import Settings
 from gateway import service
-from tests.console.test_browser import WAIT_MS, log_in, sos_button_in
-from tests.gateway.test_platform_gap import _press_sos
+from tests.builders import gateway_sos, sos_button_in
+from tests.support.browser import WAIT_MS, log_in
 from tests.support.harness import Seeded, ServeApp
 
 
@@ -27,7 +27,7 @@ async def test_the_timeline_shows_the_platforms_gap_in_chinese_and_english(
         await service.gateway_alive(
             session, gateway_id="gw-1", now=clock.now(), shared=False, resuming=True
         )
-    alert_id = await _press_sos(region.sessions, clock, button.device_id)
+    alert_id = await gateway_sos(region.sessions, clock, button.device_id)
     clock.advance(timedelta(minutes=25))
     async with transaction(region.sessions) as session:
         gap = await service.gateway_alive(

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from alert_service import intake, rules
 from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin import auth
 from anxin.app import create_app
@@ -20,7 +19,7 @@ from anxin.db import transaction
 from anxin.models import AuditLog, Elder, OperatorUser
 from anxin.settings import Settings
 from gateway.models import DeadLetter
-from tests import builders
+from tests.builders import login, raise_sos, region_id, village_codes
 from tests.support.harness import Seeded
 
 
@@ -35,21 +34,6 @@ async def client(region: Seeded, clock: FakeClock) -> AsyncIterator[httpx.AsyncC
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as http:
         yield http
-
-
-async def login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
-    res = await client.post("/api/auth/token", data={"username": username, "password": password})
-    assert res.status_code == 200, res.text
-    return {"Authorization": f"Bearer {res.json()['access_token']}"}
-
-
-async def region_id(region: Seeded, code: str) -> int:
-    async with region.sessions() as session:
-        return await builders.region_id(session, code)
-
-
-def village_codes(region: Seeded, township: str) -> set[str]:
-    return {v.code for v in region.plan.villages if v.parent_code == township}
 
 
 async def audit_actions(region: Seeded, username: str) -> list[tuple[str, str]]:
@@ -282,19 +266,6 @@ async def test_login_locks_after_five_failures_and_the_lock_expires(
         assert user.failed_logins == 0 and user.locked_until is None
     actions = [a for a, _ in await audit_actions(region, "t02")]
     assert actions.count("login_failed") == 5 and actions[-1] == "login"
-
-
-async def raise_sos(region: Seeded, clock: FakeClock, township: str) -> Alert:
-    elder_code = next(
-        e.code for e in region.plan.elders if e.village_code in village_codes(region, township)
-    )
-    async with transaction(region.sessions) as session:
-        elder = (
-            await session.execute(select(Elder).where(col(Elder.code) == elder_code))
-        ).scalar_one()
-        return await intake.raise_or_join(
-            session, elder, rules.RaiseAlert("sos", rules.P1), None, clock.now(), "test"
-        )
 
 
 async def test_reassign_asks_the_chosen_responder_and_releases_an_earlier_taker(

@@ -19,8 +19,7 @@ from anxin.app import create_app
 from anxin.cli import app as ops_app
 from anxin.models import AuditLog, OperatorUser
 from anxin.settings import Settings
-from tests.console.test_registry_api import village_codes
-from tests.console.test_registry_removal import log_in
+from tests.builders import login, village_codes
 from tests.support.harness import Seeded, ServeApp
 
 HEADERS = ["老人编号", "姓名", "村编码", "纬度", "经度", "监护人电话"]
@@ -80,7 +79,7 @@ async def test_an_operator_imports_a_spreadsheet_and_gets_the_clis_report_scoped
     theirs = sorted(village_codes(region, "T02"))[0]
     app = create_app(Settings(), region.sessions)
     async with serve_app(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
-        t01 = await log_in(http, "t01", "anxin-t01")
+        t01 = await login(http, "t01", "anxin-t01")
 
         # A dry run: the very lines the command prints, and nothing stored.
         csv_path = tmp_path / "老人.csv"
@@ -120,7 +119,7 @@ async def test_an_operator_imports_a_spreadsheet_and_gets_the_clis_report_scoped
 
         assert {"E7001", "E7002"} <= await codes(http, t01, "/api/elders", "code")
         assert "sos-e7001" in await codes(http, t01, "/api/devices", "id")
-        admin = await log_in(http, "admin", "anxin-admin")
+        admin = await login(http, "admin", "anxin-admin")
         assert "E7009" not in await codes(http, admin, "/api/elders", "code")
         assert "T01-V77" not in await codes(http, admin, "/api/regions", "code")
 

@@ -6,9 +6,7 @@ Over HTTP against the served platform, devices over the real broker."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,70 +17,11 @@ from typer.testing import CliRunner
 
 from anxin.app import create_app
 from anxin.models import AuditLog, Device, Elder, OperatorUser
-from anxin.mqtt import MqttClient
-from anxin.schemas import event_json, topic
 from anxin.settings import Settings
 from gateway.cli import devices_app
-from gateway.models import DeadLetter, Event
-from tests.console.test_browser import sos_button_in
-from tests.console.test_registry_api import region_id, village_codes
-from tests.support.harness import RunningPlatform, Seeded, ServeApp, eventually
-
-
-async def log_in(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
-    res = await http.post("/api/auth/token", data={"username": username, "password": password})
-    assert res.status_code == 200, res.text
-    return {"Authorization": f"Bearer {res.json()['access_token']}"}
-
-
-async def press(platform: RunningPlatform, device_id: str, kind: str = "sos") -> dict[str, Any]:
-    """Publish an event as the device would; what this platform did with it (from its own
-    database: the CI broker is shared, and another test's platform may answer for the same demo
-    device) and an ack from the broker saying the same."""
-    event_id = f"rm-{uuid.uuid4().hex[:8]}"
-    client = MqttClient(platform.mqtt, f"test-{device_id}-{event_id}")
-    acks = client.subscribe(topic(device_id, "ack"), 1)
-    await client.connect()
-    try:
-        await client.publish(topic(device_id, "event"), event_json(event_id, kind), 1)
-
-        async def outcome() -> dict[str, Any] | None:
-            async with platform.sessions() as session:
-                # The event and its alert link commit together.
-                stored = (
-                    await session.execute(
-                        select(col(Event.alert_id)).where(
-                            col(Event.device_id) == device_id, col(Event.event_id) == event_id
-                        )
-                    )
-                ).first()
-                if stored is not None:
-                    return {"status": "accepted", "alert_id": stored[0]}
-                reason = await session.scalar(
-                    select(col(DeadLetter.reason)).where(
-                        col(DeadLetter.device_id) == device_id,
-                        col(DeadLetter.payload).contains(event_id),
-                    )
-                )
-                return {"status": "rejected", "reason": reason} if reason else None
-
-        result = await eventually(outcome, what=f"{event_id} stored or refused")
-        seen: list[dict[str, Any]] = []
-
-        async def ack() -> bool:
-            while not acks.empty():
-                seen.append(json.loads(acks.get_nowait().payload))
-            return any(
-                a.get("event_id") == event_id
-                and a.get("status") == result["status"]
-                and a.get("reason") == result.get("reason")
-                for a in seen
-            )
-
-        await eventually(ack, what=f"the device's ack of {event_id}")
-        return result
-    finally:
-        await client.close()
+from tests.builders import login, region_id, sos_button_in, village_codes
+from tests.support.broker import press
+from tests.support.harness import RunningPlatform, Seeded, ServeApp
 
 
 async def audited(sessions: Any, username: str, action: str) -> list[AuditLog]:
@@ -116,7 +55,7 @@ async def test_a_removed_device_is_rejected_as_disabled_and_gets_no_broker_login
     assert button.device_id in await asyncio.to_thread(exported_devices, database_url, tmp_path)
 
     async with httpx.AsyncClient(base_url=platform.web_url) as http:
-        t01 = await log_in(http, "t01", "anxin-t01")
+        t01 = await login(http, "t01", "anxin-t01")
         # Outside the township looks like not there, and changes nothing.
         assert (
             await http.delete(f"/api/devices/{theirs.device_id}", headers=t01)
@@ -164,7 +103,7 @@ async def test_an_elder_with_an_open_alert_is_not_archived_until_it_is_resolved(
         )
 
     async with httpx.AsyncClient(base_url=platform.web_url) as http:
-        t01 = await log_in(http, "t01", "anxin-t01")
+        t01 = await login(http, "t01", "anxin-t01")
         refused = await http.delete(f"/api/elders/{elder_id}", headers=t01)
         assert refused.status_code == 409
         message = refused.json()["detail"]
@@ -208,8 +147,8 @@ async def test_a_region_that_holds_anything_is_not_deleted_and_an_empty_one_is(
     township = await region_id(region, "T01")
     village = await region_id(region, sorted(village_codes(region, "T01"))[0])
     async with serve_app(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
-        admin = await log_in(http, "admin", "anxin-admin")
-        t01 = await log_in(http, "t01", "anxin-t01")
+        admin = await login(http, "admin", "anxin-admin")
+        t01 = await login(http, "t01", "anxin-t01")
 
         held = await http.delete(f"/api/regions/{township}", headers=admin)
         assert held.status_code == 409

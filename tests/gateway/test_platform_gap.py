@@ -20,10 +20,11 @@ from anxin.clock import FakeClock
 from anxin.db import SessionMaker, transaction
 from anxin.models import Device
 from anxin.mqtt import BrokerAddress
-from anxin.schemas import Heartbeat, event_json
+from anxin.schemas import Heartbeat
 from anxin.settings import Settings
 from gateway import service
 from gateway.models import Event
+from tests.builders import gateway_sos
 from tests.support.broker import Mosquitto, connected_device, device_ids_of_kind, running_gateway
 from tests.support.harness import Seeded, ServeApp, eventually
 
@@ -79,24 +80,6 @@ async def _beat(sessions: SessionMaker, clock: FakeClock, ids: list[str]) -> Non
         )
 
 
-async def _press_sos(sessions: SessionMaker, clock: FakeClock, device_id: str) -> int:
-    async with transaction(sessions) as session:
-        acks = await service.store_events(
-            session,
-            [
-                service.Incoming(
-                    f"anxin/v1/dev/{device_id}/event",
-                    device_id,
-                    event_json(f"sos-{device_id}", "sos"),
-                )
-            ],
-            clock.now(),
-            "Asia/Shanghai",
-        )
-    assert acks[0].alert_id is not None
-    return int(acks[0].alert_id.removeprefix("A"))
-
-
 async def test_after_the_platform_was_down_devices_that_beat_within_the_grace_raise_nothing(
     region: Seeded,
 ) -> None:
@@ -149,8 +132,8 @@ async def test_an_open_alert_keeps_its_age_and_records_the_platform_gap_once(
     buttons = list(device_ids_of_kind(region.plan, "sos_button"))
     await _alive(sessions, clock, "gw-1", resuming=True, shared=True)
     await _alive(sessions, clock, "gw-2", resuming=True, shared=True)
-    open_id = await _press_sos(sessions, clock, buttons[0])
-    closed_id = await _press_sos(sessions, clock, buttons[1])
+    open_id = await gateway_sos(sessions, clock, buttons[0])
+    closed_id = await gateway_sos(sessions, clock, buttons[1])
     async with transaction(sessions) as session:
         await session.execute(
             update(Alert).where(col(Alert.id) == closed_id).values(status="resolved")

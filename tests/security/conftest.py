@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from anxin.app import create_app
 from anxin.clock import FakeClock
 from anxin.settings import Settings
-from tests.console.conftest import browser  # noqa: F401  (the console's real Chromium)
 from tests.support.harness import Seeded
 
 

@@ -14,9 +14,9 @@ from sqlmodel import col
 
 from anxin.clock import FakeClock
 from anxin.models import AuditLog, OperatorUser
-from tests.console.test_registry_api import login, raise_sos
-from tests.security.test_region_scope import app_routes
+from tests.builders import login, raise_sos
 from tests.support.harness import Seeded
+from tests.support.routes import app_routes
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 GUESSES = (

@@ -27,8 +27,8 @@ from dispatcher.models import SmsMessage
 from dispatcher.twilio_provider import sign_twilio_request
 from registry.apply import import_registry_file
 from registry.export import export_registry
-from tests.console.test_browser import WAIT_MS, accept_dialog, log_in
-from tests.console.test_registry_api import login, raise_sos, village_codes
+from tests.builders import login, raise_sos, village_codes
+from tests.support.browser import WAIT_MS, accept_dialog, log_in
 from tests.support.harness import Seeded, ServeApp
 
 # Each fits a name (1-32 characters, no surrounding spaces). `pwn` is set only if one runs.

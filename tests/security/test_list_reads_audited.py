@@ -12,10 +12,10 @@ from sqlmodel import col
 
 from anxin.clock import FakeClock
 from anxin.models import AuditLog, OperatorUser
-from tests.console.test_registry_api import login
-from tests.security.test_region_scope import NOT_OPERATOR_DATA, app_routes
+from tests.builders import login
 from tests.security.world import two_townships
 from tests.support.harness import Seeded, ServeApp
+from tests.support.routes import NOT_OPERATOR_DATA, app_routes
 
 # GET routes without a path parameter that list nothing personal.
 NOT_A_LIST = {"/api/console/config"}  # the operator's own name and permissions

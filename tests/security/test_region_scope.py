@@ -15,47 +15,16 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 from sqlmodel import col
 
 from alert_service.models import DispatchAttempt
 from anxin.clock import FakeClock
 from anxin.models import Elder, Region
-from tests.console.test_registry_api import login
+from tests.builders import login
 from tests.security.world import second_county, snapshot, two_townships
 from tests.support.harness import Seeded, ServeApp
-
-# Routes that carry no operator data: the schema and its pages, the console's static shell,
-# health, aggregate metrics (counts, no names or places), the login itself, and Twilio's
-# webhooks (signed by Twilio, not by an operator: tests/dispatcher/test_dispatch_flow.py).
-NOT_OPERATOR_DATA = {
-    ("GET", "/openapi.json"),
-    ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
-    ("GET", "/"),
-    ("GET", "/console"),
-    ("GET", "/console/static"),
-    ("GET", "/favicon.ico"),
-    ("GET", "/healthz"),
-    ("GET", "/metrics"),
-    ("POST", "/api/auth/token"),
-    ("POST", "/twilio/status"),
-    ("POST", "/twilio/inbound"),
-}
-
-
-def app_routes(app: FastAPI) -> set[tuple[str, str]]:
-    out: set[tuple[str, str]] = set()
-    for route in iter_route_contexts(app.routes):
-        path = route.path
-        assert path is not None
-        for method in route.methods or {"GET"}:  # a Mount (static files) answers GET
-            if method != "HEAD":
-                out.add((method, path))
-    return out
-
+from tests.support.routes import NOT_OPERATOR_DATA, app_routes
 
 ELDER = {"code": "E9901", "name": "王秀兰", "lat": 32.69, "lon": 109.14}
 AIDE = {"name": "赵敏", "phone": "+8613900009901", "lat": 32.7, "lon": 109.1}

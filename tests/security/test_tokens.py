@@ -12,7 +12,7 @@ import httpx
 from anxin import auth
 from anxin.clock import FakeClock
 from anxin.settings import Settings
-from tests.console.test_registry_api import login
+from tests.builders import login
 
 
 async def test_forged_expired_and_misplaced_tokens_are_refused(

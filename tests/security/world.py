@@ -16,8 +16,7 @@ from anxin.clock import FakeClock
 from anxin.db import transaction
 from anxin.models import Device, Elder, OperatorUser, Region, Responder, ServiceCentre
 from gateway.models import DeadLetter
-from tests.builders import region_ladder
-from tests.console.test_registry_api import raise_sos, region_id
+from tests.builders import raise_sos, region_id, region_ladder
 from tests.support.harness import Seeded
 
 

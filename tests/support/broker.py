@@ -17,13 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+from sqlmodel import col
+
 from anxin.broker import free_port, mosquitto_conf
 from anxin.clock import Clock, SystemClock
 from anxin.db import SessionMaker
 from anxin.mqtt import BrokerAddress, MqttClient, MqttMessage
-from anxin.schemas import topic
+from anxin.schemas import event_json, topic
+from device_sim.harness import InProcessPlatform as RunningPlatform
+from device_sim.region.plan import DeviceSpec
+from gateway.models import DeadLetter, Event
 from gateway.worker import Gateway
-from tests.support.harness import mosquitto_binary
+from tests.support.harness import eventually, mosquitto_binary
 
 TIMEZONE = "Asia/Shanghai"
 
@@ -264,3 +270,80 @@ async def connected_device(
 
 def device_ids_of_kind(plan: Any, kind: str) -> Iterator[str]:
     return (d.device_id for d in plan.devices if d.kind == kind)
+
+
+# --- a device pressing on a running platform ---------------------------------------------
+
+
+async def press_sos(platform: RunningPlatform, device: DeviceSpec, event_id: str) -> int:
+    """Publish an SOS as the device would and return the alert id from the platform's ack."""
+    # A client id of its own, and only the ack of this event: a shared broker may still hold
+    # acks of earlier runs for the same demo device.
+    client = MqttClient(platform.mqtt, f"test-{device.device_id}-{event_id}-{uuid.uuid4().hex[:6]}")
+    acks = client.subscribe(topic(device.device_id, "ack"), 1)
+    await client.connect()
+    try:
+        await client.publish(topic(device.device_id, "event"), event_json(event_id, "sos"), 1)
+
+        async def ack() -> dict[str, str] | None:
+            while not acks.empty():
+                body: dict[str, str] = json.loads(acks.get_nowait().payload)
+                if body.get("event_id") == event_id:
+                    return body
+            return None
+
+        body = await eventually(ack, what="device ack")
+    finally:
+        await client.close()
+    assert body["status"] == "accepted"
+    return int(body["alert_id"].removeprefix("A"))
+
+
+async def press(platform: RunningPlatform, device_id: str, kind: str = "sos") -> dict[str, Any]:
+    """Publish an event as the device would; what this platform did with it (from its own
+    database: the CI broker is shared, and another test's platform may answer for the same demo
+    device) and an ack from the broker saying the same."""
+    event_id = f"rm-{uuid.uuid4().hex[:8]}"
+    client = MqttClient(platform.mqtt, f"test-{device_id}-{event_id}")
+    acks = client.subscribe(topic(device_id, "ack"), 1)
+    await client.connect()
+    try:
+        await client.publish(topic(device_id, "event"), event_json(event_id, kind), 1)
+
+        async def outcome() -> dict[str, Any] | None:
+            async with platform.sessions() as session:
+                # The event and its alert link commit together.
+                stored = (
+                    await session.execute(
+                        select(col(Event.alert_id)).where(
+                            col(Event.device_id) == device_id, col(Event.event_id) == event_id
+                        )
+                    )
+                ).first()
+                if stored is not None:
+                    return {"status": "accepted", "alert_id": stored[0]}
+                reason = await session.scalar(
+                    select(col(DeadLetter.reason)).where(
+                        col(DeadLetter.device_id) == device_id,
+                        col(DeadLetter.payload).contains(event_id),
+                    )
+                )
+                return {"status": "rejected", "reason": reason} if reason else None
+
+        result = await eventually(outcome, what=f"{event_id} stored or refused")
+        seen: list[dict[str, Any]] = []
+
+        async def ack() -> bool:
+            while not acks.empty():
+                seen.append(json.loads(acks.get_nowait().payload))
+            return any(
+                a.get("event_id") == event_id
+                and a.get("status") == result["status"]
+                and a.get("reason") == result.get("reason")
+                for a in seen
+            )
+
+        await eventually(ack, what=f"the device's ack of {event_id}")
+        return result
+    finally:
+        await client.close()
