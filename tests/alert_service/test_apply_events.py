@@ -19,7 +19,7 @@ from alert_service import intake
 from alert_service.models import Alert, AlertTimelineEntry, RuleTimer
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder
-from tests.alert_service.helpers import TZ, Home, home
+from tests.builders import TZ, Home, home
 from tests.support.harness import Seeded
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

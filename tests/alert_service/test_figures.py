@@ -24,8 +24,7 @@ from anxin.db import SessionMaker, transaction
 from anxin.logging import configure_logging
 from anxin.models import Elder, OperatorUser, Region
 from anxin.settings import Settings
-from tests.alert_service.helpers import TZ, Home, act, alert, event, home
-from tests.alert_service.test_ladder_service import tick_at
+from tests.builders import TZ, Home, act, alert, event, home, tick_at
 from tests.support.harness import Seeded
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

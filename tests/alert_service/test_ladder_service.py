@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from alert_service import watcher
 from alert_service.responses import LadderResponses
 from anxin.clock import FakeClock
-from anxin.db import SessionMaker, transaction
+from anxin.db import transaction
 from dispatcher import inbound
 from dispatcher import outbox as dispatch_outbox
-from tests.alert_service.helpers import (
-    TZ,
+from tests.builders import (
     act,
     alert,
     attempts,
@@ -22,6 +20,7 @@ from tests.alert_service.helpers import (
     outbox,
     phone_of,
     steps,
+    tick_at,
     timeline,
 )
 from tests.support.harness import Seeded
@@ -31,14 +30,6 @@ T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
 
 def minutes(n: float, seconds: float = 0) -> datetime:
     return T0 + timedelta(minutes=n, seconds=seconds)
-
-
-async def tick_at(sessions: SessionMaker, clock: FakeClock, when: datetime) -> int:
-    clock.set(when)
-    handled = 0
-    while (n := await watcher.tick(sessions, clock, TZ)) > 0:
-        handled += n
-    return handled
 
 
 async def test_nobody_answers_the_whole_ladder_runs_once_each_step_on_time(

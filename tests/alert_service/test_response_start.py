@@ -24,7 +24,7 @@ from anxin.clock import FakeClock
 from anxin.db import SessionMaker, transaction
 from anxin.models import Elder
 from dispatcher.models import SmsMessage
-from tests.alert_service.helpers import TZ, Home, alert, home, outbox, phone_of, steps
+from tests.builders import TZ, Home, alert, home, outbox, phone_of, steps
 from tests.support.harness import Seeded, eventually
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

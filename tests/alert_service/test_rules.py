@@ -22,7 +22,7 @@ from alert_service.rules import (
 )
 from anxin.models import Region
 from tests import builders
-from tests.alert_service.ladder_sim import (
+from tests.support.ladder_sim import (
     T0,
     Log,
     Reply,

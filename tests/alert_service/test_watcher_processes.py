@@ -1,7 +1,7 @@
 """Durable timers across OS processes: two watchers over 1,000 alerts do every step exactly
 once; a watcher killed mid-ladder (SIGKILL) and restarted resumes where the ladder was.
 
-The watchers run `python -m tests.alert_service.watcher_process` against the test's Postgres,
+The watchers run `python -m tests.support.watcher_process` against the test's Postgres,
 all reading one clock file that the test moves forward. Nothing sleeps for a time rule: the
 test sets the clock, then waits until no alert is due any more.
 """
@@ -30,8 +30,8 @@ from anxin.db import SessionMaker, transaction
 from anxin.models import Elder, Responder
 from dispatcher.models import SmsMessage
 from tests import builders
-from tests.alert_service.watcher_process import set_time
 from tests.support.harness import Seeded, eventually
+from tests.support.watcher_process import set_time
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +142,7 @@ class Watchers:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tests.alert_service.watcher_process",
+            "tests.support.watcher_process",
             self.database_url,
             str(self.clock_file),
             "20",

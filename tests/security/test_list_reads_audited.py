@@ -12,8 +12,7 @@ from sqlmodel import col
 
 from anxin.clock import FakeClock
 from anxin.models import AuditLog, OperatorUser
-from tests.builders import login
-from tests.security.world import two_townships
+from tests.builders import login, two_townships
 from tests.support.harness import Seeded, ServeApp
 from tests.support.routes import NOT_OPERATOR_DATA, app_routes
 

@@ -21,8 +21,7 @@ from sqlmodel import col
 from alert_service.models import DispatchAttempt
 from anxin.clock import FakeClock
 from anxin.models import Elder, Region
-from tests.builders import login
-from tests.security.world import second_county, snapshot, two_townships
+from tests.builders import login, second_county, snapshot, two_townships
 from tests.support.harness import Seeded, ServeApp
 from tests.support.routes import NOT_OPERATOR_DATA, app_routes
 

@@ -19,7 +19,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from anxin.clock import FakeClock
-from tests.security.world import two_townships
+from tests.builders import two_townships
 from tests.support.harness import Seeded, ServeApp
 
 # Per operation, generation mode and pass: about 700 requests, well under a minute here.

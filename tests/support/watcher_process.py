@@ -1,6 +1,6 @@
 """A watcher in its own OS process, on a clock the test moves: a file holding the time.
 
-    python -m tests.alert_service.watcher_process DATABASE_URL CLOCK_FILE [POLL_MS]
+    python -m tests.support.watcher_process DATABASE_URL CLOCK_FILE [POLL_MS]
 
 Prints `ready` once connected, and on SIGTERM how many due rows it handled (`handled N`).
 """
