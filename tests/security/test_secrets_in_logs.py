@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alert_service.models import Alert
@@ -205,8 +206,10 @@ class CuttableProxy:
     """A TCP relay to Postgres that the test can cut: the database becomes unreachable for a
     running role (connections dropped, the port refusing), as when its server goes away."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, socket_dir: str | None = None) -> None:
+        # Embedded Postgres listens on a Unix socket only (`?host=/dir&port=N`): relay to it.
         self.target = (host, port)
+        self.socket_path = f"{socket_dir}/.s.PGSQL.{port}" if socket_dir else None
         self.server: asyncio.Server | None = None
         self.links: list[asyncio.StreamWriter] = []
         self.is_cut = False
@@ -216,7 +219,10 @@ class CuttableProxy:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        if self.socket_path is not None:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
         self.links += [writer, up_writer]
         if self.is_cut:  # accepted just before the cut
             self.cut()
@@ -245,13 +251,19 @@ async def test_a_gateway_losing_its_database_logs_retries_but_no_secret(
 ) -> None:
     broker = Mosquitto(tmp_path / "mosquitto")
     await broker.start()
-    host_port = database_url.split("@", 1)[-1].split("/", 1)[0]
-    host, _, port = host_port.partition(":")
-    proxy = CuttableProxy(host or "127.0.0.1", int(port or 5432))
+    # The test database's server, by TCP (CI) or by its socket directory (embedded Postgres).
+    target = make_url(database_url)
+    socket_dir = target.query.get("host") if target.host is None else None
+    port = int(target.port or target.query.get("port") or 5432)  # type: ignore[arg-type]
+    proxy = CuttableProxy(target.host or "127.0.0.1", port, socket_dir=socket_dir)  # type: ignore[arg-type]
     relay_port = await proxy.start()
-    db_url = with_password(
-        database_url.replace(host_port, f"127.0.0.1:{relay_port}"), "postgres", DB_PASSWORD
-    )
+    db_url = target.set(
+        host="127.0.0.1",
+        port=relay_port,
+        username="postgres",
+        password=DB_PASSWORD,
+        query={k: v for k, v in target.query.items() if k not in ("host", "port")},
+    ).render_as_string(hide_password=False)
     secrets = {
         "database password": DB_PASSWORD,
         "broker password": MQTT_PASSWORD,
