@@ -76,6 +76,13 @@ class Elder(SQLModel, table=True):
     left_behind: bool = False  # 留守
     disabled: bool = False  # 失能
     advanced_age: bool = False  # 高龄
+    # The rest of the civil-affairs categories (探访关爱 decides visit tiers by them).
+    extreme_poverty: bool = False  # 特困 / 分散供养特困
+    low_income: bool = False  # 低保 / 经济困难
+    semi_disabled: bool = False  # 半失能
+    dementia: bool = False  # 失智
+    severe_disability: bool = False  # 重残
+    family_planning_special: bool = False  # 计划生育特殊家庭
     wanders: bool = False  # 走失风险: door_open at night is urgent
     guardian_phones: list[str] = json_column([])
     consent: bool = True

@@ -1,14 +1,14 @@
-"""voice call-outs: calls, ladder voice settings (issue 19)
+"""Aliyun provider: provider-neutral message ids and templates (issue 19)
 
-Revision ID: 0012c
-Revises: 0011w
+Revision ID: 0014y
+Revises: 0013a
 Create Date: 2026-12-03 14:10:00
 """
 
 from collections.abc import Sequence
 
-revision: str = "0012c"
-down_revision: str | None = "0011w"
+revision: str = "0014y"
+down_revision: str | None = "0013a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

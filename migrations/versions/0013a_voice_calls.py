@@ -1,4 +1,4 @@
-"""Aliyun provider: provider-neutral message ids and templates (issue 19)
+"""voice call-outs: calls, ladder voice settings (issue 19)
 
 Revision ID: 0013a
 Revises: 0012c

@@ -1,4 +1,4 @@
-"""coverage: travel modes per region, elders' seasonal locations (issue 18)
+"""care visits: visit plans, visits, major changes (issue 18)
 
 Revision ID: 0011w
 Revises: 0010v
