@@ -315,14 +315,21 @@ async def decline(
 
 
 async def attempt_failed(
-    session: AsyncSession, alert: Alert, responder_id: int, now: datetime, reason: str
+    session: AsyncSession,
+    alert: Alert,
+    responder_id: int,
+    now: datetime,
+    reason: str,
+    *,
+    channel: str = "sms",
 ) -> None:
     assert alert.id is not None
     await set_answers(
         session, alert_id=alert.id, responder_id=responder_id, answer=AttemptAnswer.failed, now=now
     )
+    action = "call_failed" if channel == "voice" else "sms_failed"
     await add_timeline(
-        session, alert.id, now, "system", "sms_failed", responder_id=responder_id, reason=reason
+        session, alert.id, now, "system", action, responder_id=responder_id, reason=reason
     )
     await advance(session, alert, now)
 

@@ -148,3 +148,7 @@ class DispatchAttempt(SQLModel, table=True):
     eta_minutes: float | None = None
     answer: str = Field(default=AttemptAnswer.pending, max_length=16)
     answered_at: datetime | None = utc_column()
+    # Voice (issue 19): when the call-out SMS failed (with voice on, a call is placed at once
+    # instead of moving on), and when this responder's phone was called for this attempt.
+    sms_failed_at: datetime | None = utc_column()
+    called_at: datetime | None = utc_column()

@@ -117,11 +117,18 @@ class LadderResponses:
         return f"resolved:{alert.code}"
 
     async def delivery_failed(
-        self, session: AsyncSession, *, alert_id: int, responder_id: int, reason: str, now: datetime
+        self,
+        session: AsyncSession,
+        *,
+        alert_id: int,
+        responder_id: int,
+        reason: str,
+        now: datetime,
+        channel: str = "sms",
     ) -> None:
         alert = await ladder.lock_alert(session, alert_id)
         if alert is not None and alert.status != AlertStatus.resolved:
-            await ladder.attempt_failed(session, alert, responder_id, now, reason)
+            await ladder.attempt_failed(session, alert, responder_id, now, reason, channel=channel)
 
     async def note(
         self, session: AsyncSession, *, alert_id: int, action: str, now: datetime, **detail: Any

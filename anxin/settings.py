@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # The carrier's cap per number and template in a rolling 24 h (Aliyun: ~50); from 80 % of
     # it the operator is warned. A provider without a cap can raise it.
     sms_daily_limit: int = 50
+    # Voice call-outs (issue 19): off → calls stay in the table, never placed. Calls per number
+    # in a rolling 24 h (voice notifications have their own carrier cap).
+    voice_enabled: bool = True
+    voice_daily_limit: int = 20
     log_json: bool = False
     log_level: str = "info"
 

@@ -1,4 +1,6 @@
-"""What comes back from the provider: delivery receipts and SMS replies.
+"""What comes back from the provider: delivery receipts, SMS replies, and a call-out call's
+outcome and keypress (provider-neutral: each provider's webhook maps its words and calls
+`call_status` / `call_keypress`).
 
 A receipt updates its SMS row (a failed call-out is reported through `AlertResponses`); a reply
 is stored, a duty or help reply answered here, and one about an alert handed to
@@ -7,11 +9,12 @@ is stored, a duty or help reply answered here, and one about an alert handed to
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -19,11 +22,16 @@ from anxin.logging import get_logger, mask_phone
 from anxin.models import Responder, pk
 from dispatcher import templates
 from dispatcher.models import (
+    CALL_FINAL,
+    CALL_UNANSWERED,
+    CallInFlight,
+    CallStatus,
     SmsMessage,
     SmsStatus,
+    VoiceCall,
 )
 from dispatcher.outbox import answer_responder, clear_in_flight, sms_failed
-from dispatcher.replies import ReplyKind, parse_reply
+from dispatcher.replies import Reply, ReplyKind, parse_reply
 from dispatcher.reports import AlertResponses
 from dispatcher.twilio_provider import receipt_failure_reason
 
@@ -168,3 +176,148 @@ async def handle_inbound(
         return "help"
 
     return await responses.reply(session, responder=responder, reply=reply, now=now)
+
+
+# --- voice call-outs (issue 19) --------------------------------------------------------------
+
+# What a key means on a call-out call: the same as the SMS reply with that digit (CONTRACT §5).
+CALL_KEYS = {"1": ReplyKind.accept, "0": ReplyKind.decline}
+
+
+async def _lock_call(
+    session: AsyncSession, call_id: int | None, provider_sid: str | None
+) -> VoiceCall | None:
+    """The call a callback is about: by our id (`call_ref`) when given, else the provider's."""
+    if call_id is not None:
+        where = col(VoiceCall.id) == call_id
+    elif provider_sid:
+        where = col(VoiceCall.provider_sid) == provider_sid
+    else:
+        return None
+    rows = await session.execute(select(VoiceCall).where(where).with_for_update())
+    call = rows.scalars().first()
+    if call is not None and provider_sid and call.provider_sid not in (None, provider_sid):
+        return None  # our id with another call's provider id: not ours
+    return call
+
+
+async def _provider_has(
+    session: AsyncSession, call: VoiceCall, sid: str | None, now: datetime
+) -> None:
+    """A callback names the call: the provider has it, whatever the placing pass committed."""
+    if sid and call.provider_sid is None:
+        call.provider_sid = sid[:64]
+        call.placed_at = call.placed_at or now
+        if call.status == CallStatus.queued:
+            call.status = CallStatus.placed
+        await session.execute(delete(CallInFlight).where(col(CallInFlight.call_id) == call.id))
+
+
+def call_outcome_reason(status: str) -> str:
+    """Readable reason (Chinese / English) for a call that did not reach its callee."""
+    return {
+        CallStatus.no_answer: "电话无人接听 / call not answered",
+        CallStatus.busy: "电话占线或被拒接 / call busy or rejected",
+        CallStatus.canceled: "电话已取消 / call canceled",
+        CallStatus.completed: "接听后未按键 / answered, no key pressed",
+    }.get(CallStatus(status), "电话呼叫失败 / call failed")
+
+
+async def call_keypress(
+    session: AsyncSession,
+    *,
+    responses: AlertResponses,
+    call_id: int | None,
+    provider_sid: str | None,
+    digits: str,
+    now: datetime,
+) -> str:
+    """The callee pressed a key: recorded once on the call and the alert's timeline; `1` / `0`
+    are handed to `AlertResponses.reply` as the SMS replies `1` / `0` about this alert.
+    Returns what it did (for the log and the tests)."""
+    call = await _lock_call(session, call_id, provider_sid)
+    if call is None:
+        return "unknown_call"
+    await _provider_has(session, call, provider_sid, now)
+    if call.digits is not None:
+        return "duplicate"
+    key = unicodedata.normalize("NFKC", digits).strip()[:1]
+    call.digits = key
+    call.answered_at = call.answered_at or now
+    if call.status not in CALL_FINAL:
+        call.status = CallStatus.answered
+    call.updated_at = now
+    responder = await session.get(Responder, call.responder_id) if call.responder_id else None
+    if call.alert_id is not None:
+        await responses.note(
+            session,
+            alert_id=call.alert_id,
+            action="call_key",
+            now=now,
+            responder_id=call.responder_id,
+            digits=key,
+        )
+    kind = CALL_KEYS.get(key)
+    if kind is None or responder is None or call.alert_id is None:
+        return f"key:{key or 'none'}"
+    reply = Reply(kind=kind, alert_code=f"A{call.alert_id}")
+    return await responses.reply(session, responder=responder, reply=reply, now=now)
+
+
+async def call_status(
+    session: AsyncSession,
+    *,
+    responses: AlertResponses,
+    call_id: int | None,
+    provider_sid: str | None,
+    status: CallStatus,
+    now: datetime,
+) -> bool:
+    """A call's progress or outcome (already mapped to `CallStatus` by the provider's webhook).
+    A final outcome with no key pressed (no answer, busy, failed, canceled, or answered and
+    hung up) moves the ladder on as a failed SMS does (`AlertResponses.delivery_failed`, channel
+    "voice"). Returns whether it named a call of ours. A repeated or late callback changes
+    nothing."""
+    call = await _lock_call(session, call_id, provider_sid)
+    if call is None:
+        return False
+    await _provider_has(session, call, provider_sid, now)
+    if call.status in CALL_FINAL:
+        return True
+    call.updated_at = now
+    if status == CallStatus.ringing:
+        if call.status in (CallStatus.queued, CallStatus.placed):
+            call.status = CallStatus.ringing
+        return True
+    if status == CallStatus.answered:
+        call.status = CallStatus.answered
+        call.answered_at = call.answered_at or now
+        return True
+    if status not in CALL_FINAL:
+        return True
+    call.status = status
+    call.ended_at = now
+    if status in CALL_UNANSWERED or call.digits is None:
+        reason = call_outcome_reason(status)
+        call.last_error = reason
+        log.info("call_unanswered", call=call.id, to=mask_phone(call.to_phone), outcome=status)
+        if call.alert_id is not None and call.responder_id is not None:
+            await responses.delivery_failed(
+                session,
+                alert_id=call.alert_id,
+                responder_id=call.responder_id,
+                reason=reason,
+                now=now,
+                channel="voice",
+            )
+    elif call.alert_id is not None:
+        await responses.note(
+            session,
+            alert_id=call.alert_id,
+            action="call_ended",
+            now=now,
+            responder_id=call.responder_id,
+            outcome=status,
+            digits=call.digits,
+        )
+    return True

@@ -113,3 +113,87 @@ class SmsInFlight(SQLModel, table=True):
     # sending pass holds FOR UPDATE while it waits for this row's commit.
     sms_id: int = Field(sa_type=BigInteger, primary_key=True)
     since: datetime = utc_column(nullable=False)
+
+
+class CallStatus(StrEnum):
+    """A voice call-out's state, provider-neutral (each provider maps its own words to these)."""
+
+    queued = "queued"  # written, not yet handed to a provider
+    outbox = "outbox"  # no voice provider configured: kept for the console, never placed
+    placed = "placed"  # the provider took it (it has a provider id)
+    ringing = "ringing"
+    answered = "answered"  # picked up (a key may follow)
+    completed = "completed"  # hung up after being answered
+    no_answer = "no_answer"
+    busy = "busy"  # rejected or busy
+    failed = "failed"  # the provider could not place it (or the daily limit was reached)
+    canceled = "canceled"
+
+
+# Outcomes after which the call can change nothing more.
+CALL_FINAL = frozenset(
+    {
+        CallStatus.completed,
+        CallStatus.no_answer,
+        CallStatus.busy,
+        CallStatus.failed,
+        CallStatus.canceled,
+    }
+)
+# Outcomes that mean "the phone did not reach the responder": the ladder moves on.
+CALL_UNANSWERED = frozenset(
+    {CallStatus.no_answer, CallStatus.busy, CallStatus.failed, CallStatus.canceled}
+)
+
+
+class VoiceCall(SQLModel, table=True):
+    """A voice call-out (issue 19): the same aide's (or duty phone's) phone called when the
+    call-out SMS has no answer, at night, or when it failed. Written by the ladder in its
+    transaction, placed once by `dispatcher.calls` (same patterns as `SmsMessage`)."""
+
+    __tablename__ = "voice_calls"
+    __table_args__ = (
+        Index(
+            "ix_voice_calls_due",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_voice_calls_to_phone_placed_at",
+            "to_phone",
+            "placed_at",
+            postgresql_where=text("provider_sid IS NOT NULL"),
+        ),
+    )
+    id: int | None = Field(default=None, sa_type=BigInteger, primary_key=True)
+    # Never call twice for one ladder step: one key per alert, responder and step.
+    idempotency_key: str = Field(unique=True, max_length=128)
+    alert_id: int | None = Field(default=None, foreign_key="alerts.id", index=True)
+    responder_id: int | None = Field(default=None, foreign_key="responders.id", index=True)
+    step: int = 0
+    priority: int = Field(default=1, sa_type=SmallInteger)
+    to_phone: str = Field(max_length=20)
+    speech_text: str = Field(max_length=1000)
+    status: str = Field(default=CallStatus.queued, max_length=16)
+    # The key the callee pressed ("1", "0", …), once; later presses are ignored.
+    digits: str | None = Field(default=None, max_length=8)
+    provider: str = Field(default="", max_length=16)
+    provider_sid: str | None = Field(default=None, max_length=64, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=256)
+    created_at: datetime = utc_column(nullable=False)
+    next_attempt_at: datetime | None = utc_column()
+    placed_at: datetime | None = utc_column()
+    answered_at: datetime | None = utc_column()
+    ended_at: datetime | None = utc_column()
+    updated_at: datetime | None = utc_column()
+
+
+class CallInFlight(SQLModel, table=True):
+    """A call handed to the provider by a pass that has not committed its outcome yet (as
+    `SmsInFlight`): the next pass asks the provider (`VoiceProvider.find_placed`) first."""
+
+    __tablename__ = "voice_calls_in_flight"
+    call_id: int = Field(sa_type=BigInteger, primary_key=True)
+    since: datetime = utc_column(nullable=False)

@@ -50,9 +50,18 @@ class AlertResponses(Protocol):
         ...
 
     async def delivery_failed(
-        self, session: AsyncSession, *, alert_id: int, responder_id: int, reason: str, now: datetime
+        self,
+        session: AsyncSession,
+        *,
+        alert_id: int,
+        responder_id: int,
+        reason: str,
+        now: datetime,
+        channel: str = "sms",
     ) -> None:
-        """A call-out SMS cannot reach its responder: the ladder moves on at once."""
+        """A call-out cannot reach its responder (`channel` "sms": the SMS failed; "voice": the
+        call went unanswered, busy or failed): the ladder moves on at once — or, for a failed
+        SMS when the alert's ladder calls, the same responder's phone is called first."""
         ...
 
     async def note(

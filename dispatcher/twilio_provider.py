@@ -18,6 +18,9 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
+
+from dispatcher.providers import SmsSendError as SmsSendError
 
 # The prefix the twilio library puts on every Messages API URL (twilio/rest/api/ApiBase.py).
 TWILIO_API_BASE = "https://api.twilio.com"
@@ -64,27 +67,6 @@ def receipt_failure_reason(status: str, error_code: str | None) -> str:
     if code is None:
         return f"短信未送达 / message {status}"
     return f"{classify_twilio_error(code).reason} ({code})"
-
-
-class SmsSendError(Exception):
-    """A send that got no message SID. `retryable`: whether the same send may work later."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        retryable: bool,
-        code: int | None = None,
-        http_status: int | None = None,
-        detail: str | None = None,
-    ) -> None:
-        super().__init__(reason if code is None else f"{reason} [{code}]")
-        self.reason = reason
-        self.retryable = retryable
-        self.code = code
-        self.http_status = http_status
-        # What the API said, verbatim; may contain the phone number, so not for logs.
-        self.detail = detail
 
 
 def _int_or_none(value: object) -> int | None:
@@ -261,6 +243,119 @@ class TwilioSmsProvider:
             await self._http.close()
             self._http = None
             self._client = None
+
+
+# --- voice (issue 19) ---------------------------------------------------------------------
+
+# Twilio's CallStatus words → the platform's (`dispatcher.models.CallStatus` values).
+TWILIO_CALL_STATUS: Mapping[str, str] = {
+    "queued": "placed",
+    "initiated": "placed",
+    "ringing": "ringing",
+    "in-progress": "answered",
+    "answered": "answered",
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "failed",
+    "canceled": "canceled",
+}
+# The status callbacks asked for on each call (Twilio always sends `completed` and the other
+# final ones; these add the progress).
+CALL_STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# How long Twilio lets the phone ring before `no-answer`, and waits for the key once the
+# message has been said.
+RING_TIMEOUT_S = 30
+GATHER_TIMEOUT_S = 8
+
+
+def call_twiml(speech_text: str, gather_callback: str | None) -> str:
+    """The call's TwiML: the message said in Chinese inside a one-key `<Gather>`, said twice
+    (a villager picking up may miss the start), then a goodbye if no key came."""
+    response = VoiceResponse()
+    gather = response.gather(
+        num_digits=1,
+        timeout=GATHER_TIMEOUT_S,
+        method="POST",
+        action_on_empty_result=False,
+        **({"action": gather_callback} if gather_callback else {}),
+    )
+    gather.say(speech_text, language="zh-CN")
+    gather.pause(length=1)
+    gather.say(speech_text, language="zh-CN")
+    response.say("未收到按键，请回复短信。", language="zh-CN")
+    return str(response)
+
+
+class TwilioVoiceProvider(TwilioSmsProvider):
+    """Places call-outs through Twilio's Calls API (TwiML `<Say>` + `<Gather numDigits="1">`),
+    or any endpoint that speaks it; the key and the outcome come back signed to
+    `/twilio/call/gather` and `/twilio/call/status` (`dispatcher.views`)."""
+
+    name = "twilio"
+
+    async def call(
+        self,
+        *,
+        to: str,
+        speech_text: str,
+        call_ref: str,
+        status_callback: str | None,
+        gather_callback: str | None,
+    ) -> str:
+        """POST one call; return its SID. Raises SmsSendError."""
+        optional: dict[str, Any] = {}
+        if status_callback:
+            optional["status_callback"] = status_callback
+            optional["status_callback_event"] = CALL_STATUS_EVENTS
+            optional["status_callback_method"] = "POST"
+        try:
+            call = await self._twilio().calls.create_async(
+                to=to,
+                from_=self._from_number,
+                twiml=call_twiml(speech_text, gather_callback),
+                timeout=RING_TIMEOUT_S,
+                **optional,
+            )
+        except TwilioRestException as exc:
+            raise _send_error(exc.status, exc.code, str(exc.msg)) from exc
+        except TwilioServiceException as exc:
+            raise _send_error(exc.status, exc.code, str(exc.detail or exc.title)) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SmsSendError(
+                f"连接 Twilio 失败 / cannot reach Twilio ({type(exc).__name__})", retryable=True
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise SmsSendError(
+                "Twilio 返回无法解析 / unreadable Twilio response", retryable=False
+            ) from exc
+        sid = getattr(call, "sid", None)
+        if not isinstance(sid, str) or not sid:
+            raise SmsSendError("Twilio 未返回呼叫编号 / no call SID returned", retryable=False)
+        return sid
+
+    async def find_placed(self, *, to: str, call_ref: str, since: datetime) -> str | None:
+        """The SID of a call from our number to `to` created since `since` (Twilio keeps no
+        reference of ours on a call; the platform calls one number at most once per ladder
+        step, so any such call is the one in doubt). Raises SmsSendError when Twilio cannot be
+        asked."""
+        after = since - timedelta(minutes=1)
+        try:
+            newest_first = await self._twilio().calls.stream_async(
+                to=to, from_=self._from_number, page_size=50
+            )
+            async for call in newest_first:
+                created = getattr(call, "date_created", None)
+                if created is not None and created < after:
+                    return None
+                return str(call.sid)
+        except TwilioRestException as exc:
+            raise _send_error(exc.status, exc.code, str(exc.msg)) from exc
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise SmsSendError(
+                f"连接 Twilio 失败 / cannot reach Twilio ({type(exc).__name__})", retryable=True
+            ) from exc
+        return None
 
 
 def sign_twilio_request(auth_token: str, url: str, params: Mapping[str, str]) -> str:

@@ -14,9 +14,8 @@ from anxin.logging import get_logger, mask_phone
 from anxin.models import pk
 from dispatcher import outbox
 from dispatcher.models import SmsMessage, SmsStatus
-from dispatcher.providers import SmsProvider
+from dispatcher.providers import SmsProvider, SmsSendError
 from dispatcher.reports import AlertResponses
-from dispatcher.twilio_provider import SmsSendError
 
 log = get_logger("dispatcher.worker")
 
