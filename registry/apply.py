@@ -309,10 +309,12 @@ async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: Sheet
         for name in ("address", "guardian_phones", "consent", "night_start", "night_end"):
             if name in v:
                 values[name] = v[name]
-        # A 类别 column alone ("独居、失能") sets its flags and clears the others.
-        flags_given = any(name in v for name in ELDER_FLAGS) or "categories" in parsed.columns
+        # A 类别 cell lists every category of its elder ("独居、失能"): a flag it leaves out is
+        # 否. Without a 类别 column, a flag is written only where the file has its column, so
+        # a sheet of just 独居 keeps the 失智 the console set.
+        listed = "categories" in parsed.columns
         for name in ELDER_FLAGS:
-            if flags_given:
+            if listed or name in v:
                 values[name] = bool(v.get(name, False))
         await upserts.put(row, values, code=v["code"])
     await upserts.write()

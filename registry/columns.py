@@ -145,11 +145,35 @@ COLUMNS: Final[dict[RegistryKind, tuple[ColumnSpec, ...]]] = {
         _c("address", "住址", "address", "地址", "家庭住址", "居住地址", blank=Blank.empty),
         _LAT,
         _LON,
+        # The civil-affairs categories, a column each (a 类别 cell may name them instead).
+        _c(
+            "extreme_poverty",
+            "特困",
+            "extreme_poverty",
+            "分散供养特困",
+            "特困人员",
+            "特困供养",
+            "五保",
+            "五保户",
+            blank=Blank.false,
+        ),
+        _c("low_income", "低保", "low_income", "低保户", "经济困难", "低保对象", blank=Blank.false),
         _c("living_alone", "独居", "living_alone", blank=Blank.false),
         _c("empty_nest", "空巢", "empty_nest", blank=Blank.false),
         _c("left_behind", "留守", "left_behind", blank=Blank.false),
-        _c("disabled", "失能", "disabled", "失能半失能", blank=Blank.false),
         _c("advanced_age", "高龄", "advanced_age", blank=Blank.false),
+        _c("disabled", "失能", "disabled", "失能半失能", "完全失能", blank=Blank.false),
+        _c("semi_disabled", "半失能", "semi_disabled", "部分失能", blank=Blank.false),
+        _c("dementia", "失智", "dementia", "认知障碍", blank=Blank.false),
+        _c("severe_disability", "重残", "severe_disability", "重度残疾", blank=Blank.false),
+        _c(
+            "family_planning_special",
+            "计划生育特殊家庭",
+            "family_planning_special",
+            "计生特殊家庭",
+            "失独",
+            blank=Blank.false,
+        ),
         _c("wanders", "走失风险", "wanders", "走失", "易走失", blank=Blank.false),
         _c(
             "categories",
@@ -297,24 +321,63 @@ TRAVEL_MODE_ALIASES: Final[dict[str, str]] = {
     "私家车": "car",
 }
 TRAVEL_MODE_ZH: Final = {"walking": "步行", "ebike": "电动车", "motorbike": "摩托车", "car": "汽车"}
-# Category words in a roster's 类别 column and the flag each sets.
-CATEGORY_WORDS: Final = {
-    "独居": "living_alone",
-    "空巢": "empty_nest",
-    "留守": "left_behind",
-    "失能": "disabled",
-    "半失能": "disabled",
-    "高龄": "advanced_age",
-    "走失": "wanders",
+# The civil-affairs categories (the seeds' list; 探访关爱 decides visits by them): each flag and
+# the word export, the API's `categories` and the console write for it.
+CATEGORY_ZH: Final[dict[str, str]] = {
+    "extreme_poverty": "特困",
+    "low_income": "低保",
+    "living_alone": "独居",
+    "empty_nest": "空巢",
+    "left_behind": "留守",
+    "advanced_age": "高龄",
+    "disabled": "失能",
+    "semi_disabled": "半失能",
+    "dementia": "失智",
+    "severe_disability": "重残",
+    "family_planning_special": "计划生育特殊家庭",
 }
-ELDER_FLAGS: Final = (
-    "living_alone",
-    "empty_nest",
-    "left_behind",
-    "disabled",
-    "advanced_age",
-    "wanders",
-)
+# Every yes/no flag of an elder: the categories and the wandering risk (a rule's, not a category).
+ELDER_FLAGS: Final = (*CATEGORY_ZH, "wanders")
+# The words a roster's 类别 cell uses, each → the flag it sets. Words are compared after NFKC
+# (full-width letters, brackets) and lower case; a word not here, also without one of
+# CATEGORY_SUFFIXES and also not as known words written together ("独居高龄"), is a note on
+# its row naming it (registry.sheets.parse_categories).
+CATEGORY_WORDS: Final[dict[str, str]] = {
+    **{zh: flag for flag, zh in CATEGORY_ZH.items()},
+    **{flag: flag for flag in ELDER_FLAGS},
+    # 特困: since 2014 the old 五保 (农村五保供养) are 特困人员, at home 分散供养, in a home 集中供养.
+    "分散供养特困": "extreme_poverty",
+    "特困供养": "extreme_poverty",
+    "特困人员": "extreme_poverty",
+    "特困供养人员": "extreme_poverty",
+    "分散供养": "extreme_poverty",
+    "集中供养": "extreme_poverty",
+    "五保": "extreme_poverty",
+    "五保户": "extreme_poverty",
+    "低保户": "low_income",
+    "低保对象": "low_income",
+    "经济困难": "low_income",
+    "低收入": "low_income",
+    "完全失能": "disabled",
+    "部分失能": "semi_disabled",
+    "认知障碍": "dementia",
+    "老年痴呆": "dementia",
+    "痴呆": "dementia",
+    "重度残疾": "severe_disability",
+    "重度残疾人": "severe_disability",
+    "一级残疾": "severe_disability",  # 重度残疾 is disability grade 1 or 2
+    "二级残疾": "severe_disability",
+    "计生特殊家庭": "family_planning_special",
+    "失独": "family_planning_special",
+    "计生特扶": "family_planning_special",
+    "走失": "wanders",
+    "走失风险": "wanders",
+    "易走失": "wanders",
+}
+# Endings a word may carry ("独居老人", "低保户", "失独家庭"): dropped when the word alone is not known.
+CATEGORY_SUFFIXES: Final = ("老年人", "老人", "人员", "对象", "家庭", "户")
+# A 类别 cell saying "none".
+CATEGORY_NONE: Final = frozenset({"无", "否", "-", "—", "——", "无类别", "none"})
 
 
 # Minutes a responder needs before setting off: a centre's duty car, an aide's e-bike (the import,

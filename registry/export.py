@@ -45,7 +45,7 @@ def export_headers(kind: RegistryKind, english: bool = False) -> list[str]:
 
 
 def _export_columns(kind: RegistryKind) -> list[ColumnSpec]:
-    # The 类别 column would duplicate the six flag columns.
+    # Each category has its column (是/否); a 类别 column beside them would say it twice.
     return [s for s in COLUMNS[kind] if s.field != "categories" and s.field != "password"]
 
 

@@ -10,13 +10,17 @@ one a `Finding` with its row number (as the spreadsheet shows it) and column. ID
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anxin.schemas import DEVICE_ID_RE, DEVICE_KIND_ZH
 from registry.columns import (
+    CATEGORY_NONE,
+    CATEGORY_SUFFIXES,
     CATEGORY_WORDS,
+    CATEGORY_ZH,
     COLUMNS,
     DEVICE_KIND_ALIASES,
     ELDER_FLAGS,
@@ -42,6 +46,8 @@ _FALSE_WORDS: Final = frozenset(
     {"否", "无", "没有", "n", "no", "false", "0", "×", "✗", "f", "-", "—"}
 )
 _LIST_SEPARATORS: Final = re.compile(r"[;；,，、/\s]+")
+# Between a 类别 cell's words: the list separators, and brackets ("空巢（失智）", "特困(分散供养)").
+_CATEGORY_SEPARATORS: Final = re.compile(r"[;；,，、/|+\s()\[\]【】]+")
 _CODE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _HHMM_RE: Final = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 _E164_RE: Final = re.compile(r"^\+[1-9][0-9]{7,14}$")
@@ -255,6 +261,78 @@ def parse_text(text: str, max_length: int, what: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Categories:
+    """A 类别 cell: the flags its words set, and the words it has that no flag knows."""
+
+    flags: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+
+
+def _category_flag(word: str) -> str | None:
+    if word in CATEGORY_WORDS:
+        return CATEGORY_WORDS[word]
+    for suffix in CATEGORY_SUFFIXES:
+        if word.endswith(suffix) and word[: -len(suffix)] in CATEGORY_WORDS:
+            return CATEGORY_WORDS[word[: -len(suffix)]]
+    return None
+
+
+_LONGEST_WORD: Final = max(len(w) for w in (*CATEGORY_WORDS, *CATEGORY_SUFFIXES))
+
+
+def _written_together(word: str) -> list[str] | None:
+    """Known words (and endings such as 老人) written together, "独居高龄", "特困失能老人",
+    without a separator → their flags, longest word first; None unless all of it is covered."""
+    flags: list[str] = []
+    at = 0
+    while at < len(word):
+        for end in range(min(len(word), at + _LONGEST_WORD), at, -1):
+            piece = word[at:end]
+            if piece in CATEGORY_WORDS or (piece in CATEGORY_SUFFIXES and flags):
+                flags.extend([CATEGORY_WORDS[piece]] if piece in CATEGORY_WORDS else [])
+                at = end
+                break
+        else:
+            return None
+    return flags
+
+
+def parse_categories(text: str) -> Categories:
+    """A roster's 类别 cell ("特困、重残、计划生育特殊家庭、失智", "低保户; 独居老人") → its flags by
+    `registry.columns.CATEGORY_WORDS`; a word it does not know is kept aside, as written, to
+    be reported."""
+    flags: list[str] = []
+    unknown: list[str] = []
+    for written in _CATEGORY_SEPARATORS.split(unicodedata.normalize("NFKC", text)):
+        word = written.lower()
+        if not word or word in CATEGORY_NONE:
+            continue
+        flag = _category_flag(word)
+        found = [flag] if flag is not None else _written_together(word)
+        if found is None:
+            unknown.append(written)
+            continue
+        flags.extend(f for f in found if f not in flags)
+    return Categories(tuple(flags), tuple(unknown))
+
+
+def unknown_category_note(sheet: str, row: int, column: str, unknown: Sequence[str]) -> Finding:
+    """The note on a row whose 类别 cell has words no flag knows: they are named, the row is
+    imported with the words it does know."""
+    shown = [w if len(w) <= 20 else w[:20] + "…" for w in unknown]
+    words = "、".join(f"“{w}”" for w in shown)
+    choices = "、".join(CATEGORY_ZH.values())
+    return Finding(
+        sheet,
+        row,
+        column,
+        f"不认识的类别{words}，未保存；这一行的其他内容照常导入（可填：{choices}） / "
+        f"unknown category {', '.join(repr(w) for w in shown)} not stored; the rest of the row "
+        "is imported",
+    )
+
+
 def _lookup(aliases: dict[str, Any], text: str, what: str, choices: Iterable[str]) -> Any:
     key = text.strip().lower().replace(" ", "")
     if key in aliases:
@@ -315,7 +393,7 @@ def _parse_cell(kind: RegistryKind, spec: ColumnSpec, text: str) -> Any:  # noqa
             return "en"
         raise CellError(f"短信语言填“中文”或“英文” / lang is zh or en, not {text!r}")
     if name == "categories":
-        return [flag for word, flag in CATEGORY_WORDS.items() if word in text]
+        return parse_categories(text)
     if name == "name":
         return parse_text(
             text, 64 if kind in (RegistryKind.regions, RegistryKind.centres) else 32, "名称"
@@ -335,7 +413,9 @@ def _blank_value(spec: ColumnSpec) -> Any:
     if spec.blank is Blank.true:
         return True
     if spec.blank is Blank.empty:
-        return [] if spec.field in ("guardian_phones", "categories") else ""
+        if spec.field == "categories":
+            return Categories()
+        return [] if spec.field == "guardian_phones" else ""
     return KEEP
 
 
@@ -441,11 +521,13 @@ def parse_table(table: Table, kind: RegistryKind | None = None) -> ParsedSheet: 
             except CellError as exc:
                 problems.append(Finding(table.name, row_number, header, str(exc)))
         problems.extend(_row_checks(kind, table.name, row_number, values, seen_fields))
+        notes = _row_notes(table.name, row_number, values, seen_fields)
         if problems:
             sheet.refused.extend(problems)
             for key in keys_of(kind, values):
                 sheet.refused_keys.setdefault(key, row_number)
         else:
+            sheet.notices.extend(notes)
             sheet.rows.append(ParsedRow(row_number, values, dict(seen_fields)))
     _refuse_duplicate_keys(sheet)
     return sheet
@@ -526,8 +608,8 @@ def _row_checks(
                 "经度和纬度好像填反了 / latitude and longitude look swapped",
             )
         )
-    if kind is RegistryKind.elders:
-        for flag in values.pop("categories", []):
+    if kind is RegistryKind.elders and "categories" in values:
+        for flag in values["categories"].flags:
             values[flag] = True
         if values.get("living_alone") and values.get("empty_nest"):
             problems.append(
@@ -539,6 +621,16 @@ def _row_checks(
                 )
             )
     return problems
+
+
+def _row_notes(
+    sheet: str, row: int, values: dict[str, Any], headers: dict[str, str]
+) -> list[Finding]:
+    """What the row says that is not stored, for a person to read: a 类别 word nobody knows."""
+    categories: Categories | None = values.pop("categories", None)
+    if categories is None or not categories.unknown:
+        return []
+    return [unknown_category_note(sheet, row, headers["categories"], categories.unknown)]
 
 
 def _natural_key(kind: RegistryKind, values: dict[str, Any]) -> object:
