@@ -48,6 +48,9 @@ class Region(SQLModel, table=True):
     response_minutes: int = 15
     circuity: float = 1.4
     ladder: dict[str, Any] = json_column({})
+    # km/h per travel mode ({"horseback": 6}), merged county → township → village over
+    # dispatcher.routing.DEFAULT_SPEEDS_KMH by routing.speeds_for.
+    travel_speeds: dict[str, Any] = json_column({})
 
 
 class ServiceCentre(SQLModel, table=True):
@@ -89,6 +92,14 @@ class Elder(SQLModel, table=True):
     night_start: str = "22:00"
     night_end: str = "06:00"
     thresholds: dict[str, Any] = json_column({})
+    # A second place part of each year (a summer pasture, a child's home in town), from
+    # season_start to season_end (MM-DD, every year; dispatcher.routing.season_applies):
+    # routing and coverage use it while it applies. All four set, or none.
+    season_address: str = Field(default="", max_length=128)
+    season_lat: float | None = None
+    season_lon: float | None = None
+    season_start: str | None = Field(default=None, max_length=5)
+    season_end: str | None = Field(default=None, max_length=5)
     # Set instead of deleting (the history names the elder): out of the lists, no new alerts.
     archived_at: datetime | None = utc_column()
 

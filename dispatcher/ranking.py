@@ -143,12 +143,17 @@ async def rank_for_alerts(
             )
             for r, c in centres
         ]
+        home = routing.LatLon(elder.lat, elder.lon)
+        season = season_of(elder)
+        away = season is not None and routing.season_applies(season, now)
         ranked = routing.nearest_responders(
-            routing.LatLon(elder.lat, elder.lon),
+            routing.home_at(home, season, now),
             elder.village_id,
             candidates,
             circuity=next((r.circuity for r in chain if r.circuity), 1.4),
-            travel_table=tables.get(pk(elder), {}),
+            # Routed minutes are to the home: at the seasonal place the estimate decides.
+            travel_table={} if away else tables.get(pk(elder), {}),
+            speeds=routing.speeds_for([r.travel_speeds for r in chain]),
         )
         rankings.append(
             [
@@ -164,6 +169,20 @@ async def rank_for_alerts(
             ]
         )
     return rankings
+
+
+def season_of(elder: Elder) -> routing.Season | None:
+    """The elder's seasonal place, when all of it is set (the registry takes all or none)."""
+    if (
+        elder.season_lat is None
+        or elder.season_lon is None
+        or not elder.season_start
+        or not elder.season_end
+    ):
+        return None
+    return routing.Season(
+        routing.LatLon(elder.season_lat, elder.season_lon), elder.season_start, elder.season_end
+    )
 
 
 async def travel_tables_for(

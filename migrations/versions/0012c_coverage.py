@@ -1,4 +1,8 @@
-"""coverage: travel modes per region, elders' seasonal locations (issue 18)
+"""coverage: travel speeds per region, elders' seasonal locations (issue 18)
+
+`regions.travel_speeds` (km/h per travel mode, merged county → township → village over the
+product defaults by `dispatcher.routing.speeds_for`) and an elder's second place part of each
+year: address, lat/lon and the season's first and last day (MM-DD, every year).
 
 Revision ID: 0012c
 Revises: 0011w
@@ -7,6 +11,10 @@ Create Date: 2026-12-03 14:10:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
 revision: str = "0012c"
 down_revision: str | None = "0011w"
 branch_labels: str | Sequence[str] | None = None
@@ -14,8 +22,34 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.add_column(
+        "regions", sa.Column("travel_speeds", sa.JSON(), nullable=False, server_default="{}")
+    )
+    # The default only fills existing rows; the models write every column.
+    op.alter_column("regions", "travel_speeds", server_default=None)
+    op.add_column(
+        "elders",
+        sa.Column(
+            "season_address",
+            sqlmodel.sql.sqltypes.AutoString(length=128),
+            nullable=False,
+            server_default="",
+        ),
+    )
+    op.alter_column("elders", "season_address", server_default=None)
+    op.add_column("elders", sa.Column("season_lat", sa.Float(), nullable=True))
+    op.add_column("elders", sa.Column("season_lon", sa.Float(), nullable=True))
+    op.add_column(
+        "elders",
+        sa.Column("season_start", sqlmodel.sql.sqltypes.AutoString(length=5), nullable=True),
+    )
+    op.add_column(
+        "elders",
+        sa.Column("season_end", sqlmodel.sql.sqltypes.AutoString(length=5), nullable=True),
+    )
 
 
 def downgrade() -> None:
-    pass
+    for name in ("season_end", "season_start", "season_lon", "season_lat", "season_address"):
+        op.drop_column("elders", name)
+    op.drop_column("regions", "travel_speeds")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,10 +12,15 @@ import pytest
 from dispatcher.routing import (
     Candidate,
     LatLon,
+    Season,
     TravelMode,
     aides_in_time,
     haversine_km,
+    home_at,
     nearest_responders,
+    parse_month_day,
+    season_applies,
+    speeds_for,
 )
 
 HOME = LatLon(30.0, 114.0)
@@ -174,3 +180,105 @@ def test_aides_in_time(candidates: list[Candidate], window: float, in_time: bool
 def test_haversine_one_degree_of_latitude() -> None:
     assert haversine_km(LatLon(30.0, 114.0), LatLon(31.0, 114.0)) == pytest.approx(111.2, abs=0.1)
     assert haversine_km(HOME, HOME) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("mode", "kwargs", "minutes"),
+    [
+        # 3 km straight; roads wind 1.4×, mountain tracks at least 1.8×; plus 2 min setup.
+        (TravelMode.ebike, {}, 3 * 1.4 / 15 * 60 + 2),
+        (TravelMode.horseback, {}, 3 * 1.8 / 8 * 60 + 2),
+        (TravelMode.mountain_walk, {}, 3 * 1.8 / 3 * 60 + 2),
+        # A steeper region's own circuity above the track's floor applies to tracks too.
+        (TravelMode.horseback, {"circuity": 2.2}, 3 * 2.2 / 8 * 60 + 2),
+        # The region's speed for the mode replaces the default.
+        (TravelMode.horseback, {"speeds": speeds_for([{"horseback": 6}])}, 3 * 1.8 / 6 * 60 + 2),
+        (TravelMode.ebike, {"speeds": speeds_for([{"horseback": 6}])}, 3 * 1.4 / 15 * 60 + 2),
+    ],
+    ids=["ebike", "horseback", "mountain walk", "steep region", "region horse speed", "others"],
+)
+def test_travel_modes(mode: TravelMode, kwargs: dict[str, Any], minutes: float) -> None:
+    (ranked,) = nearest_responders(HOME, HOME_VILLAGE, [aide(1, 3.0, travel_mode=mode)], **kwargs)
+    assert ranked.eta_minutes == pytest.approx(minutes, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("chain", "expected"),
+    [
+        ([], {}),
+        ([None, {}, {"horseback": 7}], {TravelMode.horseback: 7.0}),
+        # Nearest first: the village's own beats the township's, which beats the county's.
+        (
+            [{"horseback": 5}, {"horseback": 6, "mountain_walk": 2.5}, {"horseback": 7}],
+            {TravelMode.horseback: 5.0, TravelMode.mountain_walk: 2.5},
+        ),
+        ([{"rocket": 900, "car": "fast"}], {}),
+        ([{"walking": 0}], {TravelMode.walking: 0.5}),
+    ],
+    ids=["defaults", "county", "village over township over county", "unknown", "clamped"],
+)
+def test_speeds_for_merges_the_region_chain(
+    chain: list[dict[str, Any] | None], expected: dict[TravelMode, float]
+) -> None:
+    speeds = speeds_for(chain)
+    assert speeds[TravelMode.horseback] == expected.get(TravelMode.horseback, 8.0)
+    assert speeds[TravelMode.mountain_walk] == expected.get(TravelMode.mountain_walk, 3.0)
+    assert speeds[TravelMode.walking] == expected.get(TravelMode.walking, 4.5)
+    assert speeds[TravelMode.car] == 40.0
+
+
+SUMMER = Season(LatLon(31.0, 114.0), "06-01", "09-30")
+WINTER = Season(LatLon(30.5, 114.5), "11-15", "03-15")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("season", "now", "applies"),
+    [
+        (SUMMER, "2026-05-31T12:00", False),
+        # 16:00 UTC on 31 May is already 1 June in China.
+        (SUMMER, "2026-05-31T16:00", True),
+        (SUMMER, "2026-06-01T00:00", True),
+        (SUMMER, "2026-09-30T15:59", True),
+        (SUMMER, "2026-09-30T16:00", False),
+        (SUMMER, "2027-07-15T00:00", True),
+        (WINTER, "2026-12-31T00:00", True),
+        (WINTER, "2027-01-10T00:00", True),
+        (WINTER, "2027-03-15T10:00", True),
+        (WINTER, "2027-03-16T00:00", False),
+        (WINTER, "2026-11-14T00:00", False),
+        (Season(LatLon(0, 0), "02-29", "02-29"), "2028-02-29T04:00", True),
+        (Season(LatLon(0, 0), "bad", "09-30"), "2026-07-01T00:00", False),
+    ],
+)
+def test_season_applies(season: Season, now: str, applies: bool) -> None:
+    assert season_applies(season, utc(now)) is applies
+    expected = season.location if applies else HOME
+    assert home_at(HOME, season, utc(now)) == expected
+
+
+def test_without_a_season_the_home_is_the_place() -> None:
+    assert home_at(HOME, None, utc("2026-07-01T00:00")) == HOME
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("06-01", "06-01"),
+        ("6-1", "06-01"),
+        ("6月1日", "06-01"),
+        ("12/31", "12-31"),
+        ("2-29", "02-29"),
+    ],
+)
+def test_parse_month_day(text: str, expected: str) -> None:
+    assert parse_month_day(text) == expected
+
+
+@pytest.mark.parametrize("text", ["02-30", "13-01", "0601", "2026-06-01", "", "六月一日"])
+def test_parse_month_day_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_month_day(text)
