@@ -12,7 +12,6 @@ Create Date: 2026-12-03 14:10:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 revision: str = "0012c"
@@ -31,7 +30,7 @@ def upgrade() -> None:
         "elders",
         sa.Column(
             "season_address",
-            sqlmodel.sql.sqltypes.AutoString(length=128),
+            sa.String(length=128),
             nullable=False,
             server_default="",
         ),
@@ -41,11 +40,11 @@ def upgrade() -> None:
     op.add_column("elders", sa.Column("season_lon", sa.Float(), nullable=True))
     op.add_column(
         "elders",
-        sa.Column("season_start", sqlmodel.sql.sqltypes.AutoString(length=5), nullable=True),
+        sa.Column("season_start", sa.String(length=5), nullable=True),
     )
     op.add_column(
         "elders",
-        sa.Column("season_end", sqlmodel.sql.sqltypes.AutoString(length=5), nullable=True),
+        sa.Column("season_end", sa.String(length=5), nullable=True),
     )
 
 
