@@ -75,13 +75,14 @@ def _homes(plan: RegionPlan, address: BrokerAddress) -> dict[str, SimHome]:
     return {e.code: SimHome(address, by_elder[e.code], name=e.code) for e in plan.elders}
 
 
-async def test_an_sos_after_a_flood_or_a_power_cut_is_acked_within_a_second(
+async def test_an_sos_after_a_flood_or_a_power_cut_is_acked_at_its_first_send(
     embedded: EmbeddedBroker, region: Seeded, database_url: str, engine: AsyncEngine
 ) -> None:
     """What clogged the in-process broker: a flood, then a township's power cut, then the
     platform restarted (a new gateway beside the old one's lingering session). After each,
-    an SOS elsewhere must be acked at its first send, within a second: a press whose first
-    send is lost waits 3 s for its resend, and before the fix the next SOS came 32–38 s late."""
+    an SOS elsewhere must be acked at its first send: a press whose first send is lost waits
+    3 s for its resend, and before the fix the next SOS came 32–38 s late, after several
+    resends. (How fast the ack comes is the benchmarks' to measure, not a test's.)"""
     plan = region.plan
     address = BrokerAddress.parse(embedded.url)
     homes = _homes(plan, address)
@@ -91,18 +92,18 @@ async def test_an_sos_after_a_flood_or_a_power_cut_is_acked_within_a_second(
     flooding, pressing = elsewhere[0], elsewhere[1:]
     await asyncio.gather(*(h.connect() for h in homes.values()))
     quiet = Console(quiet=True)
-    ack_seconds: dict[str, float] = {}
+    sends: dict[str, int] = {}
     try:
         async with run_platform(database_url, embedded.url, engine):
             flood = Flood(flooding, rate=1000, seconds=2)
             await flood.run()
             ack = await pressing[0].press_sos()
-            ack_seconds["after the flood"] = ack.seconds
+            sends["after the flood"] = ack.sends
             assert ack.status == "accepted" and ack.alert_id
 
             await cut_power([homes[c] for c in in_cut], 0, cut_township, quiet)
             ack = await pressing[1].press_sos()
-            ack_seconds["after the power cut"] = ack.seconds
+            sends["after the power cut"] = ack.sends
             assert ack.status == "accepted" and ack.alert_id
 
         async with run_platform(database_url, embedded.url, engine):
@@ -110,12 +111,12 @@ async def test_an_sos_after_a_flood_or_a_power_cut_is_acked_within_a_second(
             # the next one, beside the old gateway's session still held by the broker.
             await pressing[2].press_sos()
             ack = await pressing[3].press_sos()
-            ack_seconds["after a restart"] = ack.seconds
+            sends["after a restart"] = ack.sends
             assert ack.status == "accepted" and ack.alert_id
     finally:
         await asyncio.gather(
             *(h.close(say_offline=False) for h in homes.values() if h.powered),
             return_exceptions=True,
         )
-    late = {when: s for when, s in ack_seconds.items() if s >= 1.0}
-    assert not late, f"{embedded.kind}: SOS acked late {late}"
+    resent = {when: n for when, n in sends.items() if n > 1}
+    assert not resent, f"{embedded.kind}: SOS acked only after resending {resent}"
