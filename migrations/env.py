@@ -15,6 +15,7 @@ import alert_service.models  # noqa: F401
 import anxin.models  # noqa: F401
 import dispatcher.models  # noqa: F401
 import gateway.models  # noqa: F401
+import visits.models  # noqa: F401
 from anxin.db import normalise_url
 from anxin.settings import Settings
 

@@ -18,6 +18,7 @@ import alert_service.models  # noqa: F401  (every part's tables, as migrations/e
 import anxin.models  # noqa: F401
 import dispatcher.models  # noqa: F401
 import gateway.models  # noqa: F401
+import visits.models  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
