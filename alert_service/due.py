@@ -165,11 +165,11 @@ async def run_due_rule_timers(
         metrics.observe_timer_lateness(timer.due_at, now)
     for timer in timers:
         if not isolate:
-            await _fire(session, timer, now)
+            await _fire(session, timer, now, timezone)
             continue
         try:
             async with session.begin_nested():
-                await _fire(session, timer, now)
+                await _fire(session, timer, now, timezone)
         except Exception as exc:
             # Left unfired: it is retried on the next tick, without holding up the others.
             log.error("rule_timer_failed", timer=timer.id, error=repr(exc))
@@ -193,11 +193,17 @@ async def next_due_at(session: AsyncSession, *, urgent: bool) -> datetime | None
     return value if isinstance(value, datetime) else None
 
 
-async def _fire(session: AsyncSession, timer: RuleTimer, now: datetime) -> None:
+async def _fire(session: AsyncSession, timer: RuleTimer, now: datetime, timezone: str) -> None:
     timer.fired_at = now
     elder = await session.get(Elder, timer.elder_id)
     if elder is None:
         return
     await raise_or_join(
-        session, elder, rules.timer_alert(timer.kind), timer.device_id, now, "system"
+        session,
+        elder,
+        rules.timer_alert(timer.kind),
+        timer.device_id,
+        now,
+        "system",
+        timezone=timezone,
     )

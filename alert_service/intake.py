@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
@@ -92,7 +92,14 @@ async def apply_event(
     for decision in decisions:
         if isinstance(decision, rules.RaiseAlert):
             alert = await raise_or_join(
-                session, elder, decision, device.id, now, actor, respond_now=respond_now
+                session,
+                elder,
+                decision,
+                device.id,
+                now,
+                actor,
+                respond_now=respond_now,
+                timezone=timezone,
             )
             alert_id = alert_id or alert.id
         elif isinstance(decision, rules.StartTimer):
@@ -183,7 +190,7 @@ async def apply_events(
                     else:
                         run.back_online.append(events[k])
             continue
-        await _apply_run(session, run, now, alert_ids)
+        await _apply_run(session, run, now, alert_ids, timezone)
         run = _Run([], [], [])
         for k in indexes:
             e = events[k]
@@ -197,12 +204,12 @@ async def apply_events(
                 timezone=timezone,
                 previous_vitals=e.previous_vitals,
             )
-    await _apply_run(session, run, now, alert_ids)
+    await _apply_run(session, run, now, alert_ids, timezone)
     return alert_ids
 
 
 async def _apply_run(
-    session: AsyncSession, run: _Run, now: datetime, alert_ids: list[int | None]
+    session: AsyncSession, run: _Run, now: datetime, alert_ids: list[int | None], timezone: str
 ) -> None:
     """`raise_or_join` (gateway path: the watchers start the response), `start_rule_timer` and
     `device_back_online` for a run of events in elder order: the open alerts involved locked
@@ -222,7 +229,7 @@ async def _apply_run(
         for _, e, d in raises:
             first.setdefault((pk(e.elder), d.kind), (e, d))
         rows = [
-            _new_alert(e.elder, d, e.device.id, chains.get(e.elder.village_id, []), now)
+            _new_alert(e.elder, d, e.device.id, chains.get(e.elder.village_id, []), now, timezone)
             for e, d in (first[key] for key in new)
         ]
         notify = any(row["respond_by"] is not None for row in rows)
@@ -342,9 +349,16 @@ def _new_alert(
     device_id: str | None,
     chain: list[Region],
     now: datetime,
+    timezone: str = "Asia/Shanghai",
 ) -> dict[str, Any]:
-    """The row of a newly raised alert: its ladder snapshotted from the region chain."""
-    ladder = ladder_for(chain)
+    """The row of a newly raised alert: its ladder snapshotted from the region chain (with the
+    elder's night hours, when a call-out calls at once)."""
+    ladder = replace(
+        ladder_for(chain),
+        night_start=elder.night_start,
+        night_end=elder.night_end,
+        timezone=timezone,
+    )
     respond_by: datetime | None = None
     if decision.respond_within is not None:
         # e.g. a welfare check within 2 h: the ladder stretched to that window
@@ -441,6 +455,7 @@ async def raise_or_join(
     actor: str,
     *,
     respond_now: bool = True,
+    timezone: str = "Asia/Shanghai",
 ) -> Alert:
     """One open alert per elder and kind: a repeat adds to its trigger count and timeline.
 
@@ -453,7 +468,7 @@ async def raise_or_join(
     """
     assert elder.id is not None
     chain = await region_chain(session, elder.village_id)
-    values = _new_alert(elder, decision, device_id, chain, now)
+    values = _new_alert(elder, decision, device_id, chain, now, timezone)
     notify = values["respond_by"] is not None and not respond_now
     inserted = await session.execute(*_insert_alerts([values], now, actor, notify=notify))
     row = inserted.first()

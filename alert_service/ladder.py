@@ -23,7 +23,7 @@ from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAtte
 from alert_service.regions import region_chain
 from alert_service.timeline import add_timeline
 from anxin.models import Elder, Region, Responder
-from dispatcher import outbox, ranking
+from dispatcher import calls, outbox, ranking
 
 
 def needs_start(alert: Alert) -> bool:
@@ -84,7 +84,15 @@ def _state(alert: Alert, attempts: list[DispatchAttempt]) -> rules.AlertState:
         breached=alert.breached,
         reminder_sent=alert.reminder_sent_at is not None,
         attempts=tuple(
-            rules.AttemptState(a.responder_id, a.role, a.asked_at, a.answer, a.eta_minutes)
+            rules.AttemptState(
+                a.responder_id,
+                a.role,
+                a.asked_at,
+                a.answer,
+                a.eta_minutes,
+                called=a.called_at is not None,
+                sms_failed=a.sms_failed_at is not None,
+            )
             for a in attempts
         ),
         ranking=tuple(
@@ -180,6 +188,8 @@ async def _apply_action(
             role=action.role,
             reason=action.reason,
         )
+    elif isinstance(action, rules.CallResponder):
+        await _call(session, alert, attempts, action, now)
     elif isinstance(action, rules.TimeOutAttempt):
         for attempt in attempts:
             if attempt.responder_id == action.responder_id and attempt.answer == "pending":
@@ -204,6 +214,54 @@ async def _apply_action(
         await add_timeline(
             session, alert.id, now, "system", "reminded", responder_id=action.responder_id
         )
+
+
+async def _call(
+    session: AsyncSession,
+    alert: Alert,
+    attempts: list[DispatchAttempt],
+    action: rules.CallResponder,
+    now: datetime,
+) -> None:
+    """Call a silent responder's phone about their pending attempt (once: `called_at`)."""
+    assert alert.id is not None
+    attempt = next(
+        a for a in attempts if a.responder_id == action.responder_id and a.answer == "pending"
+    )
+    attempt.called_at = now  # a loaded row is written at commit; a copy keeps the plan true
+    if attempt not in session:
+        pending = session.info.get(_PENDING_ASKS)
+        queued = pending.find(alert.id, attempt.step) if isinstance(pending, _PendingAsks) else None
+        if queued is not None:
+            queued["called_at"] = now
+        else:
+            await session.execute(
+                update(DispatchAttempt)
+                .where(
+                    col(DispatchAttempt.alert_id) == alert.id,
+                    col(DispatchAttempt.step) == attempt.step,
+                )
+                .values(called_at=now)
+            )
+    await calls.queue_call(
+        session,
+        alert=alert,
+        responder_id=action.responder_id,
+        role=action.role,
+        step=attempt.step,
+        reason=action.reason,
+        now=now,
+    )
+    await add_timeline(
+        session,
+        alert.id,
+        now,
+        "system",
+        "called",
+        responder_id=action.responder_id,
+        role=action.role,
+        reason=action.reason,
+    )
 
 
 async def set_answers(
@@ -323,7 +381,34 @@ async def attempt_failed(
     *,
     channel: str = "sms",
 ) -> None:
+    """A call-out could not reach its responder: the next rung at once — but a failed SMS to
+    someone this alert's ladder would call (and has not yet) gets the call first, at once."""
     assert alert.id is not None
+    if channel == "sms" and rules.Ladder.from_snapshot(alert.ladder).calls(alert.priority):
+        marked = await session.execute(
+            update(DispatchAttempt)
+            .where(
+                col(DispatchAttempt.alert_id) == alert.id,
+                col(DispatchAttempt.responder_id) == responder_id,
+                col(DispatchAttempt.answer) == AttemptAnswer.pending,
+                col(DispatchAttempt.called_at).is_(None),
+            )
+            .values(sms_failed_at=now)
+            .returning(col(DispatchAttempt.id))
+        )
+        if marked.first() is not None:
+            await add_timeline(
+                session,
+                alert.id,
+                now,
+                "system",
+                "sms_failed",
+                responder_id=responder_id,
+                reason=reason,
+                calling=True,
+            )
+            await advance(session, alert, now)
+            return
     await set_answers(
         session, alert_id=alert.id, responder_id=responder_id, answer=AttemptAnswer.failed, now=now
     )
@@ -398,6 +483,8 @@ async def ask(
         "distance_km": line.get("distance_km"),
         "eta_minutes": line.get("eta_minutes"),
         "answer": AttemptAnswer.pending,
+        "sms_failed_at": None,
+        "called_at": None,
     }
     pending = session.info.get(_PENDING_ASKS)
     if isinstance(pending, _PendingAsks):
@@ -434,6 +521,14 @@ class _PendingAsks:
         attempts, messages = self.by_now.setdefault(now, ([], []))
         attempts.append(attempt)
         messages.append(sms)
+
+    def find(self, alert_id: int, step: int) -> dict[str, Any] | None:
+        """The attempt row collected for this alert's step, not yet written."""
+        for attempts, _ in self.by_now.values():
+            for attempt in attempts:
+                if attempt["alert_id"] == alert_id and attempt["step"] == step:
+                    return attempt
+        return None
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ applies to alerts raised after it: each alert keeps the ladder snapshotted when 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +34,11 @@ class LadderIn(BaseModel):
     centre_answer_s: float | None = Field(None, gt=0, lt=FIFTEEN_MINUTES_S)
     reminder_grace_s: float | None = Field(None, gt=0, le=3600)
     notify_guardians: bool | None = None
+    # Voice call-outs (issue 19): how long a silent SMS waits for the phone call, which
+    # priorities call (P1, P2), and whether at night the phone rings at once.
+    voice_after_s: float | None = Field(None, ge=0, lt=FIFTEEN_MINUTES_S)
+    voice_priorities: list[Literal[1, 2]] | None = Field(None, max_length=2)
+    voice_at_night: bool | None = None
 
 
 class LadderOut(BaseModel):

@@ -223,11 +223,36 @@ class Ladder:
     centre_answer_s: float = 180
     reminder_grace_s: float = 120
     notify_guardians: bool = True
+    # Voice call-outs (issue 19): a responder whose call-out SMS has no answer after
+    # `voice_after_s` is called on the phone — at once when the SMS failed, or (with
+    # `voice_at_night`) when they were asked in the elder's night hours — for the alerts of
+    # these priorities (P1; a region adds P2).
+    voice_after_s: float = 60
+    voice_priorities: tuple[int, ...] = (P1,)
+    voice_at_night: bool = True
+    # The elder's night hours and the deployment's time zone, snapshotted when the alert is
+    # raised (not a region setting: `intake._new_alert` writes them).
+    night_start: str = "22:00"
+    night_end: str = "06:00"
+    timezone: str = "Asia/Shanghai"
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> Ladder:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "voice_priorities" in known:
+            known["voice_priorities"] = tuple(int(p) for p in known["voice_priorities"] or ())
         return cls(**known)
+
+    def calls(self, priority: int) -> bool:
+        """Whether this ladder calls the responders of an alert of this priority."""
+        return priority in self.voice_priorities
+
+    def calls_at_once(self, asked_at: datetime) -> bool:
+        """A responder asked at night is called at once (an SMS does not wake anyone)."""
+        night = ElderProfile(
+            night_start=self.night_start, night_end=self.night_end, timezone=self.timezone
+        )
+        return self.voice_at_night and is_night(night, asked_at)
 
     def snapshot(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -259,6 +284,8 @@ class AttemptState:
     # ladder does not ask them again, and a late "1" from them does not take the alert)
     answer: str
     eta_minutes: float | None = None
+    called: bool = False  # their phone was called for this attempt
+    sms_failed: bool = False  # the call-out SMS could not reach them
 
 
 @dataclass(frozen=True)
@@ -296,6 +323,15 @@ class AskResponder:
 
 
 @dataclass(frozen=True)
+class CallResponder:
+    """Call this responder's phone about the attempt they have not answered."""
+
+    responder_id: int
+    role: str
+    reason: str  # no_sms_answer | night | sms_failed
+
+
+@dataclass(frozen=True)
 class TimeOutAttempt:
     responder_id: int
 
@@ -315,7 +351,7 @@ class RemindTaker:
     responder_id: int
 
 
-Action = AskResponder | TimeOutAttempt | MarkAtRisk | MarkBreached | RemindTaker
+Action = AskResponder | CallResponder | TimeOutAttempt | MarkAtRisk | MarkBreached | RemindTaker
 
 
 @dataclass(frozen=True)
@@ -375,6 +411,7 @@ def plan(state: AlertState, ladder: Ladder, now: datetime) -> Plan:
             county_engaged = True
 
     if state.accepted_at is None:
+        _call_steps(state, ladder, now, actions, deadlines)
         _unaccepted_steps(state, ladder, now, actions, deadlines, mark_at_risk, ask_county)
     else:
         _accepted_steps(state, ladder, now, actions, deadlines, mark_at_risk)
@@ -388,6 +425,41 @@ def plan(state: AlertState, ladder: Ladder, now: datetime) -> Plan:
 
     future = [d for d in deadlines if d > now]
     return Plan(tuple(actions), min(future) if future else None)
+
+
+def _call_steps(
+    state: AlertState,
+    ladder: Ladder,
+    now: datetime,
+    actions: list[Action],
+    deadlines: list[datetime],
+) -> None:
+    """Voice: each responder asked and silent (aide or duty phone) is called once — when their
+    SMS failed, at once when asked at night, else `voice_after_s` after the SMS. The call's
+    outcome comes back as an answer (key 1/0) or as a failed attempt (no answer, busy)."""
+    if not ladder.calls(state.priority):
+        return
+    call_after = timedelta(seconds=ladder.voice_after_s)
+    answer_within = {
+        "aide": timedelta(seconds=ladder.accept_timeout_s),
+        "township_centre": timedelta(seconds=ladder.centre_answer_s),
+    }
+    for attempt in state.attempts:
+        if attempt.answer != "pending" or attempt.called:
+            continue
+        within = answer_within.get(attempt.role)
+        if within is not None and now >= attempt.asked_at + within:
+            continue  # timed out (below): the next rung, not a call to this one
+        if attempt.sms_failed:
+            due, reason = now, "sms_failed"
+        elif ladder.calls_at_once(attempt.asked_at):
+            due, reason = attempt.asked_at, "night"
+        else:
+            due, reason = attempt.asked_at + call_after, "no_sms_answer"
+        if now >= due:
+            actions.append(CallResponder(attempt.responder_id, attempt.role, reason))
+        else:
+            deadlines.append(due)
 
 
 def _unaccepted_steps(

@@ -172,6 +172,9 @@ class VoiceCall(SQLModel, table=True):
     alert_id: int | None = Field(default=None, foreign_key="alerts.id", index=True)
     responder_id: int | None = Field(default=None, foreign_key="responders.id", index=True)
     step: int = 0
+    # Why the ladder called: no_sms_answer | night | sms_failed (a call that cannot be placed
+    # after a failed SMS moves the ladder on; otherwise the SMS's timeout still runs).
+    reason: str = Field(default="", max_length=16)
     priority: int = Field(default=1, sa_type=SmallInteger)
     to_phone: str = Field(max_length=20)
     speech_text: str = Field(max_length=1000)

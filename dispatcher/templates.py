@@ -287,3 +287,27 @@ def duty_sms(on: bool, lang: str = "zh") -> str:
     if on:
         return f"{SIGNATURE_ZH}已设为值班，有求助会短信通知您。回“下班”停止。"
     return f"{SIGNATURE_ZH}已设为下班，不再派单。回“上班”恢复。"
+
+
+# --- voice call-outs (issue 19) ---------------------------------------------------------------
+
+CALL_KEYS_HINT_ZH = "接单请按1，不能去请按0，到达后请回复短信2"
+
+
+def call_speech(
+    *,
+    elder_name: str,
+    village: str,
+    kind: str,
+    distance_km: float,
+    eta_minutes: float,
+    escalated: bool = False,
+) -> str:
+    """What a call-out call says (text-to-speech, Chinese, said twice): who, which village, how
+    far, and the keys. Numbers as words a TTS engine reads well ("2.5公里", "约6分钟")."""
+    who = f"{village}的{elder_name}老人" if village else f"{elder_name}老人"
+    head = "安心平台升级呼叫。" if escalated else "安心平台紧急呼叫。"
+    return (
+        f"{head}{who}{kind_label(kind, 'zh')}，"
+        f"距您{_km(distance_km)}公里，约{_minutes(eta_minutes)}分钟。{CALL_KEYS_HINT_ZH}。"
+    )

@@ -41,6 +41,10 @@ LADDER_VALUES: dict[str, Any] = {
     "centre_answer_s": 180,
     "reminder_grace_s": 120,
     "notify_guardians": True,
+    # No voice call-outs unless a test asks for them (issue 19: `voice_priorities=(1,)`).
+    "voice_priorities": (),
+    "voice_after_s": 60,
+    "voice_at_night": True,
 }
 
 

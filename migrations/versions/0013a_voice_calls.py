@@ -15,6 +15,7 @@ Create Date: 2026-12-03 14:10:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = "0013a"
@@ -29,19 +30,25 @@ def upgrade() -> None:
     op.create_table(
         "voice_calls",
         sa.Column("id", sa.BigInteger(), primary_key=True),
-        sa.Column("idempotency_key", sa.String(128), nullable=False, unique=True),
+        sa.Column(
+            "idempotency_key",
+            sqlmodel.sql.sqltypes.AutoString(length=128),
+            nullable=False,
+            unique=True,
+        ),
         sa.Column("alert_id", sa.Integer(), sa.ForeignKey("alerts.id"), nullable=True),
         sa.Column("responder_id", sa.Integer(), sa.ForeignKey("responders.id"), nullable=True),
         sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("priority", sa.SmallInteger(), nullable=False),
-        sa.Column("to_phone", sa.String(20), nullable=False),
-        sa.Column("speech_text", sa.String(1000), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("digits", sa.String(8), nullable=True),
-        sa.Column("provider", sa.String(16), nullable=False),
-        sa.Column("provider_sid", sa.String(64), nullable=True),
+        sa.Column("to_phone", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+        sa.Column("speech_text", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("digits", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=True),
+        sa.Column("provider", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("provider_sid", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.String(256), nullable=True),
+        sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=256), nullable=True),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("next_attempt_at", UTC, nullable=True),
         sa.Column("placed_at", UTC, nullable=True),

@@ -483,7 +483,8 @@ def test_a_step_already_taken_is_never_taken_again() -> None:
 def test_the_product_default_ladder() -> None:
     """The one test of the defaults (README, "The ladder's rungs, by default"): a region with
     no settings of its own runs up to 3 aides, 3 minutes each; the township centre at 8 minutes;
-    the county when the centre has not answered in 3 minutes. Every other ladder test pins its
+    the county when the centre has not answered in 3 minutes; P1 responders silent for a minute
+    (at night: at once) are called on the phone. Every other ladder test pins its
     ladder (tests/builders.py), so changing a default breaks only this test."""
     assert rules.Ladder() == rules.Ladder(
         respond_minutes=15,
@@ -493,6 +494,9 @@ def test_the_product_default_ladder() -> None:
         centre_answer_s=180,
         reminder_grace_s=120,
         notify_guardians=True,
+        voice_after_s=60,
+        voice_priorities=(1,),
+        voice_at_night=True,
     )
     village = Region(code="V", name="V", level="village", response_minutes=15, ladder={})
     assert regions.ladder_for([village]) == rules.Ladder()

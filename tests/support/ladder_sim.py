@@ -55,6 +55,14 @@ def apply(state: rules.AlertState, action: rules.Action, now: datetime) -> rules
         attempt = rules.AttemptState(action.responder_id, action.role, now, "pending", eta)
         status = "dispatching" if state.status == "raised" else state.status
         return replace(state, attempts=(*state.attempts, attempt), status=status)
+    if isinstance(action, rules.CallResponder):
+        called = tuple(
+            replace(a, called=True)
+            if a.responder_id == action.responder_id and a.answer == "pending"
+            else a
+            for a in state.attempts
+        )
+        return replace(state, attempts=called)
     if isinstance(action, rules.TimeOutAttempt):
         return replace(state, attempts=_answer(state, action.responder_id, "timed_out", now))
     if isinstance(action, rules.MarkAtRisk):
@@ -69,7 +77,8 @@ def apply(state: rules.AlertState, action: rules.Action, now: datetime) -> rules
 def respond(
     state: rules.AlertState, responder_id: int, reply: str, now: datetime
 ) -> rules.AlertState:
-    """What a person does: accept, decline, failed (SMS), on_scene, withdraw (0 after accept)."""
+    """What a person does: accept, decline, failed (SMS, or a call unanswered), sms_failed (an
+    SMS that failed when the ladder calls), on_scene, withdraw (0 after accept)."""
     if reply == "accept":
         attempts = tuple(
             replace(a, answer="accepted")
@@ -86,6 +95,14 @@ def respond(
             status="accepted",
             attempts=attempts,
         )
+    if reply == "sms_failed":  # the call-out SMS failed with voice on: called next, at once
+        flagged = tuple(
+            replace(a, sms_failed=True)
+            if a.responder_id == responder_id and a.answer == "pending"
+            else a
+            for a in state.attempts
+        )
+        return replace(state, attempts=flagged)
     if reply in ("decline", "failed"):
         answer = "declined" if reply == "decline" else "failed"
         return replace(state, attempts=_answer(state, responder_id, answer, now))
