@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, computed_field, field_validator
 
 from anxin.models import Region
 from anxin.schemas import DEVICE_ID_RE, DeviceKind, ResponderKind
 from anxin.web import RowId, storable_text
 from dispatcher.routing import TravelMode
+from registry.columns import CATEGORY_ZH
 
 PHONE_PATTERN = r"^\+[1-9][0-9]{7,14}$"  # E.164, as the SMS provider needs it
 CODE_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
@@ -94,11 +95,18 @@ class ElderIn(_In):
     address: str = Field(default="", max_length=128)
     lat: Lat
     lon: Lon
+    # The civil-affairs categories (registry.columns.CATEGORY_ZH), then the wandering risk.
+    extreme_poverty: bool = False
+    low_income: bool = False
     living_alone: bool = False
     empty_nest: bool = False
     left_behind: bool = False
-    disabled: bool = False
     advanced_age: bool = False
+    disabled: bool = False
+    semi_disabled: bool = False
+    dementia: bool = False
+    severe_disability: bool = False
+    family_planning_special: bool = False
     wanders: bool = False
     guardian_phones: list[Phone] = Field(default_factory=list, max_length=5)
     consent: bool = True
@@ -122,6 +130,12 @@ class ElderOut(ElderIn):
     open_alerts: int = 0
     # Set when the elder was removed (DELETE): kept for the history, out of the lists.
     archived_at: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def categories(self) -> list[str]:
+        """The elder's categories in Chinese, as a roster's 类别 cell writes them."""
+        return [zh for flag, zh in CATEGORY_ZH.items() if getattr(self, flag)]
 
 
 class DeviceIn(_In):

@@ -5,7 +5,10 @@ import { label, t, vocabulary } from "./i18n.js";
 import { ApiError, api, errorText, fmtDateTime, h, toast } from "./util.js";
 import { live } from "./live.js";
 
-const FLAGS = ["living_alone", "empty_nest", "left_behind", "disabled", "advanced_age", "wanders"];
+// The civil-affairs categories (registry.columns.CATEGORY_ZH, in its order), then the risk flag.
+const CATEGORIES = ["extreme_poverty", "low_income", "living_alone", "empty_nest", "left_behind", "advanced_age",
+  "disabled", "semi_disabled", "dementia", "severe_disability", "family_planning_special"];
+const FLAGS = [...CATEGORIES, "wanders"];
 
 function grid(columns, rows, attrs = {}) {
   return h("table", { class: "grid", ...attrs },
@@ -60,6 +63,13 @@ function friendly(detail, field) {
   return PLAIN[detail.type] ? t(PLAIN[detail.type]) : detail.msg;
 }
 
+/** Checkboxes side by side under one legend (an elder's categories); each is its own field. */
+function checkGroup(field, values, error) {
+  return h("fieldset", { class: "checks", id: `f-${field.name}` }, h("legend", {}, t(field.label ?? field.name)),
+    field.items.map(item => h("label", { class: "check" }, fieldInput({ name: item, type: "checkbox" }, values[item]), h("span", {}, t(item)))),
+    error);
+}
+
 /** A modal form. `submit(data)` saves; a 422 puts each message under its field. */
 function openForm({ title, fields, values = {}, submit }) {
   const dialog = h("dialog", { class: "form-dialog" });
@@ -70,6 +80,10 @@ function openForm({ title, fields, values = {}, submit }) {
     h("div", { class: "fields" }, fields.map(field => {
       const error = h("span", { class: "field-error" });
       errors.set(field.name, error);
+      if (field.type === "group") {
+        for (const item of field.items) errors.set(item, error);
+        return checkGroup(field, values, error);
+      }
       return h("label", { class: field.type === "checkbox" ? "check" : "" },
         field.type === "checkbox" ? null : h("span", {}, t(field.label ?? field.name)),
         fieldInput(field, values[field.name]),
@@ -86,7 +100,10 @@ function openForm({ title, fields, values = {}, submit }) {
     for (const el of errors.values()) el.textContent = "";
     general.textContent = "";
     const data = {};
-    for (const field of fields) if (!field.readonly || field.send) data[field.name] = readField(form, field);
+    for (const field of fields) {
+      if (field.type === "group") for (const item of field.items) data[item] = form.elements[item].checked;
+      else if (!field.readonly || field.send) data[field.name] = readField(form, field);
+    }
     try {
       await submit(data);
       dialog.close();
@@ -122,7 +139,8 @@ function elderFields(villages) {
     { name: "address", maxlength: 128 },
     { name: "lat", type: "number", step: "any", required: true },
     { name: "lon", type: "number", step: "any", required: true },
-    ...FLAGS.map(name => ({ name, type: "checkbox" })),
+    { name: "categories", type: "group", items: CATEGORIES },
+    { name: "wanders", type: "checkbox" },
     { name: "guardian_phones", label: "guardians", type: "phones" },
     { name: "consent", type: "checkbox" },
     { name: "night_start", maxlength: 5 },
@@ -179,6 +197,7 @@ export async function renderElder(view, elderId, config) {
         }) }, t("edit")) : null),
       h("dl", { class: "facts" },
         h("dt", {}, t("village")), h("dd", {}, elder.village),
+        h("dt", {}, t("categories")), h("dd", { id: "elder-categories" }, elder.categories.join("、") || "—"),
         h("dt", {}, t("address")), h("dd", {}, elder.address || "—"),
         h("dt", {}, `${t("lat")} / ${t("lon")}`), h("dd", { class: "mono" }, `${elder.lat}, ${elder.lon}`),
         h("dt", {}, t("guardians")), h("dd", { class: "mono" }, elder.guardian_phones.join("，") || "—"),
