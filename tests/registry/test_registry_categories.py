@@ -8,16 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlmodel import col
 
 from anxin.db import SessionMaker
 from anxin.models import Elder
 from registry.apply import import_registry_file
-from registry.columns import CATEGORY_ZH, ELDER_FLAGS
+from registry.columns import CATEGORY_WORDS, CATEGORY_ZH, COLUMNS, ELDER_FLAGS, RegistryKind
 from registry.export import export_registry
 from registry.report import ImportReport
-from registry.sheets import parse_categories
+from registry.sheets import normalise_header, parse_categories
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 
@@ -103,6 +105,38 @@ def test_an_unknown_word_is_named_and_the_known_ones_kept() -> None:
     parsed = parse_categories("独居、退役军人、失智、精神障碍")
     assert set(parsed.flags) == {"living_alone", "dementia"}
     assert parsed.unknown == ("退役军人", "精神障碍")
+
+
+SEPARATORS = st.sampled_from(["、", "，", ",", ";", "；", "/", " ", " / ", "|", "\u3000"])
+
+
+@given(
+    words=st.lists(st.sampled_from(sorted(CATEGORY_WORDS)), max_size=6),
+    separators=st.lists(SEPARATORS, min_size=6, max_size=6),
+)
+def test_known_words_with_any_separators_set_exactly_their_flags(
+    words: list[str], separators: list[str]
+) -> None:
+    cell = "".join(word + separator for word, separator in zip(words, separators, strict=False))
+    parsed = parse_categories(cell)
+    assert parsed.unknown == ()
+    assert set(parsed.flags) == {CATEGORY_WORDS[w] for w in words}
+
+
+@given(st.text(max_size=80))
+def test_any_cell_is_read_without_error_and_nothing_is_lost_silently(text: str) -> None:
+    """Whatever a cell holds, each word is a flag or is named among the unknown ones."""
+    parsed = parse_categories(text)
+    assert set(parsed.flags) <= set(ELDER_FLAGS)
+    assert all(word and not word.isspace() for word in parsed.unknown)
+    assert len(parsed.flags) == len(set(parsed.flags))
+
+
+def test_the_synonym_table_names_only_flags_and_every_header_is_one_columns() -> None:
+    assert set(CATEGORY_WORDS.values()) <= set(ELDER_FLAGS)
+    assert set(CATEGORY_ZH) == set(ELDER_FLAGS) - {"wanders"}
+    headers = [normalise_header(h) for spec in COLUMNS[RegistryKind.elders] for h in spec.headers]
+    assert len(headers) == len(set(headers)), sorted(h for h in headers if headers.count(h) > 1)
 
 
 async def test_an_unknown_word_is_a_note_on_its_row_and_the_row_is_imported(
