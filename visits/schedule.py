@@ -19,7 +19,7 @@ One counted visit anywhere in a period satisfies it. A period that has not ended
 from __future__ import annotations
 
 import calendar
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +69,7 @@ class State(StrEnum):
 # Why a due visit was missed (the figures' "who was missed and why").
 MISSED_REASONS_ZH = {
     "no_aide": "无负责助老员",
-    "late": "逾期才探访",
+    "late": "逾期才探访",  # a major change's visit after its deadline
     "rejected": "探访记录未被采纳",
     "not_visited": "未探访",
 }
@@ -364,8 +364,8 @@ def assess(
 ) -> list[Outcome]:
     """Whether each due visit was made: a counted visit within its period (a major change's:
     between the mark and its deadline). Not made and not over: pending. Missed, with why: no
-    aide owns the elder (`owners` maps elder → aide), a visit came only after the period, the
-    only report was rejected, or no visit at all."""
+    aide owns the elder (`owners` maps elder → aide), a major change's visit came only after its
+    deadline, the only report in the period was rejected, or no visit at all."""
     today = local_date(now, timezone)
     by_elder = _index(visits)
     out: list[Outcome] = []
@@ -392,8 +392,8 @@ def assess(
             if today <= due.end:
                 out.append(Outcome(due, State.pending))
                 continue
-            j = bisect_right(dates, due.end)
-            late_day = dates[j] if j < len(dates) and dates[j] <= today else None
+            # A later visit belongs to a later period: a missed period is not "late".
+            late_day = None
         out.append(_missed(due, seen, owners.get(due.elder_id), late_day))
     return out
 
