@@ -287,11 +287,13 @@ async def list_elders(
     region_ids: set[int],
     q: str = "",
     village_id: int | None = None,
+    category: str | None = None,
     archived: bool = False,
     limit: int,
     offset: int = 0,
 ) -> list[tuple[Elder, str]]:
-    """Elders by code with their village's name; `q` matches name or code, or a village name."""
+    """Elders by code with their village's name; `q` matches name or code, or a village name;
+    `category` is one of `registry.columns.ELDER_FLAGS` the elder has."""
     archived_at = col(Elder.archived_at)
     query = (
         select(Elder, col(Region.name))
@@ -301,6 +303,8 @@ async def list_elders(
     )
     if village_id is not None:
         query = query.where(col(Elder.village_id) == village_id)
+    if category is not None:
+        query = query.where(col(getattr(Elder, category)).is_(True))
     if q:
         # The search text is a bound parameter, and its own % and _ are literal characters.
         like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -33,7 +33,7 @@ from anxin.web import (
 )
 from registry import service
 from registry.apply import apply_sheets
-from registry.columns import RegistryKind
+from registry.columns import CATEGORY_WORDS, RegistryKind
 from registry.files import RegistryFileError, parse_file
 from registry.schemas import (
     CentreIn,
@@ -296,17 +296,29 @@ async def list_elders(
     request: Request,
     q: Annotated[Text, Query(max_length=32)] = "",
     village_id: RowId | None = None,
+    category: Annotated[
+        str | None,
+        Query(
+            description="only elders with this category or flag (extreme_poverty, dementia, "
+            "wanders …; the Chinese word 特困, 失智 … too)",
+            max_length=32,
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     offset: Annotated[int, Query(ge=0)] = 0,
     archived: Annotated[
         bool, Query(description="list archived (removed) elders instead of current ones")
     ] = False,
 ) -> list[ElderOut]:
+    flag = CATEGORY_WORDS.get(category) if category else None
+    if category and flag is None:
+        raise invalid("query", "category", f"不认识的类别“{category}” / unknown category")
     rows = await service.list_elders(
         session=session,
         region_ids=operator.region_ids,
         q=q,
         village_id=village_id,
+        category=flag,
         archived=archived,
         limit=limit,
         offset=offset,
@@ -314,7 +326,9 @@ async def list_elders(
     ids = [pk(e) for e, _ in rows]
     devices = await service.devices_of(session=session, elder_ids=ids)
     open_counts = await service.open_alert_counts(session=session, elder_ids=ids)
-    filters = filters_given(q=q, village_id=village_id, offset=offset, archived=archived)
+    filters = filters_given(
+        q=q, village_id=village_id, category=flag, offset=offset, archived=archived
+    )
     _audit_list(session, operator, request, "elder", len(rows), filters)
     return [
         from_row(

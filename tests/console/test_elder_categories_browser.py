@@ -73,6 +73,10 @@ async def test_an_operator_ticks_categories_on_the_elders_page_and_they_are_stor
             await page.goto(f"{base_url}/#/elders")
             row = page.locator("tr", has_text=spec.code)
             await expect(row.locator(".flag-dementia")).to_have_text("失智", timeout=WAIT_MS)
+            # The list's category filter: only the elders with 失智, this one among them.
+            await page.select_option("#elder-category", label="失智")
+            await expect(page.locator("#view tbody tr")).to_have_count(1, timeout=WAIT_MS)
+            await expect(page.locator("#view tbody tr")).to_contain_text(spec.code)
         finally:
             await context.close()
     assert errors == []

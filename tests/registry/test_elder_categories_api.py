@@ -101,3 +101,22 @@ async def test_a_category_flag_must_be_yes_or_no(client: httpx.AsyncClient, regi
     )
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "dementia"]
+
+
+async def test_the_list_filters_by_category(client: httpx.AsyncClient, region: Seeded) -> None:
+    t01 = await login(client, "t01", "anxin-t01")
+    village = await region_id(region, sorted(village_codes(region, "T01"))[0])
+    created = await client.post("/api/elders", headers=t01, json={**ELDER, "village_id": village})
+    assert created.status_code == 201, created.text
+
+    for category in ("dementia", "失智"):
+        only = (await client.get(f"/api/elders?category={category}", headers=t01)).json()
+        assert [e["code"] for e in only] == ["E9101"]
+    alone = (await client.get("/api/elders?category=独居", headers=t01)).json()
+    everyone = (await client.get("/api/elders", headers=t01)).json()
+    assert {e["code"] for e in alone} == {e["code"] for e in everyone if e["living_alone"]}
+    assert "E9101" in {e["code"] for e in alone} and len(alone) < len(everyone)
+
+    unknown = await client.get("/api/elders?category=退役军人", headers=t01)
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["loc"] == ["query", "category"]

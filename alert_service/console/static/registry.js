@@ -161,9 +161,12 @@ export async function renderElders(view, config) {
   view.className = "registry-view";
   const villages = await villageOptions();
   const search = h("input", { type: "search", placeholder: t("search"), id: "elder-search" });
+  const category = h("select", { id: "elder-category", onchange: () => load() },
+    h("option", { value: "" }, t("all_categories")), options(FLAGS.map(f => [f, t(f)])));
   const body = h("div", {});
   async function load() {
-    const elders = await api(`/api/elders?q=${encodeURIComponent(search.value.trim())}`);
+    const only = category.value ? `&category=${category.value}` : "";
+    const elders = await api(`/api/elders?q=${encodeURIComponent(search.value.trim())}${only}`);
     body.replaceChildren(grid(["code", "name", "village", "flags", "guardians", "devices", "#open_count"],
       elders.map(e => h("tr", { onclick: () => { location.hash = `#/elder/${e.id}`; } },
         h("td", { class: "mono" }, e.code), h("td", {}, h("a", { href: `#/elder/${e.id}` }, e.name)), h("td", {}, e.village),
@@ -173,7 +176,7 @@ export async function renderElders(view, config) {
   let timer = null;
   search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(load, 300); });
   view.append(
-    h("div", { class: "toolbar" }, h("h2", {}, t("nav_elders")), search,
+    h("div", { class: "toolbar" }, h("h2", {}, t("nav_elders")), search, category,
       config.can_act ? h("button", { type: "button", class: "primary", id: "add-elder", onclick: () => openForm({
         title: `${t("add")} · ${t("elder")}`, fields: elderFields(villages), values: { consent: true, night_start: "22:00", night_end: "06:00" },
         submit: async data => { const e = await api("/api/elders", { method: "POST", body: data }); location.hash = `#/elder/${e.id}`; },
