@@ -13,6 +13,7 @@ from anxin.db import SessionMaker
 from anxin.metrics import metrics_router
 from anxin.settings import Settings
 from anxin.web import AppContext
+from dispatcher.aliyun_views import router as aliyun_router
 from dispatcher.views import router as twilio_router
 from gateway.views import router as gateway_router
 from registry.views import router as registry_router
@@ -30,6 +31,7 @@ def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None =
     app.include_router(alert_router)
     app.include_router(ladder_router)
     app.include_router(twilio_router)
+    app.include_router(aliyun_router)
     app.include_router(registry_router)
     app.include_router(gateway_router)
     app.include_router(metrics_router)

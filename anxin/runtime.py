@@ -16,7 +16,7 @@ from anxin.cli_run import InProcessServer
 from anxin.logging import get_logger
 from anxin.metrics import run_role_metrics
 from anxin.services import Services
-from dispatcher.providers import SmsProvider, make_provider
+from dispatcher.providers import SmsProvider, make_provider, sms_status_callback
 from dispatcher.worker import run_outbox
 from gateway.worker import Gateway
 
@@ -88,7 +88,7 @@ def role_tasks(
                 provider or make_provider(s),
                 svc.clock,
                 responses=LadderResponses(),
-                status_callback=s.callback_base + "/twilio/status" if s.twilio_configured else None,
+                status_callback=sms_status_callback(s),
                 poll_seconds=s.outbox_poll_ms / 1000,
                 max_attempts=s.outbox_max_attempts,
                 daily_limit=s.sms_daily_limit,

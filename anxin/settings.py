@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +28,20 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
+
+    # Which provider sends SMS (and places calls): `twilio` or `aliyun` (issue 19).
+    sms_provider: Literal["twilio", "aliyun"] = "twilio"
+    # Aliyun (阿里云短信 / 语音服务): AccessKey, sign name, the codes Aliyun gave our templates
+    # (JSON: {"ANXIN_CALLOUT": "SMS_4567…"}; unset → our keys), the API endpoints (the SDK's
+    # endpoint setting: the project's own compatible endpoint for the demo and tests), and the
+    # token in the push URLs of receipts and replies (docs/operations.md).
+    aliyun_access_key_id: str | None = None
+    aliyun_access_key_secret: SecretStr | None = None
+    aliyun_sign_name: str = "安心"
+    aliyun_template_codes: dict[str, str] = {}
+    aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    aliyun_voice_endpoint: str = "https://dyvmsapi.aliyuncs.com"
+    aliyun_push_token: SecretStr | None = None
 
     public_url: str = "http://127.0.0.1:8000"
     timezone: str = "Asia/Shanghai"
@@ -64,6 +78,17 @@ class Settings(BaseSettings):
             for value in self.__dict__.values()
             if isinstance(value, SecretStr)
         )
+
+    @property
+    def aliyun_configured(self) -> bool:
+        return bool(self.aliyun_access_key_id and self.aliyun_access_key_secret)
+
+    @property
+    def sms_configured(self) -> bool:
+        """The chosen provider has its credentials (else SMS stay in the outbox)."""
+        if self.sms_provider == "aliyun":
+            return self.aliyun_configured
+        return self.twilio_configured
 
     @property
     def twilio_configured(self) -> bool:

@@ -43,12 +43,14 @@ FAILED_RECEIPTS = {"undelivered": SmsStatus.undelivered, "failed": SmsStatus.fai
 
 @dataclass(frozen=True)
 class Receipt:
-    """One delivery receipt (a status callback), as Twilio posts it."""
+    """One delivery receipt (a status callback), as Twilio posts it (Aliyun's SmsReport is
+    mapped to Twilio's words by its webhook, with its own `reason` for a failure)."""
 
     sid: str
     status: str
     error_code: str | None = None
     sms_id: int | None = None
+    reason: str | None = None
 
 
 async def handle_statuses(
@@ -111,7 +113,7 @@ async def _apply_receipt(
         await clear_in_flight(session, [pk(sms)])
     if status in FAILED_RECEIPTS:
         if sms.status not in FAILED_RECEIPTS.values():
-            reason = receipt_failure_reason(status, receipt.error_code)
+            reason = receipt.reason or receipt_failure_reason(status, receipt.error_code)
             await sms_failed(session, sms, reason, now, responses=responses)
             sms.status = FAILED_RECEIPTS[status]
     elif status == "delivered" or (status == "sent" and sms.status == SmsStatus.queued):

@@ -65,6 +65,8 @@ class OutboxOnlyProvider:
 
 
 def make_provider(settings: Settings) -> SmsProvider:
+    if settings.sms_provider == "aliyun":
+        return _aliyun_sms(settings)
     if not settings.twilio_configured:
         return OutboxOnlyProvider()
     from dispatcher.twilio_provider import TwilioSmsProvider
@@ -76,6 +78,31 @@ def make_provider(settings: Settings) -> SmsProvider:
         from_number=settings.twilio_from,
         base_url=settings.twilio_base_url,
     )
+
+
+def _aliyun_sms(settings: Settings) -> SmsProvider:
+    if not settings.aliyun_configured:
+        return OutboxOnlyProvider()
+    from dispatcher.aliyun_sms import AliyunAccount, AliyunSmsProvider
+
+    assert settings.aliyun_access_key_id and settings.aliyun_access_key_secret
+    return AliyunSmsProvider(
+        account=AliyunAccount(
+            access_key_id=settings.aliyun_access_key_id,
+            access_key_secret=settings.aliyun_access_key_secret.get_secret_value(),
+            endpoint=settings.aliyun_sms_endpoint,
+        ),
+        sign_name=settings.aliyun_sign_name,
+        template_codes=settings.aliyun_template_codes,
+    )
+
+
+def sms_status_callback(settings: Settings) -> str | None:
+    """The receipt URL the outbox worker gives each SMS (it adds `?sms=<row id>`): Twilio posts
+    there; Aliyun posts to the push URL set in its console and takes the row id as `OutId`."""
+    if settings.sms_provider == "aliyun":
+        return settings.callback_base + "/aliyun/sms/report" if settings.aliyun_configured else None
+    return settings.callback_base + "/twilio/status" if settings.twilio_configured else None
 
 
 # --- voice call-outs (issue 19) --------------------------------------------------------------
