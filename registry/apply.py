@@ -30,6 +30,7 @@ from anxin.schemas import DeviceKind, RegionLevel, ResponderKind
 from registry.columns import (
     AIDE_SETUP_MINUTES,
     APPLY_ORDER,
+    CATEGORY_ZH,
     DEFAULT_HEARTBEAT_S,
     ELDER_FLAGS,
     LEVEL_RANK,
@@ -309,12 +310,13 @@ async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: Sheet
         for name in ("address", "guardian_phones", "consent", "night_start", "night_end"):
             if name in v:
                 values[name] = v[name]
-        # A 类别 cell lists every category of its elder ("独居、失能"): a flag it leaves out is
-        # 否. Without a 类别 column, a flag is written only where the file has its column, so
-        # a sheet of just 独居 keeps the 失智 the console set.
+        # A 类别 cell lists every category of its elder ("独居、失能"): a category it leaves out
+        # is 否. Otherwise a flag is written only where the file has its column (or the cell
+        # names it), so a sheet of just 独居 keeps the 失智 the console set, and a 类别 column
+        # never clears 走失风险 (a night rule's, not a civil-affairs category).
         listed = "categories" in parsed.columns
         for name in ELDER_FLAGS:
-            if listed or name in v:
+            if name in v or (listed and name in CATEGORY_ZH):
                 values[name] = bool(v.get(name, False))
         await upserts.put(row, values, code=v["code"])
     await upserts.write()

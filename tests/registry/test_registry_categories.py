@@ -208,6 +208,26 @@ async def test_a_file_without_a_flag_column_keeps_that_flag(sessions: SessionMak
     assert await _flags(sessions, "E101") == {"extreme_poverty"}
 
 
+async def test_a_category_cell_never_clears_the_wandering_risk(sessions: SessionMaker) -> None:
+    """走失风险 makes a door opened at night urgent; it is no civil-affairs category, so a 类别
+    cell without 走失 leaves it as it is (and one with 走失 sets it)."""
+    await _with_regions(sessions)
+    await _import(
+        sessions,
+        "老人编号,姓名,所属村,纬度,经度,走失风险\nE101,王秀英,柳树坪村,32.761,109.121,是\n",
+    )
+    await _import(
+        sessions,
+        "老人编号,姓名,所属村,纬度,经度,类别\nE101,王秀英,柳树坪村,32.761,109.121,独居、失智\n",
+    )
+    assert await _flags(sessions, "E101") == {"wanders", "living_alone", "dementia"}
+    await _import(
+        sessions,
+        "老人编号,姓名,所属村,纬度,经度,类别\nE102,李德胜,柳树坪村,32.762,109.122,高龄、走失\n",
+    )
+    assert await _flags(sessions, "E102") == {"wanders", "advanced_age"}
+
+
 ROSTER = (
     "老人编号,姓名,所属村,纬度,经度,类别\n"
     "E101,王秀英,柳树坪村,32.761,109.121,特困、重残、计划生育特殊家庭、失智\n"
