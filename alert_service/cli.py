@@ -96,6 +96,99 @@ def show(
     console.print(figures_table(rows, english=settings.language == "en"))
 
 
+@figures_app.command("coverage")
+def coverage_cmd(
+    region: Annotated[
+        str | None, typer.Option(help="Region code (a county or township); default all.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON (every elder's fastest aide) instead of lists.")
+    ] = False,
+) -> None:
+    """Elders no on-duty aide can reach within the response minutes, and villages with no aide
+    on duty (each elder's fastest on-duty aide by estimated arrival, as the dispatcher ranks)."""
+    from dataclasses import asdict
+
+    from alert_service import coverage_service
+    from alert_service.coverage import Coverage
+    from anxin import auth
+    from anxin.logging import configure_logging
+    from anxin.models import Region
+    from anxin.services import services
+    from anxin.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> Coverage:
+        async with services(settings, need_broker=False) as svc, svc.sessions() as session:
+            query = select(Region)
+            query = (
+                query.where(col(Region.code) == region)
+                if region
+                else query.where(col(Region.parent_id).is_(None))
+            )
+            roots = list((await session.execute(query)).scalars())
+            if not roots:
+                raise typer.BadParameter(f"no region {region!r}")
+            scope: set[int] = set()
+            for root in roots:
+                assert root.id is not None
+                scope |= await auth.regions_under(session, root.id)
+            return await coverage_service.coverage_in(
+                session, region_ids=scope, now=svc.clock.now()
+            )
+
+    found = asyncio.run(main())
+    uncovered = found.uncovered
+    if as_json:
+        out = {
+            "elders": len(found.elders),
+            "uncovered": [asdict(e) for e in uncovered],
+            "villages_without_aide": [asdict(v) for v in found.villages_without_aide],
+            "reach": [asdict(e) for e in found.elders],
+        }
+        console.print_json(json.dumps(out, ensure_ascii=False))
+        return
+    english = settings.language == "en"
+    console.print(
+        f"{len(uncovered)} of {len(found.elders)} elders: no on-duty aide within the response time"
+        if english
+        else f"{len(found.elders)} 位老人中 {len(uncovered)} 位：在岗助老员无法在时限内到达"
+    )
+    table = Table(show_lines=False)
+    for zh, en in (
+        ("编号", "Code"),
+        ("姓名", "Name"),
+        ("乡镇", "Township"),
+        ("村", "Village"),
+        ("最快助老员", "Fastest aide"),
+        ("预计(分)", "ETA (min)"),
+        ("时限", "Limit"),
+    ):
+        table.add_column(en if english else zh)
+    for e in uncovered:
+        table.add_row(
+            e.code,
+            e.name,
+            e.township,
+            e.village
+            + (" (seasonal)" if english and e.seasonal else " (季节)" if e.seasonal else ""),
+            e.aide_name or ("none on duty" if english else "无人在岗"),
+            "—" if e.eta_minutes is None else f"{e.eta_minutes:.1f}",
+            str(e.respond_minutes),
+        )
+    console.print(table)
+    gaps = found.villages_without_aide
+    console.print(
+        ("Villages with no aide on duty: " if english else "无在岗助老员的村：")
+        + (
+            ("; " if english else "；").join(f"{v.township} {v.village} ({v.elders})" for v in gaps)
+            or "—"
+        )
+    )
+
+
 # (header, English header, no_wrap): short two-line headers and unbroken figures keep the table
 # within 80 columns; only the region and false-alarm cells wrap.
 _COLUMNS = (

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alert_service import ladder
+from alert_service import coverage_service, ladder
 from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from alert_service.timeline import add_timeline
 from anxin.models import Responder
@@ -134,3 +134,8 @@ class LadderResponses:
         self, session: AsyncSession, *, alert_id: int, action: str, now: datetime, **detail: Any
     ) -> None:
         await add_timeline(session, alert_id, now, "system", action, **detail)
+
+    async def duty_changed(
+        self, session: AsyncSession, *, responder: Responder, now: datetime
+    ) -> None:
+        await coverage_service.warn_after_off_duty(session, responder=responder, now=now)

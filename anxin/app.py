@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from alert_service.console_views import mount_console
+from alert_service.coverage_views import router as coverage_router
 from alert_service.ladder_views import router as ladder_router
 from alert_service.responses import LadderResponses
 from alert_service.views import router as alert_router
@@ -30,6 +31,7 @@ def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None =
     app.state.alert_responses = LadderResponses()
     app.include_router(alert_router)
     app.include_router(ladder_router)
+    app.include_router(coverage_router)
     app.include_router(twilio_router)
     app.include_router(aliyun_router)
     app.include_router(registry_router)

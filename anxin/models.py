@@ -50,7 +50,8 @@ class Region(SQLModel, table=True):
     ladder: dict[str, Any] = json_column({})
     # km/h per travel mode ({"horseback": 6}), merged county → township → village over
     # dispatcher.routing.DEFAULT_SPEEDS_KMH by routing.speeds_for.
-    travel_speeds: dict[str, Any] = json_column({})
+    # None: no speeds of its own (nullable, so bulk inserts that name no such column still work).
+    travel_speeds: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
 
 class ServiceCentre(SQLModel, table=True):
@@ -95,7 +96,7 @@ class Elder(SQLModel, table=True):
     # A second place part of each year (a summer pasture, a child's home in town), from
     # season_start to season_end (MM-DD, every year; dispatcher.routing.season_applies):
     # routing and coverage use it while it applies. All four set, or none.
-    season_address: str = Field(default="", max_length=128)
+    season_address: str | None = Field(default=None, max_length=128)
     season_lat: float | None = None
     season_lon: float | None = None
     season_start: str | None = Field(default=None, max_length=5)

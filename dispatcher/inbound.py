@@ -172,6 +172,7 @@ async def handle_inbound(
     if reply.kind in (ReplyKind.on_duty, ReplyKind.off_duty):
         responder.on_duty = reply.kind == ReplyKind.on_duty
         await answer(templates.duty_sms(responder.on_duty, lang), "duty")
+        await responses.duty_changed(session, responder=responder, now=now)
         return f"duty:{responder.on_duty}"
     if reply.kind == ReplyKind.help:
         await answer(templates.help_sms(lang), "help")

@@ -69,3 +69,10 @@ class AlertResponses(Protocol):
     ) -> None:
         """A line on the alert's timeline (e.g. a number near its daily SMS limit)."""
         ...
+
+    async def duty_changed(
+        self, session: AsyncSession, *, responder: Responder, now: datetime
+    ) -> None:
+        """A responder went on or off duty (上班/下班, already set on the row): off duty, the
+        township's operators are warned when a village or an elder is left uncovered."""
+        ...

@@ -21,31 +21,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "regions", sa.Column("travel_speeds", sa.JSON(), nullable=False, server_default="{}")
-    )
-    # The default only fills existing rows; the models write every column.
-    op.alter_column("regions", "travel_speeds", server_default=None)
-    op.add_column(
-        "elders",
-        sa.Column(
-            "season_address",
-            sa.String(length=128),
-            nullable=False,
-            server_default="",
-        ),
-    )
-    op.alter_column("elders", "season_address", server_default=None)
+    # Nullable, no server default: the demo seeder's bulk inserts name no such columns.
+    op.add_column("regions", sa.Column("travel_speeds", sa.JSON(), nullable=True))
+    op.add_column("elders", sa.Column("season_address", sa.String(length=128), nullable=True))
     op.add_column("elders", sa.Column("season_lat", sa.Float(), nullable=True))
     op.add_column("elders", sa.Column("season_lon", sa.Float(), nullable=True))
-    op.add_column(
-        "elders",
-        sa.Column("season_start", sa.String(length=5), nullable=True),
-    )
-    op.add_column(
-        "elders",
-        sa.Column("season_end", sa.String(length=5), nullable=True),
-    )
+    op.add_column("elders", sa.Column("season_start", sa.String(length=5), nullable=True))
+    op.add_column("elders", sa.Column("season_end", sa.String(length=5), nullable=True))
 
 
 def downgrade() -> None:

@@ -30,6 +30,7 @@ READS = {
     "/api/device-health": ("list_device_health", "device"),
     "/api/map": ("read_map", "elder"),
     "/api/figures": ("read_figures", "figures"),
+    "/api/figures/coverage": ("read_figures", "figures"),
 }
 FILTERS = {
     "list_alerts": {"priority": 1, "open_only": True},

@@ -101,6 +101,12 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
     async def figures() -> None:
         assert await ids("/api/figures", key="region_id") <= mine.region_ids
 
+    async def coverage() -> None:
+        res = await http.get("/api/figures/coverage", params={"all": "true"}, headers=t01)
+        body = res.json()
+        assert body["reach"] and {e["village_id"] for e in body["reach"]} <= mine.region_ids
+        assert {v["village_id"] for v in body["villages_without_aide"]} <= mine.region_ids
+
     async def stream() -> None:
         async with serve_app(app) as base, httpx.AsyncClient(base_url=base) as live:
             token = t01["Authorization"].removeprefix("Bearer ")
@@ -271,6 +277,7 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("POST", "/api/alerts/{alert_id}/resolve"): resolve,
         ("POST", "/api/alerts/{alert_id}/reassign"): reassign,
         ("GET", "/api/figures"): figures,
+        ("GET", "/api/figures/coverage"): coverage,
         ("GET", "/api/alerts-stream"): stream,
         ("GET", "/api/regions"): regions,
         ("POST", "/api/regions"): create_region,
