@@ -16,7 +16,14 @@ from anxin.cli_run import InProcessServer
 from anxin.logging import get_logger
 from anxin.metrics import run_role_metrics
 from anxin.services import Services
-from dispatcher.providers import SmsProvider, make_provider, sms_status_callback
+from dispatcher.calls import run_calls
+from dispatcher.providers import (
+    SmsProvider,
+    VoiceProvider,
+    make_provider,
+    make_voice_provider,
+    sms_status_callback,
+)
 from dispatcher.worker import run_outbox
 from gateway.worker import Gateway
 
@@ -46,6 +53,7 @@ def role_tasks(
     stop: asyncio.Event,
     *,
     provider: SmsProvider | None = None,
+    voice_provider: VoiceProvider | None = None,
     gateway_id: str = "anxin-gateway",
     web_port: int | None = None,
     shared_subscription: bool | None = None,
@@ -92,6 +100,19 @@ def role_tasks(
                 poll_seconds=s.outbox_poll_ms / 1000,
                 max_attempts=s.outbox_max_attempts,
                 daily_limit=s.sms_daily_limit,
+                stop=stop,
+            )
+        )
+        # Voice call-outs (issue 19): the ladder writes them, this places them once.
+        work.append(
+            run_calls(
+                svc.sessions,
+                voice_provider or make_voice_provider(s),
+                svc.clock,
+                responses=LadderResponses(),
+                callback_base=s.callback_base,
+                poll_seconds=s.outbox_poll_ms / 1000,
+                daily_limit=s.voice_daily_limit,
                 stop=stop,
             )
         )

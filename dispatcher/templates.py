@@ -311,3 +311,14 @@ def call_speech(
         f"{head}{who}{kind_label(kind, 'zh')}，"
         f"距您{_km(distance_km)}公里，约{_minutes(eta_minutes)}分钟。{CALL_KEYS_HINT_ZH}。"
     )
+
+
+def call_answer_speech(outcome: str) -> str:
+    """What the call says after the key (`inbound.call_keypress`'s outcome)."""
+    if outcome.startswith("accepted:"):
+        return "已为您接单，请尽快前往。到达后请回复短信2。"
+    if outcome.startswith("declined:"):
+        return "已记录您不能去，平台将通知下一位。"
+    if outcome.startswith("already_taken:"):
+        return "此警报已由他人接单，谢谢。"
+    return "已收到，谢谢。"

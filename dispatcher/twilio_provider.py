@@ -287,6 +287,14 @@ def call_twiml(speech_text: str, gather_callback: str | None) -> str:
     return str(response)
 
 
+def say_twiml(speech_text: str) -> str:
+    """TwiML that says one thing in Chinese and hangs up (the answer to a key)."""
+    response = VoiceResponse()
+    response.say(speech_text, language="zh-CN")
+    response.hangup()
+    return str(response)
+
+
 class TwilioVoiceProvider(TwilioSmsProvider):
     """Places call-outs through Twilio's Calls API (TwiML `<Say>` + `<Gather numDigits="1">`),
     or any endpoint that speaks it; the key and the outcome come back signed to

@@ -1,8 +1,15 @@
-"""A Twilio-compatible Messages endpoint the project runs itself.
+"""A Twilio-compatible Messages and Calls endpoint the project runs itself.
 
 It lets the platform, the simulated aides' phones and the tests exercise the real `twilio` library
 and real HTTP: messages are accepted (or refused the way Twilio refuses them), status callbacks
 and inbound replies are posted back signed with X-Twilio-Signature, and nothing leaves the machine.
+
+Calls (issue 19): `Calls.json` takes a call with its TwiML; the callee is played by a simulated
+phone — one configured per number (`set_callee`: pick up after N s and press a key, let it ring,
+reject), or a subscriber that plays it on its own time (`subscribe_calls`, the scenario player),
+or by default a phone nobody picks up — and the sandbox posts the signed `<Gather>` action
+(`Digits`) and the status callbacks (`CallStatus` ringing, in-progress, completed / no-answer /
+busy) as Twilio does.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import binascii
 import inspect
 import re
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -92,6 +100,78 @@ class SandboxMessage:
 MessageCallback = Callable[[SandboxMessage], Awaitable[None] | None]
 
 
+@dataclass
+class Callee:
+    """How a simulated phone answers a call: `pick_up` after `after` seconds and press `key`
+    (None: hang up without a key), `ring` until the caller gives up (no-answer), or `reject`
+    (busy) after `after` seconds."""
+
+    answer: Literal["pick_up", "ring", "reject"] = "ring"
+    after: float = 0.0
+    key: str | None = "1"
+
+
+@dataclass
+class SandboxCall:
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    twiml: str
+    date_created: datetime
+    status: str = "queued"
+    status_callback: str | None = None
+    status_events: list[str] = field(default_factory=list)
+    timeout: int = 60
+    digits: str | None = None
+    # What the platform's <Gather> action answered (its TwiML), once a key was pressed.
+    answer_twiml: str | None = None
+    status_history: list[str] = field(default_factory=list)
+
+    @property
+    def speech(self) -> list[str]:
+        """What the call says (its <Say> texts)."""
+        return [el.text or "" for el in ET.fromstring(self.twiml).iter("Say")]
+
+    @property
+    def gather_action(self) -> str | None:
+        gather = ET.fromstring(self.twiml).find(".//Gather")
+        return gather.get("action") if gather is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """Twilio's Call resource, enough for twilio's CallInstance to read."""
+        created = format_datetime(self.date_created)
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "direction": "outbound-api",
+            "status": self.status,
+            "date_created": created,
+            "date_updated": created,
+            "start_time": None,
+            "end_time": None,
+            "duration": None,
+            "price": None,
+            "price_unit": "USD",
+            "answered_by": None,
+            "uri": f"{uri}.json",
+            "subresource_uris": {},
+        }
+
+
+CallCallback = Callable[[SandboxCall], Awaitable[None] | None]
+
+
+def _call_sid() -> str:
+    return "CA" + secrets.token_hex(16)
+
+
 def _message_sid() -> str:
     return "SM" + secrets.token_hex(16)
 
@@ -140,6 +220,13 @@ class SmsSandbox:
         self._number_delays: dict[str, float] = {}
         self._inboxes: dict[str, asyncio.Queue[SandboxMessage]] = {}
         self._subscribers: list[MessageCallback] = []
+        # Calls (issue 19): every POST to Calls.json, the calls taken, how each number answers.
+        self.calls: list[SandboxCall] = []
+        self.call_requests_received = 0
+        self._callees: dict[str, Callee] = {}
+        self._call_subscribers: list[CallCallback] = []
+        # A phone that nobody picks up rings this long (real seconds) before `no-answer`.
+        self.ring_seconds = 0.5
         self._last_sender: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # aiohttp, not httpx: with thousands of receipts under way, httpx's connection pool
@@ -167,6 +254,27 @@ class SmsSandbox:
             self._number_delays.pop(number, None)
         else:
             self._number_delays[number] = seconds
+
+    def set_callee(self, number: str, callee: Callee | None) -> None:
+        """How the phone at `number` answers calls from now on (None: as by default)."""
+        if callee is None:
+            self._callees.pop(number, None)
+        else:
+            self._callees[number] = callee
+
+    def subscribe_calls(self, callback: CallCallback) -> Callable[[], None]:
+        """`callback` plays the callee of every call to a number without `set_callee` (it must
+        end each call: `pick_up`, `ring_out` or `reject`). Returns an unsubscribe function."""
+        self._call_subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._call_subscribers:
+                self._call_subscribers.remove(callback)
+
+        return unsubscribe
+
+    def calls_to(self, to: str) -> list[SandboxCall]:
+        return [c for c in self.calls if c.to == to]
 
     # -- what phones see -------------------------------------------------------------
 
@@ -328,6 +436,177 @@ class SmsSandbox:
             }
         )
 
+    # -- the Calls API ---------------------------------------------------------------
+
+    async def create_call(
+        self, account_sid: str, authorization: str | None, form: dict[str, Any]
+    ) -> JSONResponse:
+        self.call_requests_received += 1
+        if not self._authorised(authorization):
+            return _twilio_error(401, 20003, "Authenticate")
+        if account_sid != self.account_sid:
+            return _twilio_error(404, 20404, f"The requested resource {account_sid} was not found")
+        if self._failures_pending > 0:
+            self._failures_pending -= 1
+            return _twilio_error(500, 20500, "Internal Server Error")
+        to, from_, twiml = str(form.get("To", "")), str(form.get("From", "")), form.get("Twiml")
+        if not to:
+            return _twilio_error(400, 21201, "No 'To' number is specified")
+        if not from_:
+            return _twilio_error(400, 21213, "No 'From' number is specified")
+        if not twiml:
+            return _twilio_error(400, 21205, "Url or Twiml parameter is required.")
+        if not _E164.fullmatch(to):
+            return _twilio_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        try:
+            ET.fromstring(str(twiml))
+        except ET.ParseError:
+            return _twilio_error(400, 12100, "Document parse failure")
+        error_code = self._number_errors.get(to)
+        if error_code in _REFUSED_AT_POST:
+            return _twilio_error(_REFUSED_AT_POST[error_code], error_code, "Refused by the sandbox")
+        timeout = str(form.get("Timeout", "60"))
+        events = form.get("StatusCallbackEvent") or []
+        call = SandboxCall(
+            sid=_call_sid(),
+            account_sid=self.account_sid,
+            to=to,
+            from_=from_,
+            twiml=str(twiml),
+            date_created=self._clock.now(),
+            status_callback=str(form.get("StatusCallback") or "") or None,
+            status_events=[str(e) for e in (events if isinstance(events, list) else [events])],
+            timeout=int(timeout) if timeout.isdigit() else 60,
+            status_history=["queued"],
+        )
+        self.calls.append(call)
+        self._last_sender[to] = from_
+        callee = self._callees.get(to)
+        if callee is not None or not self._call_subscribers:
+            self._spawn(self.play(call, callee or Callee("ring")))
+        else:
+            for callback in list(self._call_subscribers):
+                try:
+                    result = callback(call)
+                except Exception:
+                    log.exception("sandbox_call_subscriber_failed")
+                    continue
+                if inspect.isawaitable(result):
+                    self._spawn(_awaited(result))
+        log.info("sandbox_call_accepted", sid=call.sid)
+        if (delay := self._number_delays.get(to)) is not None:
+            await asyncio.sleep(delay)
+        return JSONResponse(call.to_json(), status_code=201)
+
+    def list_calls(
+        self, account_sid: str, authorization: str | None, query: dict[str, str]
+    ) -> JSONResponse:
+        """Twilio's Calls list, newest first, filtered by `To` and `From` (one page)."""
+        if not self._authorised(authorization):
+            return _twilio_error(401, 20003, "Authenticate")
+        if account_sid != self.account_sid:
+            return _twilio_error(404, 20404, f"The requested resource {account_sid} was not found")
+        to, from_ = query.get("To"), query.get("From")
+        found = [
+            c
+            for c in reversed(self.calls)
+            if (to is None or c.to == to) and (from_ is None or c.from_ == from_)
+        ]
+        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls.json"
+        return JSONResponse(
+            {
+                "calls": [c.to_json() for c in found],
+                "page": 0,
+                "page_size": max(1, len(found)),
+                "start": 0,
+                "end": max(0, len(found) - 1),
+                "uri": base,
+                "first_page_uri": base,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+            }
+        )
+
+    # -- the callee ------------------------------------------------------------------
+
+    async def play(self, call: SandboxCall, callee: Callee) -> None:
+        """Play `callee` in real time (the scenario player plays on its own clock, calling
+        `ringing`, `pick_up`, `ring_out` and `reject` itself)."""
+        await self.ringing(call)
+        if callee.answer == "ring":
+            await asyncio.sleep(self.ring_seconds)
+            await self.ring_out(call)
+            return
+        await asyncio.sleep(callee.after)
+        if callee.answer == "reject":
+            await self.reject(call)
+        else:
+            await self.pick_up(call, callee.key)
+
+    async def ringing(self, call: SandboxCall) -> None:
+        await self._call_status(call, "initiated", event="initiated")
+        await self._call_status(call, "ringing", event="ringing")
+
+    async def pick_up(self, call: SandboxCall, key: str | None) -> None:
+        """The callee answers, hears the message and presses `key` (None: hangs up)."""
+        await self._call_status(call, "in-progress", event="answered")
+        action = call.gather_action
+        if key is not None and action:
+            call.digits = key
+            form = {**self._call_form(call), "Digits": key, "FinishedOnKey": ""}
+            status, body = await self._post_signed_read(action, form)
+            call.answer_twiml = body if status < 300 else None
+        await self._call_status(call, "completed", event="completed", duration="25")
+
+    async def ring_out(self, call: SandboxCall) -> None:
+        """Nobody picks up before the caller gives up."""
+        await self._call_status(call, "no-answer", event="completed")
+
+    async def reject(self, call: SandboxCall) -> None:
+        """The callee rejects the call (or the line is busy)."""
+        await self._call_status(call, "busy", event="completed")
+
+    def _call_form(self, call: SandboxCall) -> dict[str, str]:
+        return {
+            "CallSid": call.sid,
+            "AccountSid": call.account_sid,
+            "From": call.from_,
+            "To": call.to,
+            "CallStatus": call.status,
+            "Direction": "outbound-api",
+            "ApiVersion": API_VERSION,
+        }
+
+    async def _call_status(
+        self, call: SandboxCall, status: str, *, event: str, duration: str | None = None
+    ) -> None:
+        call.status = status
+        call.status_history.append(status)
+        # Twilio sends `completed`-event callbacks (every final status) always, the others
+        # only when asked for in StatusCallbackEvent.
+        if not call.status_callback or (event != "completed" and event not in call.status_events):
+            return
+        form = {
+            **self._call_form(call),
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(len(call.status_history) - 2),
+            "Timestamp": format_datetime(self._clock.now()),
+        }
+        if duration is not None:
+            form["CallDuration"] = duration
+        await self._post_signed(call.status_callback, form)
+
+    async def _post_signed_read(self, url: str, form: dict[str, str]) -> tuple[int, str]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0))
+        headers = {"X-Twilio-Signature": sign_twilio_request(self.auth_token, url, form)}
+        try:
+            async with self._http.post(url, data=form, headers=headers) as response:
+                return response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("sandbox_webhook_failed", url=url, error=type(exc).__name__)
+            return 0, ""
+
     # -- status callbacks ------------------------------------------------------------
 
     async def _deliver(self, message: SandboxMessage, error_code: int | None) -> None:
@@ -414,6 +693,23 @@ def create_sandbox_app(sandbox: SmsSandbox) -> FastAPI:
     @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json")
     async def read_messages(account_sid: str, request: Request) -> JSONResponse:
         return sandbox.list_messages(
+            account_sid, request.headers.get("authorization"), dict(request.query_params)
+        )
+
+    @app.post(f"/{API_VERSION}/Accounts/{{account_sid}}/Calls.json")
+    async def create_call(account_sid: str, request: Request) -> JSONResponse:
+        form = await request.form()
+        fields: dict[str, Any] = {
+            key: value for key, value in form.items() if isinstance(value, str)
+        }
+        fields["StatusCallbackEvent"] = [
+            v for v in form.getlist("StatusCallbackEvent") if isinstance(v, str)
+        ]
+        return await sandbox.create_call(account_sid, request.headers.get("authorization"), fields)
+
+    @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Calls.json")
+    async def read_calls(account_sid: str, request: Request) -> JSONResponse:
+        return sandbox.list_calls(
             account_sid, request.headers.get("authorization"), dict(request.query_params)
         )
 

@@ -11,9 +11,10 @@ from anxin.clock import Clock
 from anxin.db import SessionMaker, transaction
 from anxin.logging import get_logger
 from anxin.web import context
-from dispatcher import inbound
+from dispatcher import inbound, templates
+from dispatcher.models import CallStatus
 from dispatcher.reports import AlertResponses
-from dispatcher.twilio_provider import twilio_signature_valid
+from dispatcher.twilio_provider import TWILIO_CALL_STATUS, say_twiml, twilio_signature_valid
 
 router = APIRouter(tags=["twilio"])
 log = get_logger("dispatcher.views")
@@ -160,3 +161,45 @@ async def twilio_inbound(request: Request) -> Response:
     log.info("sms_reply", outcome=outcome)
     # Replies to the aide go through the outbox, so the TwiML answer is empty.
     return Response(EMPTY_TWIML, media_type="application/xml")
+
+
+# --- voice call-outs (issue 19): Twilio's call status callbacks and the <Gather> action --------
+
+
+def _row_id(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) <= 18 else None
+
+
+@router.post("/twilio/call/status")
+async def twilio_call_status(request: Request) -> Response:
+    form = await _verified_form(request, "/twilio/call/status")
+    status_word = TWILIO_CALL_STATUS.get(form.get("CallStatus", ""))
+    if status_word is not None:
+        ctx = context(request)
+        async with transaction(ctx.sessions) as session:
+            await inbound.call_status(
+                session,
+                responses=_responses(request),
+                call_id=_row_id(request.query_params.get("call", "")),
+                provider_sid=form.get("CallSid") or None,
+                status=CallStatus(status_word),
+                now=ctx.clock.now(),
+            )
+    return Response(status_code=204)
+
+
+@router.post("/twilio/call/gather")
+async def twilio_call_gather(request: Request) -> Response:
+    form = await _verified_form(request, "/twilio/call/gather")
+    ctx = context(request)
+    async with transaction(ctx.sessions) as session:
+        outcome = await inbound.call_keypress(
+            session,
+            responses=_responses(request),
+            call_id=_row_id(request.query_params.get("call", "")),
+            provider_sid=form.get("CallSid") or None,
+            digits=form.get("Digits", ""),
+            now=ctx.clock.now(),
+        )
+    log.info("call_key", outcome=outcome)
+    return Response(say_twiml(templates.call_answer_speech(outcome)), media_type="application/xml")
