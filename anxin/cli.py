@@ -128,9 +128,16 @@ def doctor(
     ] = False,
 ) -> None:
     """Check this deployment's configuration and connections; exit 1 when something is wrong."""
-    from anxin.doctor import exit_code, render, run_checks
+    from anxin.doctor import Check, exit_code, load_settings, render, run_checks
+    from dispatcher.provider_checks import provider_checks
 
-    checks = asyncio.run(run_checks())
+    async def every_check() -> list[Check]:
+        checks = await run_checks()
+        settings, _ = load_settings()
+        # The provider's own answers (credentials, templates), from the part that knows it.
+        return checks + (await provider_checks(settings) if settings is not None else [])
+
+    checks = asyncio.run(every_check())
     typer.echo(render(checks))
     raise typer.Exit(exit_code(checks, strict))
 

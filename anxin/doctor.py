@@ -145,13 +145,13 @@ def check_public_url(settings: Settings) -> Check:
             "公网地址不能带 ? 或 # 部分",
             "the public URL must not have a query or fragment",
         )
-    if settings.twilio_configured and parts.hostname in _LOCAL_HOSTS:
+    if settings.sms_configured and parts.hostname in _LOCAL_HOSTS:
         return _fail(
             PUBLIC_URL,
             f"短信平台无法回调本机地址 {url}：请设为外网能访问的地址",
-            f"Twilio cannot call back {url}: set ANXIN_PUBLIC_URL to an address it can reach",
+            f"the SMS provider cannot call back {url}: set ANXIN_PUBLIC_URL to an address it can reach",
         )
-    if settings.twilio_configured and parts.scheme != "https":
+    if settings.sms_configured and parts.scheme != "https":
         return _warn(
             PUBLIC_URL,
             "建议使用 https，短信回执和回复会经过公网",
@@ -166,7 +166,48 @@ def check_public_url(settings: Settings) -> Check:
     return _ok(PUBLIC_URL, url, url)
 
 
+def check_aliyun_settings(settings: Settings) -> Check:
+    """`ANXIN_SMS_PROVIDER=aliyun`: the AccessKey and the push token (receipts and replies)."""
+    given = {
+        "ANXIN_ALIYUN_ACCESS_KEY_ID": bool(settings.aliyun_access_key_id),
+        "ANXIN_ALIYUN_ACCESS_KEY_SECRET": bool(settings.aliyun_access_key_secret),
+    }
+    if not any(given.values()):
+        return _warn(
+            SMS,
+            "选用阿里云但未配置 AccessKey：短信只留在发件箱（控制台可见），不会真正发出",
+            "Aliyun chosen without an AccessKey: SMS stay in the outbox, never sent",
+        )
+    missing = [name for name, present in given.items() if not present]
+    if not settings.aliyun_push_token:
+        missing.append("ANXIN_ALIYUN_PUSH_TOKEN")
+    if missing:
+        names = ", ".join(missing)
+        return _fail(
+            SMS,
+            f"阿里云短信配置不完整，缺少 {names}（没有推送令牌，回执和回复都会被拒收）",
+            f"Aliyun is half configured, missing {names} (without the push token every receipt "
+            "and reply is refused)",
+        )
+    if (
+        len(settings.aliyun_push_token.get_secret_value() if settings.aliyun_push_token else "")
+        < 16
+    ):
+        return _fail(
+            SMS,
+            "推送令牌太短，至少 16 位（如 `openssl rand -hex 24`）",
+            "the push token is too short: use at least 16 characters (`openssl rand -hex 24`)",
+        )
+    return _ok(
+        SMS,
+        f"经阿里云 {settings.aliyun_sms_endpoint} 发送，签名【{settings.aliyun_sign_name}】",
+        f"sending through Aliyun at {settings.aliyun_sms_endpoint}, sign 【{settings.aliyun_sign_name}】",
+    )
+
+
 def check_sms(settings: Settings) -> Check:
+    if settings.sms_provider == "aliyun":
+        return check_aliyun_settings(settings)
     given = {
         "ANXIN_TWILIO_ACCOUNT_SID": bool(settings.twilio_account_sid),
         "ANXIN_TWILIO_AUTH_TOKEN": bool(settings.twilio_auth_token),
