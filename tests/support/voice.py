@@ -54,8 +54,7 @@ async def place_calls(
         provider,
         clock or bench.clock,
         responses=LadderResponses(),
-        callback_base=bench.web_url,
-        **kwargs,
+        **{"callback_base": bench.web_url, **kwargs},
     ):
         handled += n
     return handled
