@@ -14,7 +14,19 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile, status
+from fastapi import (
+    APIRouter,
+    Body,
+    File,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    UploadFile,
+    status,
+)
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anxin import auth
@@ -390,6 +402,45 @@ async def update_elder(
 ) -> ElderOut:
     _require_editor(operator)
     elder = await _scoped_elder(session, operator, elder_id)
+    return await _update_elder(session, operator, request, elder, body)
+
+
+@router.patch("/elders/{elder_id}", response_model=ElderOut)
+async def patch_elder(
+    elder_id: RowId,
+    changes: Annotated[
+        dict[str, Any],
+        Body(
+            description="any of the elder's fields (those of PUT); the others keep what is "
+            'stored, e.g. {"dementia": true}',
+            examples=[{"dementia": True, "low_income": True}],
+        ),
+    ],
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+) -> ElderOut:
+    """Change some of an elder's fields, such as one category, without sending the rest."""
+    _require_editor(operator)
+    elder = await _scoped_elder(session, operator, elder_id)
+    unknown = sorted(set(changes) - set(ElderIn.model_fields))
+    if unknown:
+        raise invalid("body", unknown[0], "没有这个字段 / no such field")
+    try:
+        # A stored value PUT would refuse is refused here too, at its field.
+        stored = ElderIn.model_validate(elder, from_attributes=True).model_dump()
+        body = ElderIn.model_validate({**stored, **changes})
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+    return await _update_elder(session, operator, request, elder, body)
+
+
+async def _update_elder(
+    session: AsyncSession, operator: Operator, request: Request, elder: Elder, body: ElderIn
+) -> ElderOut:
+    elder_id = pk(elder)
     if elder.archived_at is not None:
         raise _conflict(ELDER_ARCHIVED)
     village = await _check_elder(session, operator, body, elder_id)

@@ -120,3 +120,36 @@ async def test_the_list_filters_by_category(client: httpx.AsyncClient, region: S
     unknown = await client.get("/api/elders?category=退役军人", headers=t01)
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["query", "category"]
+
+
+async def test_patch_changes_one_category_and_keeps_the_rest(
+    client: httpx.AsyncClient, region: Seeded
+) -> None:
+    t01 = await login(client, "t01", "anxin-t01")
+    village = await region_id(region, sorted(village_codes(region, "T01"))[0])
+    elder = (
+        await client.post("/api/elders", headers=t01, json={**ELDER, "village_id": village})
+    ).json()
+
+    patched = await client.patch(
+        f"/api/elders/{elder['id']}", headers=t01, json={"severe_disability": True}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["categories"] == ["特困", "独居", "失智", "重残"]
+    assert {k: patched.json()[k] for k in ("name", "lat", "village_id")} == {
+        "name": "王秀英",
+        "lat": 32.69,
+        "village_id": village,
+    }
+
+    for body, field in (
+        ({"dementia": "maybe"}, "dementia"),
+        ({"demented": True}, "demented"),
+        ({"night_start": "25:00"}, "night_start"),
+    ):
+        bad = await client.patch(f"/api/elders/{elder['id']}", headers=t01, json=body)
+        assert bad.status_code == 422, body
+        assert bad.json()["detail"][0]["loc"] == ["body", field]
+    again = (await client.get(f"/api/elders/{elder['id']}", headers=t01)).json()
+    assert again["categories"] == ["特困", "独居", "失智", "重残"]
+    assert again["night_start"] == "22:00"
