@@ -6,7 +6,8 @@ dispatcher sends the SMS; a simulated aide's phone replies 1, 2, 3; the alert cl
 
 Without Twilio credentials the demo runs the project's own Twilio-compatible SMS sandbox and
 points the real twilio library at it, so the aides' phones can receive and reply through the
-signed webhooks exactly as in the field. (`anxin run dispatcher` without credentials keeps SMS
+signed webhooks exactly as in the field. With `ANXIN_SMS_PROVIDER=aliyun` (and no AccessKey) it
+runs the Aliyun-compatible endpoint instead and points the official Aliyun SDK at it. (`anxin run dispatcher` without credentials keeps SMS
 in the outbox instead: there is no phone to deliver to.)
 """
 
@@ -40,6 +41,7 @@ from device_sim.phones import Behaviour, PhoneBank, SimPhone, Timing
 from device_sim.region.generate import generate_region
 from device_sim.region.plan import RegionPlan
 from device_sim.region.seed import seed_region
+from dispatcher.aliyun_sandbox import AliyunSandbox, create_aliyun_sandbox_app
 from dispatcher.twilio_sandbox import SmsSandbox, create_sandbox_app
 
 KIND_ZH = {"sos": "一键呼叫", "fall": "跌倒", "smoke": "烟雾", "gas": "燃气"}
@@ -78,6 +80,55 @@ async def _serve(app: FastAPI, port: int, stop: asyncio.Event) -> None:
     await task
 
 
+def _sandbox_account(settings: Settings, port: int) -> dict[str, object]:
+    """Settings for the project's own endpoint of the chosen provider (`ANXIN_SMS_PROVIDER`)
+    on `port`, with an account of its own, when that provider has no credentials."""
+    if settings.sms_provider == "aliyun":
+        if settings.aliyun_configured:
+            return {}
+        return {
+            "aliyun_access_key_id": "LTAI" + secrets.token_hex(10),
+            "aliyun_access_key_secret": SecretStr(secrets.token_hex(15)),
+            "aliyun_push_token": SecretStr(secrets.token_hex(24)),
+            "aliyun_sms_endpoint": f"http://127.0.0.1:{port}",
+        }
+    if settings.twilio_configured:
+        return {}
+    return {
+        "twilio_account_sid": "AC" + secrets.token_hex(16),
+        "twilio_auth_token": SecretStr(secrets.token_hex(16)),
+        "twilio_from": "+8610690000000",
+        "twilio_base_url": f"http://127.0.0.1:{port}",
+    }
+
+
+def _sandbox_for(
+    settings: Settings, account: dict[str, object]
+) -> SmsSandbox | AliyunSandbox | None:
+    """The endpoint `_sandbox_account` set the platform up for (None: a real provider)."""
+    if "twilio_base_url" in account:
+        assert settings.twilio_auth_token and settings.twilio_account_sid
+        return SmsSandbox(
+            settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_account_sid,
+            settings.callback_base + "/twilio/inbound",
+        )
+    if "aliyun_sms_endpoint" in account:
+        key, secret = settings.aliyun_access_key_id, settings.aliyun_access_key_secret
+        token = settings.aliyun_push_token
+        assert key and secret and token
+        push = f"{settings.callback_base}/aliyun/sms/{{}}/{token.get_secret_value()}"
+        return AliyunSandbox(
+            key,
+            secret.get_secret_value(),
+            report_url=push.format("report"),
+            up_url=push.format("up"),
+            sign_name=settings.aliyun_sign_name,
+            template_codes=settings.aliyun_template_codes,
+        )
+    return None
+
+
 async def run_demo(
     settings: Settings,
     *,
@@ -99,28 +150,20 @@ async def run_demo(
     updates: dict[str, object] = {"http_port": web_port}
     if "public_url" not in settings.model_fields_set:
         updates["public_url"] = f"http://127.0.0.1:{web_port}"
-    sandbox: SmsSandbox | None = None
     sandbox_port = free_port()
-    if not settings.twilio_configured:
-        sandbox_token = secrets.token_hex(16)
-        sandbox_sid = "AC" + secrets.token_hex(16)
-        updates |= {
-            "twilio_account_sid": sandbox_sid,
-            "twilio_auth_token": SecretStr(sandbox_token),
-            "twilio_from": "+8610690000000",
-            "twilio_base_url": f"http://127.0.0.1:{sandbox_port}",
-        }
-    # model_copy does not validate: every value above already has its field's type.
-    settings = settings.model_copy(update=updates)
-    if "twilio_base_url" in updates:
-        sandbox = SmsSandbox(sandbox_token, sandbox_sid, settings.callback_base + "/twilio/inbound")
+    account = _sandbox_account(settings, sandbox_port)
+    # model_copy does not validate: every value below already has its field's type.
+    settings = settings.model_copy(update=updates | account)
+    endpoint = _sandbox_for(settings, account)
 
     plan = generate_region(homes)
     async with services(settings) as svc:
         created = await seed(svc, plan)
         work = role_tasks(svc, ROLES, stop, web_port=web_port)
-        if sandbox is not None:
-            work.append(_serve(create_sandbox_app(sandbox), sandbox_port, stop))
+        if isinstance(endpoint, SmsSandbox):
+            work.append(_serve(create_sandbox_app(endpoint), sandbox_port, stop))
+        elif endpoint is not None:
+            work.append(_serve(create_aliyun_sandbox_app(endpoint), sandbox_port, stop))
 
         sim_homes: list[SimHome] = []
         by_elder: dict[str, list[SimDevice]] = {}
@@ -138,11 +181,11 @@ async def run_demo(
             for h in sim_homes:
                 h.start_heartbeats()
             bank = None
-            if sandbox is not None:
+            if endpoint is not None:
                 phones = [
                     SimPhone(r.phone, _behaviour(i), timing) for i, r in enumerate(plan.responders)
                 ]
-                bank = PhoneBank(sandbox, phones)
+                bank = PhoneBank(endpoint, phones)
             admin = next(o for o in plan.operators if o.role == "admin")
             township_op = next(o for o in plan.operators if o.role == "township_operator")
             console.rule("[bold red]安心 Anxin demo")
@@ -157,9 +200,10 @@ async def run_demo(
             console.print(
                 f"Postgres:         {'embedded in ' + str(settings.data_dir) if settings.database_url is None else 'configured'} ({'new region seeded' if created else 'existing data found'})"
             )
-            if sandbox is not None:
+            if endpoint is not None:
+                kind = "Twilio" if isinstance(endpoint, SmsSandbox) else "Aliyun"
                 console.print(
-                    f"SMS:              built-in Twilio-compatible sandbox, messages at http://127.0.0.1:{sandbox_port}/sandbox/messages"
+                    f"SMS:              built-in {kind}-compatible endpoint, messages at http://127.0.0.1:{sandbox_port}/sandbox/messages"
                 )
             console.print(
                 f"Homes:            {len(sim_homes)} connected, an SOS every {sos_every:g} s. Ctrl-C to stop."

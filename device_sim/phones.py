@@ -1,17 +1,37 @@
-"""Simulated aides' phones: they read SMS from the Twilio-compatible sandbox and reply."""
+"""Simulated aides' phones: they read SMS from the project's provider endpoint (the
+Twilio-compatible sandbox or the Aliyun-compatible one) and reply."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from anxin.logging import get_logger, mask_phone
-from dispatcher.twilio_sandbox import SandboxMessage, SmsSandbox
 
 log = get_logger("device_sim.phones")
 ALERT_CODE = re.compile(r"\bA\d+\b")
+
+
+class Text(Protocol):
+    """An SMS as a handset sees it (`SandboxMessage`, `AliyunSms`)."""
+
+    @property
+    def to(self) -> str: ...
+
+    @property
+    def body(self) -> str: ...
+
+
+class PhoneNetwork(Protocol):
+    """What the phones need of a provider endpoint: every SMS it takes, and a way to text back."""
+
+    def subscribe(self, callback: Callable[[Text], None]) -> Callable[[], None]: ...
+
+    async def reply(self, from_: str, body: str) -> int: ...
 
 
 class Behaviour(StrEnum):
@@ -38,7 +58,7 @@ class SimPhone:
     timing: Timing = field(default_factory=Timing)
     handled: list[str] = field(default_factory=list)
 
-    def wants(self, message: SandboxMessage) -> str | None:
+    def wants(self, message: Text) -> str | None:
         """The alert code of a call-out addressed to this phone (not a notice or a help text)."""
         if message.to != self.phone or (
             "回1" not in message.body and "Reply 1" not in message.body
@@ -51,13 +71,13 @@ class SimPhone:
 class PhoneBank:
     """All simulated aides' phones on one sandbox; each call-out runs its own reply script."""
 
-    def __init__(self, sandbox: SmsSandbox, phones: list[SimPhone]) -> None:
+    def __init__(self, sandbox: PhoneNetwork, phones: list[SimPhone]) -> None:
         self.sandbox = sandbox
         self.phones = {p.phone: p for p in phones}
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe = sandbox.subscribe(self._on_message)
 
-    def _on_message(self, message: SandboxMessage) -> None:
+    def _on_message(self, message: Text) -> None:
         phone = self.phones.get(message.to)
         code = phone.wants(message) if phone else None
         if phone is None or code is None or code in phone.handled:

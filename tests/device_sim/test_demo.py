@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from rich.console import Console
 from sqlalchemy import func, select
@@ -17,10 +18,14 @@ from device_sim.phones import Timing
 from dispatcher.models import SmsMessage
 
 
+@pytest.mark.parametrize("provider", ["twilio", "aliyun"])
 async def test_demo_closes_an_alert_through_mqtt_and_sms_replies(
-    sessions: SessionMaker, database_url: str, mqtt_url: str, tmp_path: Path
+    sessions: SessionMaker, database_url: str, mqtt_url: str, tmp_path: Path, provider: str
 ) -> None:
+    """On either provider (`ANXIN_SMS_PROVIDER`), each through its real library against the
+    project's own compatible endpoint."""
     settings = Settings(
+        sms_provider=provider,
         database_url=SecretStr(database_url),
         mqtt_url=SecretStr(mqtt_url),
         data_dir=tmp_path,
@@ -42,6 +47,7 @@ async def test_demo_closes_an_alert_through_mqtt_and_sms_replies(
     output = console.export_text()
     assert "admin / anxin-admin" in output  # the login the demo prints
     assert "http://127.0.0.1:" in output
+    assert f"{provider.capitalize()}-compatible" in output
 
     async with sessions() as session:
         resolved = (
