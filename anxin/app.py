@@ -18,6 +18,8 @@ from dispatcher.aliyun_views import router as aliyun_router
 from dispatcher.views import router as twilio_router
 from gateway.views import router as gateway_router
 from registry.views import router as registry_router
+from visits.replies import VisitReplies
+from visits.views import router as visits_router
 
 
 def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None = None) -> FastAPI:
@@ -29,12 +31,15 @@ def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None =
     app.state.ctx = AppContext(settings=settings, sessions=sessions, clock=clock or SystemClock())
     # The dispatcher's webhooks report replies and failed SMS to the ladder through this.
     app.state.alert_responses = LadderResponses()
+    # ... and an aide's visit report (`访 E0012`) to the care visits (dispatcher.visit_reports).
+    app.state.visit_reports = VisitReplies(settings.timezone)
     app.include_router(alert_router)
     app.include_router(ladder_router)
     app.include_router(coverage_router)
     app.include_router(twilio_router)
     app.include_router(aliyun_router)
     app.include_router(registry_router)
+    app.include_router(visits_router)
     app.include_router(gateway_router)
     app.include_router(metrics_router)
     mount_console(app)

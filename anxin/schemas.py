@@ -30,6 +30,9 @@ class EventType(StrEnum):
     power_lost = "power_lost"
     power_restored = "power_restored"
     test = "test"
+    # A care visit made at the home (issue 18): the hub's visit button. Data (all optional):
+    # {"mode": "home"|"phone", "concern": bool, "urgent": bool, "note": str}. No alert by itself.
+    visit = "visit"
 
 
 class RejectReason(StrEnum):

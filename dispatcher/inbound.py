@@ -34,6 +34,7 @@ from dispatcher.outbox import answer_responder, clear_in_flight, sms_failed
 from dispatcher.replies import Reply, ReplyKind, parse_reply
 from dispatcher.reports import AlertResponses
 from dispatcher.twilio_provider import receipt_failure_reason
+from dispatcher.visit_reports import VisitReports
 
 log = get_logger("dispatcher")
 
@@ -132,8 +133,10 @@ async def handle_inbound(
     body: str,
     sid: str,
     now: datetime,
+    visits: VisitReports | None = None,
 ) -> str:
-    """Apply one SMS reply. Returns what it did (for the log and the tests)."""
+    """Apply one SMS reply. Returns what it did (for the log and the tests). A visit report
+    (`访 E0012`) goes to `visits` (without one, the aide gets the help SMS)."""
     if sid:
         seen = await session.execute(
             select(col(SmsMessage.id)).where(
@@ -148,18 +151,17 @@ async def handle_inbound(
         .scalars()
         .first()
     )
-    session.add(
-        SmsMessage(
-            direction="in",
-            responder_id=responder.id if responder else None,
-            to_phone=to_phone[:20],
-            from_phone=from_phone[:20],
-            body=body[:1600],
-            status=SmsStatus.received,
-            provider_sid=sid or None,
-            created_at=now,
-        )
+    stored = SmsMessage(
+        direction="in",
+        responder_id=responder.id if responder else None,
+        to_phone=to_phone[:20],
+        from_phone=from_phone[:20],
+        body=body[:1600],
+        status=SmsStatus.received,
+        provider_sid=sid or None,
+        created_at=now,
     )
+    session.add(stored)
     if responder is None or responder.id is None:
         log.info("sms_from_unknown_number", phone=mask_phone(from_phone))
         return "unknown_number"
@@ -174,7 +176,12 @@ async def handle_inbound(
         await answer(templates.duty_sms(responder.on_duty, lang), "duty")
         await responses.duty_changed(session, responder=responder, now=now)
         return f"duty:{responder.on_duty}"
-    if reply.kind == ReplyKind.help:
+    if reply.kind == ReplyKind.visit and visits is not None:
+        await session.flush()  # the stored SMS's id, on the visit's record
+        return await visits.visit(
+            session, responder=responder, reply=reply, sms_id=stored.id, now=now
+        )
+    if reply.kind in (ReplyKind.help, ReplyKind.visit):
         await answer(templates.help_sms(lang), "help")
         return "help"
 

@@ -16,6 +16,7 @@ class ReplyKind(StrEnum):
     on_duty = "on_duty"
     off_duty = "off_duty"
     help = "help"
+    visit = "visit"  # `访 E0012 [异常 …]`: a care visit made (issue 18)
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,12 @@ class Reply:
     kind: ReplyKind
     alert_code: str | None = None
     outcome: str | None = None
+    # A visit report: the elder's code as typed (upper-cased; None when missing), the words
+    # after it, whether they report a concern (异常 …) and whether it is urgent (紧急).
+    elder_code: str | None = None
+    note: str | None = None
+    concern: bool = False
+    urgent: bool = False
 
 
 # Whole-reply words. Matched exactly (after normalising) so that "不好" is not "好".
@@ -44,6 +51,40 @@ _DONE = re.compile(r"(?:(?:完成|结束)(?:了)?|3(?![0-9]))\s*(.*)", re.DOTALL
 _EDGE_PUNCTUATION = " \t\r\n。、.,!?;:~…'\"“”‘’()[]【】"
 
 
+# A visit report starts with 访 (or 探访 / 走访), then the elder's code (letters, digits, - _),
+# then an optional note. Read before the alert code, so an elder code "A12" is not an alert.
+_VISIT = re.compile(
+    r"(?:探访|走访|访)\s*([a-z0-9][a-z0-9_-]{0,31})?(.*)", re.DOTALL | re.IGNORECASE
+)
+# A note saying all is well is no concern, although "无异常" contains "异常".
+_FINE_START = ("无异常", "没有异常", "一切正常", "正常", "良好")
+_FINE = ("无事", "没事", "很好", "好", "ok")
+_CONCERN = (
+    "异常", "有事", "问题", "不好", "不适", "不舒服", "生病", "病", "摔", "跌", "伤", "住院",
+    "急", "疼", "痛", "晕", "昏", "偏高", "偏低", "没吃", "断粮", "漏",
+)  # fmt: skip
+_URGENT = ("紧急", "急")
+
+
+def _visit(text: str) -> Reply | None:
+    match = _VISIT.fullmatch(text)
+    if match is None:
+        return None
+    code, rest = match.group(1), _trim(match.group(2))
+    if code is not None and not any(c.isdigit() for c in code):
+        # "访问" or "访 abc": no code (an elder's code has a digit); the words are the note.
+        rest, code = _trim(code + match.group(2)), None
+    fine = rest.startswith(_FINE_START) or rest.lower() in _FINE
+    concern = not fine and any(word in rest for word in _CONCERN)
+    return Reply(
+        kind=ReplyKind.visit,
+        elder_code=code.upper() if code else None,
+        note=rest or None,
+        concern=concern,
+        urgent=concern and any(word in rest for word in _URGENT),
+    )
+
+
 def _normalise(body: str) -> str:
     return unicodedata.normalize("NFKC", body).lower()
 
@@ -54,6 +95,9 @@ def _trim(text: str) -> str:
 
 def parse_reply(body: str) -> Reply:
     """Read what an aide means. Anything not in the grammar is HELP (send the help SMS)."""
+    visit = _visit(_trim(unicodedata.normalize("NFKC", body)))
+    if visit is not None:
+        return visit
     text = _normalise(body)
     alert_code: str | None = None
     code_match = _ALERT_CODE.search(text)

@@ -25,6 +25,7 @@ KIND_LABELS_ZH: dict[str, str] = {
     "tamper": "设备被拆",
     "power_lost": "断电",
     "welfare_check": "上门探视",
+    "visit_concern": "探访发现异常",
     "test": "测试",
 }
 
@@ -43,6 +44,7 @@ KIND_LABELS_EN: dict[str, str] = {
     "tamper": "device removed",
     "power_lost": "power cut",
     "welfare_check": "welfare visit",
+    "visit_concern": "concern found on a visit",
     "test": "test",
 }
 

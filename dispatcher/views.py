@@ -15,6 +15,7 @@ from dispatcher import inbound, templates
 from dispatcher.models import CallStatus
 from dispatcher.reports import AlertResponses
 from dispatcher.twilio_provider import TWILIO_CALL_STATUS, say_twiml, twilio_signature_valid
+from dispatcher.visit_reports import VisitReports
 
 router = APIRouter(tags=["twilio"])
 log = get_logger("dispatcher.views")
@@ -119,6 +120,12 @@ def _responses(request: Request) -> AlertResponses:
     return responses
 
 
+def _visits(request: Request) -> VisitReports | None:
+    """Where an aide's visit report goes (`访 E0012`): set by the composition root too."""
+    visits: VisitReports | None = getattr(request.app.state, "visit_reports", None)
+    return visits
+
+
 def _receipts(request: Request) -> ReceiptBatcher:
     batcher = getattr(request.app.state, "receipts", None)
     if not isinstance(batcher, ReceiptBatcher):
@@ -157,6 +164,7 @@ async def twilio_inbound(request: Request) -> Response:
             body=form.get("Body", ""),
             sid=form.get("MessageSid", ""),
             now=ctx.clock.now(),
+            visits=_visits(request),
         )
     log.info("sms_reply", outcome=outcome)
     # Replies to the aide go through the outbox, so the TwiML answer is empty.

@@ -20,6 +20,7 @@ from anxin.models import Device, Elder, pk
 from anxin.schemas import Ack, EventType, Heartbeat, RejectReason, alert_code
 from gateway import ingest
 from gateway.models import DeadLetter, Event
+from visits import service as visits_service
 
 log = get_logger("gateway")
 MISSED_BEATS_OFFLINE = 3
@@ -279,6 +280,20 @@ async def store_events(
             acks[i] = Ack(
                 event_id=parsed.event_id, status="accepted", alert_id=alert_code(alert_id)
             )
+        for _, msg, parsed, event_pk in stored:
+            if parsed.type is EventType.visit:
+                # A hub's visit button: the visit recorded in the event's transaction.
+                device, elder = found[msg.device_id]
+                await visits_service.record_device_visit(
+                    session,
+                    device_id=device.id,
+                    elder_id=pk(elder),
+                    event_id=event_pk,
+                    data=parsed.data,
+                    visited_at=parsed.device_ts,
+                    now=now,
+                    timezone=timezone,
+                )
     if unseen:
         keys = list({(m.device_id, p.event_id) for _, m, p in unseen})
         earlier = await session.execute(

@@ -199,6 +199,7 @@ async def record_visit(
     note: str = "",
     concern: bool = False,
     urgent: bool = False,
+    respond_now: bool = True,
 ) -> VisitResult:
     """Record one reported visit; every report is stored, counted or rejected with its reason:
 
@@ -208,6 +209,8 @@ async def record_visit(
     - a concern (`concern`) on a known elder opens or joins a `visit_concern` alert, P2 if
       `urgent` (the 15-minute clock and the ladder run) else P3, with the visit on its
       timeline — even when the report itself is not counted: what was seen still matters.
+      `respond_now` False (the gateway's ack path): a P2's response is left to the watchers,
+      as `alert_service.intake.raise_or_join` does.
     """
     at = visited_at or now
     elder = await session.get(Elder, elder_id) if elder_id is not None else None
@@ -265,7 +268,9 @@ async def record_visit(
     assert visit is not None
     alert_id: int | None = None
     if concern and elder is not None and elder.archived_at is None:
-        alert_id = await _open_concern(session, elder, visit, urgent=urgent, now=now)
+        alert_id = await _open_concern(
+            session, elder, visit, urgent=urgent, now=now, respond_now=respond_now
+        )
         visit.alert_id = alert_id
     log.info(
         "visit_recorded",
@@ -279,6 +284,40 @@ async def record_visit(
     return VisitResult(visit=visit, elder=elder, alert_id=alert_id)
 
 
+async def record_device_visit(
+    session: AsyncSession,
+    *,
+    device_id: str,
+    elder_id: int,
+    event_id: int,
+    data: dict[str, Any],
+    visited_at: datetime | None,
+    now: datetime,
+    timezone: str,
+) -> VisitResult:
+    """A home hub's `visit` event (its visit button), stored by the gateway as `event_id`: a
+    home visit unless `data["mode"]` says "phone"; `concern`, `urgent` and `note` as the SMS's.
+    The visit's time is the device's `ts` when it sent one (a visit from a hub that was
+    offline counts on its day), else now."""
+    mode = VisitMode.phone if data.get("mode") == "phone" else VisitMode.home
+    note = data.get("note")
+    return await record_visit(
+        session,
+        channel=VisitChannel.device,
+        now=now,
+        timezone=timezone,
+        elder_id=elder_id,
+        visited_at=visited_at,
+        mode=mode,
+        device_id=device_id,
+        event_id=event_id,
+        note=note if isinstance(note, str) else "",
+        concern=data.get("concern") is True,
+        urgent=data.get("urgent") is True,
+        respond_now=False,
+    )
+
+
 def _actor(visit: Visit) -> str:
     if visit.responder_id is not None:
         return f"responder:{visit.responder_id}"
@@ -288,10 +327,18 @@ def _actor(visit: Visit) -> str:
 
 
 async def _open_concern(
-    session: AsyncSession, elder: Elder, visit: Visit, *, urgent: bool, now: datetime
+    session: AsyncSession,
+    elder: Elder,
+    visit: Visit,
+    *,
+    urgent: bool,
+    now: datetime,
+    respond_now: bool,
 ) -> int:
     decision = rules.RaiseAlert(CONCERN_KIND, rules.P2 if urgent else rules.P3)
-    alert = await raise_or_join(session, elder, decision, visit.device_id, now, _actor(visit))
+    alert = await raise_or_join(
+        session, elder, decision, visit.device_id, now, _actor(visit), respond_now=respond_now
+    )
     await add_timeline(
         session,
         pk(alert),

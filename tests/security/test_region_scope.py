@@ -271,6 +271,42 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
                 "not in your region" in f["message"] for f in report["refused"]
             ), report["refused"]
 
+    async def visit_plan() -> None:
+        assert await status("GET", f"/api/regions/{theirs.village}/visit-plan", t01) == 404
+        assert await status("GET", f"/api/regions/{mine.village}/visit-plan", t01) == 200
+
+    async def change_visit_plan() -> None:
+        body = {"key_every": "week"}
+        path = f"/api/regions/{theirs.village}/visit-plan"
+        assert await status("PUT", path, t01, json=body) == 404
+        assert await status("PUT", path, c2, json=body) == 404
+
+    async def record_visit() -> None:
+        body = {"mode": "phone", "note": "不是我们的"}
+        path = f"/api/elders/{theirs.elder}/visits"
+        assert await status("POST", path, t01, json=body) == 404
+
+    async def major_change() -> None:
+        body = {"note": "住院"}
+        path = f"/api/elders/{theirs.elder}/major-change"
+        assert await status("POST", path, t01, json=body) == 404
+
+    async def elder_visits() -> None:
+        assert await status("GET", f"/api/elders/{theirs.elder}/visits", t01) == 404
+        assert await status("GET", f"/api/elders/{mine.elder}/visits", t01) == 200
+
+    async def visit_figures() -> None:
+        rows = (await http.get("/api/figures/visits", headers=t01)).json()
+        assert rows and {r["region_id"] for r in rows} <= mine.region_ids
+        res = await http.get("/api/figures/visits", params={"region": "T02"}, headers=t01)
+        assert res.status_code == 404
+
+    async def visit_figures_xlsx() -> None:
+        res = await http.get("/api/figures/visits.xlsx", headers=t01)
+        assert res.status_code == 200 and res.content[:2] == b"PK"
+        res = await http.get("/api/figures/visits.xlsx", params={"region": "T02"}, headers=t01)
+        assert res.status_code == 404
+
     async def console_config() -> None:
         res = (await http.get("/api/console/config", headers=t01)).json()
         assert res["username"] == "t01" and res["can_edit_regions"] is False
@@ -308,6 +344,13 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("GET", "/api/dead-letters"): dead_letters,
         ("GET", "/api/map"): map_points,
         ("GET", "/api/console/config"): console_config,
+        ("GET", "/api/regions/{region_id}/visit-plan"): visit_plan,
+        ("PUT", "/api/regions/{region_id}/visit-plan"): change_visit_plan,
+        ("POST", "/api/elders/{elder_id}/visits"): record_visit,
+        ("POST", "/api/elders/{elder_id}/major-change"): major_change,
+        ("GET", "/api/elders/{elder_id}/visits"): elder_visits,
+        ("GET", "/api/figures/visits"): visit_figures,
+        ("GET", "/api/figures/visits.xlsx"): visit_figures_xlsx,
         ("DELETE", "/api/regions/{region_id}"): delete_region,
         ("DELETE", "/api/elders/{elder_id}"): archive_elder,
         ("DELETE", "/api/devices/{device_id}"): archive_device,
