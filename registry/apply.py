@@ -286,12 +286,16 @@ async def _existing_by(
     return found
 
 
+# An elder's seasonal place (registry.columns): written when its columns are in the sheet.
+SEASON = ("season_address", "season_lat", "season_lon", "season_start", "season_end")
+
+
 async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: SheetReport) -> None:
     regions = await Regions.load(session)
     existing = await _existing_by(
         session, Elder, col(Elder.code), [p.values["code"] for p in sheet.rows]
     )
-    defaults = {
+    defaults: dict[str, Any] = {
         "address": "",
         "guardian_phones": [],
         "consent": True,
@@ -299,6 +303,7 @@ async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: Sheet
         "night_end": "06:00",
         "thresholds": {},
         **dict.fromkeys(ELDER_FLAGS, False),
+        **dict.fromkeys(SEASON, None),
     }
     upserts = Upserts(session, Elder, report, defaults=defaults)
     for parsed in sheet.rows:
@@ -307,7 +312,7 @@ async def _apply_elders(session: AsyncSession, sheet: ParsedSheet, report: Sheet
         values = _placed(regions, sheet, parsed, row, report)
         if values is None:
             continue
-        for name in ("address", "guardian_phones", "consent", "night_start", "night_end"):
+        for name in ("address", "guardian_phones", "consent", "night_start", "night_end", *SEASON):
             if name in v:
                 values[name] = v[name]
         # A 类别 cell lists every category of its elder ("独居、失能"): a category it leaves out

@@ -197,6 +197,12 @@ COLUMNS: Final[dict[RegistryKind, tuple[ColumnSpec, ...]]] = {
         _c("consent", "知情同意", "consent", "同意", blank=Blank.true),
         _c("night_start", "夜间开始", "night_start"),
         _c("night_end", "夜间结束", "night_end"),
+        # A second place part of each year: all four of lat, lon, start and end, or none.
+        _c("season_address", "季节住址", "season_address", "第二住址", "季节地址"),
+        _c("season_lat", "季节纬度", "season_lat"),
+        _c("season_lon", "季节经度", "season_lon"),
+        _c("season_start", "季节起", "season_start", "季节开始", "起"),
+        _c("season_end", "季节止", "season_end", "季节结束", "止"),
     ),
     RegistryKind.devices: (
         _c(
@@ -319,8 +325,24 @@ TRAVEL_MODE_ALIASES: Final[dict[str, str]] = {
     "小车": "car",
     "轿车": "car",
     "私家车": "car",
+    "horseback": "horseback",
+    "骑马": "horseback",
+    "马": "horseback",
+    "马背": "horseback",
+    "mountain_walk": "mountain_walk",
+    "山路步行": "mountain_walk",
+    "山路": "mountain_walk",
+    "步行山路": "mountain_walk",
+    "徒步山路": "mountain_walk",
 }
-TRAVEL_MODE_ZH: Final = {"walking": "步行", "ebike": "电动车", "motorbike": "摩托车", "car": "汽车"}
+TRAVEL_MODE_ZH: Final = {
+    "walking": "步行",
+    "ebike": "电动车",
+    "motorbike": "摩托车",
+    "car": "汽车",
+    "horseback": "骑马",
+    "mountain_walk": "山路步行",
+}
 # The civil-affairs categories (the seeds' list; 探访关爱 decides visits by them): each flag and
 # the word export, the API's `categories` and the console write for it.
 CATEGORY_ZH: Final[dict[str, str]] = {

@@ -128,6 +128,11 @@ async def export_tables(
             "consent": e.consent,
             "night_start": e.night_start,
             "night_end": e.night_end,
+            "season_address": e.season_address or "",
+            "season_lat": e.season_lat,
+            "season_lon": e.season_lon,
+            "season_start": e.season_start or "",
+            "season_end": e.season_end or "",
         }
         tables[RegistryKind.elders].append(_row(RegistryKind.elders, values))
     for d in (await session.execute(select(Device).order_by(col(Device.id)))).scalars():

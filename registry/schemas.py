@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, computed_field, field_validator
+from pydantic import BaseModel, Field, computed_field, field_validator, model_validator
 
 from anxin.models import Region
 from anxin.schemas import DEVICE_ID_RE, DeviceKind, ResponderKind
 from anxin.web import RowId, storable_text
-from dispatcher.routing import TravelMode
+from dispatcher.routing import TravelMode, parse_month_day
 from registry.columns import CATEGORY_ZH
 
 PHONE_PATTERN = r"^\+[1-9][0-9]{7,14}$"  # E.164, as the SMS provider needs it
@@ -112,6 +112,32 @@ class ElderIn(_In):
     consent: bool = True
     night_start: str = Field(default="22:00", pattern=HHMM_PATTERN)
     night_end: str = Field(default="06:00", pattern=HHMM_PATTERN)
+    # A second place part of each year (a summer pasture, a child's home in town): routing and
+    # coverage use it from season_start to season_end (MM-DD, every year, both days included).
+    season_address: str | None = Field(default=None, max_length=128)
+    season_lat: Lat | None = None
+    season_lon: Lon | None = None
+    season_start: str | None = None
+    season_end: str | None = None
+
+    @field_validator("season_start", "season_end", mode="after")
+    @classmethod
+    def _month_day(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            return parse_month_day(value)
+        except ValueError:
+            raise ValueError("应为 月-日，如 06-01 / expected MM-DD") from None
+
+    @model_validator(mode="after")
+    def _season_whole(self) -> ElderIn:
+        parts = (self.season_lat, self.season_lon, self.season_start, self.season_end)
+        if any(p is not None for p in parts) and any(p is None for p in parts):
+            raise ValueError(
+                "季节住址需同时填纬度、经度、起、止 / a seasonal place needs lat, lon, start and end"
+            )
+        return self
 
 
 class DeviceBrief(BaseModel):

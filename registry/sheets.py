@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from anxin.schemas import DEVICE_ID_RE, DEVICE_KIND_ZH
+from dispatcher.routing import parse_month_day
 from registry.columns import (
     CATEGORY_NONE,
     CATEGORY_SUFFIXES,
@@ -343,10 +344,17 @@ def _lookup(aliases: dict[str, Any], text: str, what: str, choices: Iterable[str
 def _parse_cell(kind: RegistryKind, spec: ColumnSpec, text: str) -> Any:  # noqa: C901 (over the complexity budget: known debt)
     """One non-empty cell → its value, or CellError with a message for a person."""
     name = spec.field
-    if name in ("lat",):
+    if name in ("lat", "season_lat"):
         return parse_float(text, -90, 90, "纬度 latitude")
-    if name in ("lon",):
+    if name in ("lon", "season_lon"):
         return parse_float(text, -180, 180, "经度 longitude")
+    if name in ("season_start", "season_end"):
+        try:
+            return parse_month_day(text)
+        except ValueError:
+            raise CellError(f"“{text}”应为 月-日，如 06-01 / expected MM-DD") from None
+    if name == "season_address":
+        return parse_text(text, 128, "季节住址")
     if name in ELDER_FLAGS or name in ("consent", "has_vehicle", "enabled", "on_duty"):
         return parse_bool(text)
     if name in ("phone", "duty_phone"):
@@ -606,6 +614,17 @@ def _row_checks(
                 row,
                 headers.get("lat"),
                 "经度和纬度好像填反了 / latitude and longitude look swapped",
+            )
+        )
+    season = [values.get(n) for n in ("season_lat", "season_lon", "season_start", "season_end")]
+    if any(v is not None for v in season) and any(v is None for v in season):
+        problems.append(
+            Finding(
+                sheet,
+                row,
+                headers.get("season_lat") or headers.get("season_start"),
+                "季节住址要同时填季节纬度、季节经度、季节起、季节止 / a seasonal place needs "
+                "its latitude, longitude, first and last day (MM-DD)",
             )
         )
     if kind is RegistryKind.elders and "categories" in values:
