@@ -381,6 +381,7 @@ CATEGORY_WORDS: Final[dict[str, str]] = {
     "经济困难": "low_income",
     "低收入": "low_income",
     "完全失能": "disabled",
+    "失能半失能": "disabled",  # as the column of that name: one of the two, read as the graver
     "部分失能": "semi_disabled",
     "认知障碍": "dementia",
     "老年痴呆": "dementia",

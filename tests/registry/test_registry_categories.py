@@ -89,6 +89,7 @@ async def test_one_category_cell_with_four_words_sets_all_four_flags(
         ("五保户|留守老人", {"extreme_poverty", "left_behind"}),
         ("半失能", {"semi_disabled"}),  # not 失能 as well
         ("失能", {"disabled"}),
+        ("失能半失能", {"disabled"}),  # as its column: not both
         ("独居高龄", {"living_alone", "advanced_age"}),  # two words written together
         ("空巢（失智）", {"empty_nest", "dementia"}),
         ("重度残疾、老年痴呆", {"severe_disability", "dementia"}),
