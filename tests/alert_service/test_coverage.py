@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select, update
 from sqlmodel import col
@@ -209,3 +210,46 @@ async def test_figures_coverage_on_the_command_line(
 def village_codes(region: Seeded) -> set[str]:
     township = region.plan.villages[0].parent_code
     return {v.code for v in region.plan.villages if v.parent_code == township}
+
+
+async def test_a_regions_travel_speeds_over_http(region: Seeded) -> None:
+    from pydantic import SecretStr
+
+    from anxin.app import create_app
+    from anxin.clock import FakeClock
+    from anxin.settings import Settings
+    from tests.builders import operator_token, region_id
+
+    app = create_app(Settings(database_url=SecretStr("postgresql://unused")), region.sessions)
+    app.state.ctx.clock = FakeClock()
+    township = region.plan.townships[0].code
+    village = next(v.code for v in region.plan.villages if v.parent_code == township)
+    county_id = await region_id(region, region.plan.county.code)
+    township_id, village_id = await region_id(region, township), await region_id(region, village)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://anxin"
+    ) as http:
+        county = await operator_token(http, "county")
+        url = "/api/regions/{}/travel-speeds"
+        res = await http.put(url.format(county_id), json={"horseback": 7}, headers=county)
+        assert res.status_code == 200, res.text
+        res = await http.put(url.format(township_id), json={"horseback": 5.5}, headers=county)
+        assert res.json()["own"] == {"horseback": 5.5}
+        effective = (await http.get(url.format(village_id), headers=county)).json()["effective"]
+        # The township's own beats the county's; the other modes keep the defaults.
+        assert (effective["horseback"], effective["mountain_walk"], effective["car"]) == (
+            5.5,
+            3.0,
+            40.0,
+        )
+        for bad in ({"horseback": 500}, {"rocket": 10}, {"horseback": "fast"}):
+            res = await http.put(url.format(township_id), json=bad, headers=county)
+            assert res.status_code == 422, bad
+        township_op = next(o.username for o in region.plan.operators if o.region_code == township)
+        own = await operator_token(http, township_op)
+        res = await http.put(url.format(township_id), json={"horseback": 9}, headers=own)
+        assert res.status_code == 403
+        assert (await http.get(url.format(township_id), headers=own)).json()["can_edit"] is False
+    async with region.sessions() as session:
+        stored = await session.get(Region, township_id)
+    assert stored is not None and stored.travel_speeds == {"horseback": 5.5}

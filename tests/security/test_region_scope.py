@@ -141,6 +141,16 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         assert await status("PUT", f"/api/regions/{theirs.village}/ladder", t01, json=body) == 404
         assert await status("PUT", f"/api/regions/{theirs.village}/ladder", c2, json=body) == 404
 
+    async def read_travel_speeds() -> None:
+        path = f"/api/regions/{theirs.village}/travel-speeds"
+        assert await status("GET", path, t01) == 404
+        assert await status("GET", path, c2) == 404
+
+    async def change_travel_speeds() -> None:
+        path = f"/api/regions/{theirs.village}/travel-speeds"
+        assert await status("PUT", path, t01, json={"horseback": 6}) == 404
+        assert await status("PUT", path, c2, json={"horseback": 6}) == 404
+
     async def centres() -> None:
         assert await ids("/api/centres") == mine.centres
 
@@ -320,6 +330,8 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("POST", "/api/alerts/{alert_id}/reassign"): reassign,
         ("GET", "/api/figures"): figures,
         ("GET", "/api/figures/coverage"): coverage,
+        ("GET", "/api/regions/{region_id}/travel-speeds"): read_travel_speeds,
+        ("PUT", "/api/regions/{region_id}/travel-speeds"): change_travel_speeds,
         ("GET", "/api/alerts-stream"): stream,
         ("GET", "/api/regions"): regions,
         ("POST", "/api/regions"): create_region,
