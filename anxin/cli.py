@@ -31,6 +31,9 @@ app.add_typer(devices_app, name="devices", help="Devices: broker credentials and
 from alert_service.cli import figures_app  # noqa: E402
 
 app.add_typer(figures_app, name="figures", help="15-minute compliance figures.")
+from visits.cli import figures_visits  # noqa: E402
+
+figures_app.command("visits")(figures_visits)
 from device_sim.cli import bench_command, sim_app  # noqa: E402
 
 app.add_typer(sim_app, name="sim", help="Scenarios: play YAML timelines and check outcomes.")

@@ -1,0 +1,98 @@
+"""`anxin figures visits`: the month's visit rate per village, township and county, who was
+missed and why; a table, `--json`, or `--xlsx FILE` (the workbook the county sends upward).
+
+Registered beside `anxin figures show` in anxin/cli.py (`figures_app.command("visits")`), since
+alert_service (which holds `figures_app`) may not import visits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from visits import export, schedule
+from visits.service import RegionVisitRate
+
+console = Console()
+
+
+def figures_visits(
+    month: Annotated[
+        str | None, typer.Option(help="The month, YYYY-MM (local); default this one.")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Region code (county, township or village); default all.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    xlsx: Annotated[Path | None, typer.Option(help="Also write the .xlsx workbook here.")] = None,
+) -> None:
+    """The monthly visit rate (探访率): visited ÷ due, and who was missed and why."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from anxin import auth
+    from anxin.logging import configure_logging
+    from anxin.models import Region, pk
+    from anxin.services import services
+    from anxin.settings import Settings
+    from visits.service import month_figures
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if month is not None:
+        try:
+            schedule.parse_month(month)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+
+    async def main() -> tuple[str, list[RegionVisitRate]]:
+        async with services(settings, need_broker=False) as svc, svc.sessions() as session:
+            now = svc.clock.now()
+            chosen = month or schedule.local_date(now, settings.timezone).strftime("%Y-%m")
+            query = select(Region)
+            query = (
+                query.where(col(Region.code) == region)
+                if region
+                else query.where(col(Region.parent_id).is_(None))
+            )
+            roots = list((await session.execute(query)).scalars())
+            if not roots:
+                raise typer.BadParameter(f"no region {region!r}")
+            scope: set[int] = set()
+            for root in roots:
+                scope |= await auth.regions_under(session, pk(root))
+            rows = await month_figures(
+                session, region_ids=scope, month=chosen, now=now, timezone=settings.timezone
+            )
+            return chosen, rows
+
+    chosen, rows = asyncio.run(main())
+    english = settings.language == "en"
+    if xlsx is not None:
+        xlsx.write_bytes(export.figures_xlsx(rows, english=english))
+    if as_json:
+        console.print_json(json.dumps([asdict(r) for r in rows], ensure_ascii=False, default=str))
+        return
+    console.print(_table(export.rate_rows(rows, english=english), chosen, english))
+    missed = export.missed_rows(rows, english=english)
+    if len(missed) > 1:
+        console.print(_table(missed, chosen, english, missed=True))
+
+
+def _table(rows: list[list[str]], month: str, english: bool, *, missed: bool = False) -> Table:
+    if missed:
+        title = f"missed visits, {month}" if english else f"{month} 未探访名单"
+    else:
+        title = f"visit rate, {month}" if english else f"{month} 探访关爱月探访率"
+    table = Table(title=title)
+    for header in rows[0]:
+        table.add_column(header)
+    for row in rows[1:]:
+        table.add_row(*row)
+    return table
