@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     aliyun_template_codes: dict[str, str] = {}
     aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
     aliyun_voice_endpoint: str = "https://dyvmsapi.aliyuncs.com"
+    # The number call-out calls show (IvrCall's CalledShowNumber: one bought in Aliyun's console).
+    aliyun_voice_show_number: str = ""
     aliyun_push_token: SecretStr | None = None
 
     public_url: str = "http://127.0.0.1:8000"

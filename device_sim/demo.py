@@ -91,6 +91,8 @@ def _sandbox_account(settings: Settings, port: int) -> dict[str, object]:
             "aliyun_access_key_secret": SecretStr(secrets.token_hex(15)),
             "aliyun_push_token": SecretStr(secrets.token_hex(24)),
             "aliyun_sms_endpoint": f"http://127.0.0.1:{port}",
+            "aliyun_voice_endpoint": f"http://127.0.0.1:{port}",
+            "aliyun_voice_show_number": "057100000000",
         }
     if settings.twilio_configured:
         return {}
@@ -123,6 +125,8 @@ def _sandbox_for(
             secret.get_secret_value(),
             report_url=push.format("report"),
             up_url=push.format("up"),
+            voice_report_url=f"{settings.callback_base}/aliyun/voice/report/{token.get_secret_value()}",
+            show_number=settings.aliyun_voice_show_number,
             sign_name=settings.aliyun_sign_name,
             template_codes=settings.aliyun_template_codes,
         )

@@ -16,6 +16,12 @@ Aliyun answers:
   (`isv.AMOUNT_NOT_ENOUGH`) and the per-number cap per template and day
   (`isv.BUSINESS_LIMIT_CONTROL`); refusals come back as HTTP 200 with that `Code`, as Aliyun's do;
 - QuerySendDetails (what the outbox asks after a crash) and QuerySmsTemplate (`anxin doctor`);
+- IvrCall (voice call-outs with a one-key menu): the number, the registered text-to-speech
+  templates (`VOICE_TEMPLATES`) and their variables as for SMS, the show number, and the
+  per-callee cap (1 a minute, 5 an hour, 20 a day: `isv.BUSINESS_LIMIT_CONTROL`); the callee is
+  played as `set_callee` says (pick up after N s and press a key, let it ring, reject), and the
+  call's VoiceCallReport (接通 200100, 按键 300000 with `dtmf`) and VoiceReport (200000, or
+  200002 not answered, 200010 rejected) are pushed to `voice_report_url`;
 
 and pushes delivery receipts (SmsReport) and replies (SmsUp) back as Aliyun's HTTP batch push
 does: a JSON array POSTed to the URLs configured (in Aliyun's console; here `report_url`,
@@ -45,8 +51,9 @@ from fastapi.responses import JSONResponse
 
 from anxin.clock import Clock, SystemClock
 from anxin.logging import get_logger
-from dispatcher.aliyun_templates import TEMPLATES, Template, variable_problem
+from dispatcher.aliyun_templates import TEMPLATES, VOICE_TEMPLATES, Template, variable_problem
 from dispatcher.templates import sms_segments
+from dispatcher.twilio_sandbox import Callee
 
 log = get_logger(__name__)
 
@@ -126,6 +133,28 @@ class AliyunSms:
 MessageCallback = Callable[[AliyunSms], Awaitable[None] | None]
 
 
+@dataclass
+class AliyunCall:
+    """One IvrCall Aliyun took: what it says (`speech`), the keys' templates, what happened."""
+
+    call_id: str
+    to: str
+    speech: str
+    start_code: str
+    params: dict[str, str]
+    menu: dict[str, str]  # key → template code
+    out_id: str | None
+    placed_at: datetime
+    status: str = "calling"
+    digits: str | None = None
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def answer_for(self) -> str | None:
+        """The template code the call played after the key (None: no key)."""
+        return self.menu.get(self.digits) if self.digits else None
+
+
 def _aliyun_error(http_status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(
         {
@@ -169,6 +198,8 @@ class AliyunSandbox:
         daily_limit: int = DAILY_LIMIT_PER_TEMPLATE,
         status_delay: float = 0.2,
         dest_code: str = "10690000",
+        voice_report_url: str | None = None,
+        show_number: str = "057100000000",
         clock: Clock | None = None,
     ) -> None:
         self.access_key_id = access_key_id
@@ -180,6 +211,13 @@ class AliyunSandbox:
         self.templates: dict[str, Template] = {
             (template_codes or {}).get(t.key, t.key): t for t in TEMPLATES
         }
+        self.voice_templates: dict[str, Template] = {
+            (template_codes or {}).get(t.key, t.key): t for t in VOICE_TEMPLATES
+        }
+        self.voice_report_url = voice_report_url
+        self.show_number = show_number
+        self.calls: list[AliyunCall] = []
+        self._callees: dict[str, Callee] = {}
         self.daily_limit = daily_limit
         self.status_delay = status_delay
         self.dest_code = dest_code
@@ -223,6 +261,17 @@ class AliyunSandbox:
             self._receipt_errors.pop(number, None)
         else:
             self._receipt_errors[number] = err_code
+
+    def set_callee(self, number: str, callee: Callee | None) -> None:
+        """How the phone at `number` (E.164) answers calls from now on (None: it lets them
+        ring out, the default)."""
+        if callee is None:
+            self._callees.pop(number, None)
+        else:
+            self._callees[number] = callee
+
+    def calls_to(self, to: str) -> list[AliyunCall]:
+        return [c for c in self.calls if c.to == to]
 
     # -- what phones see -------------------------------------------------------------
 
@@ -305,6 +354,8 @@ class AliyunSandbox:
             return self.query_send_details(query)
         if action == "QuerySmsTemplate":
             return self.query_sms_template(query)
+        if action == "IvrCall":
+            return self.ivr_call(query)
         return _aliyun_error(404, "InvalidAction.NotFound", f"Specified api is not found: {action}")
 
     def _refuse(self, code: str, message: str, phone: str) -> JSONResponse:
@@ -329,20 +380,9 @@ class AliyunSandbox:
         template = self.templates.get(query.get("TemplateCode", ""))
         if template is None:
             return self._refuse("isv.SMS_TEMPLATE_ILLEGAL", "该账号下找不到对应模板", phone)
-        try:
-            params = json.loads(query.get("TemplateParam") or "{}")
-        except json.JSONDecodeError:
-            return self._refuse("isv.INVALID_JSON_PARAM", "JSON参数不合法", phone)
-        if not isinstance(params, dict):
-            return self._refuse("isv.INVALID_JSON_PARAM", "JSON参数不合法", phone)
-        values = {str(k): str(v) for k, v in params.items()}
-        if any(name not in values for name in template.variables):
-            return self._refuse("isv.TEMPLATE_MISSING_PARAMETERS", "模板缺少变量", phone)
-        for name in template.variables:
-            problem = variable_problem(values[name])
-            if problem is not None:
-                code, message = _VARIABLE_REFUSALS[problem]
-                return self._refuse(code, f"{message}: {name}", phone)
+        values = self._variables_refused(template, query.get("TemplateParam"), phone)
+        if isinstance(values, JSONResponse):
+            return values
         if self.balance_exhausted:
             return self._refuse("isv.AMOUNT_NOT_ENOUGH", "账户余额不足", phone)
         if (injected := self._number_errors.get(to)) is not None:
@@ -381,6 +421,124 @@ class AliyunSandbox:
                 self._spawn(_awaited(result))
         log.info("aliyun_sandbox_sms_accepted", biz_id=sms.biz_id, segments=sms_segments(sms.body))
         return _answer(BizId=sms.biz_id)
+
+    def _variables_refused(
+        self, template: Template, raw: str | None, phone: str
+    ) -> JSONResponse | dict[str, str]:
+        """The template's variables from their JSON, or Aliyun's refusal of them."""
+        try:
+            params = json.loads(raw or "{}")
+        except json.JSONDecodeError:
+            return self._refuse("isv.INVALID_JSON_PARAM", "JSON参数不合法", phone)
+        if not isinstance(params, dict):
+            return self._refuse("isv.INVALID_JSON_PARAM", "JSON参数不合法", phone)
+        values = {str(k): str(v) for k, v in params.items()}
+        if any(name not in values for name in template.variables):
+            return self._refuse("isv.TEMPLATE_MISSING_PARAMETERS", "模板缺少变量", phone)
+        for name in template.variables:
+            problem = variable_problem(values[name])
+            if problem is not None:
+                code, message = _VARIABLE_REFUSALS[problem]
+                return self._refuse(code, f"{message}: {name}", phone)
+        return values
+
+    def ivr_call(self, query: dict[str, str]) -> JSONResponse:
+        phone = query.get("CalledNumber", "")
+        if not _MAINLAND_MOBILE.fullmatch(phone):
+            return self._refuse("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号", phone)
+        if query.get("CalledShowNumber") != self.show_number:
+            return self._refuse("isv.INVALID_PARAMETERS", "被叫显号不可用", phone)
+        template = self.voice_templates.get(query.get("StartCode", ""))
+        if template is None:
+            return self._refuse("isv.TTS_TEMPLATE_ILLEGAL", "TTS模板不存在", phone)
+        values = self._variables_refused(template, query.get("StartTtsParams"), phone)
+        if isinstance(values, JSONResponse):
+            return values
+        menu = {
+            query[key]: query.get(key[: -len("Key")] + "Code", "")
+            for key in query
+            if key.startswith("MenuKeyMap.") and key.endswith(".Key")
+        }
+        if not menu or any(code not in self.voice_templates for code in menu.values()):
+            return self._refuse("isv.TTS_TEMPLATE_ILLEGAL", "按键提示音模板不存在", phone)
+        if self.balance_exhausted:
+            return self._refuse("isv.AMOUNT_NOT_ENOUGH", "账户余额不足", phone)
+        to = _e164(phone)
+        if (injected := self._number_errors.get(to)) is not None:
+            return self._refuse(injected, "sandbox: refused for this number", phone)
+        now = self._clock.now()
+        placed = [c.placed_at for c in self.calls if c.to == to]
+        for window, cap in ((60, 1), (3600, 5), (86400, 20)):
+            if sum(1 for t in placed if (now - t).total_seconds() < window) >= cap:
+                return self._refuse("isv.BUSINESS_LIMIT_CONTROL", f"触发流控Permits:{cap}", phone)
+        call = AliyunCall(
+            call_id=f"{next(self._ids)}^{next(self._ids)}",
+            to=to,
+            speech=template.render(values),
+            start_code=query["StartCode"],
+            params=values,
+            menu=menu,
+            out_id=query.get("OutId") or None,
+            placed_at=now,
+            history=["calling"],
+        )
+        self.calls.append(call)
+        self._spawn(self._play(call, self._callees.get(to, Callee("ring"))))
+        log.info("aliyun_sandbox_call_accepted", call_id=call.call_id)
+        return _answer(CallId=call.call_id)
+
+    async def _play(self, call: AliyunCall, callee: Callee) -> None:
+        """The callee's phone: the pushes Aliyun sends for what it does."""
+        await asyncio.sleep(callee.after if callee.answer != "ring" else self.status_delay)
+        if callee.answer == "ring":
+            await self._call_report(call, "200002", "NO_ANSWER", final=True)
+            return
+        if callee.answer == "reject":
+            await self._call_report(call, "200010", "REJECTED", final=True)
+            return
+        await self._call_report(call, "200100", "ANSWERED")
+        if callee.key is not None:
+            call.digits = callee.key
+            await self._call_report(call, "300000", "ANSWERED", dtmf=callee.key)
+        await self._call_report(call, "200000", "ANSWERED", final=True)
+
+    async def _call_report(
+        self,
+        call: AliyunCall,
+        status_code: str,
+        smart: str,
+        *,
+        final: bool = False,
+        dtmf: str | None = None,
+    ) -> None:
+        call.status = status_code
+        call.history.append(status_code)
+        if self.voice_report_url is None:
+            return
+        report: dict[str, Any] = {
+            "call_id": call.call_id,
+            "status_code": status_code,
+            "smart_status_code": smart,
+            "status_time": self._beijing(self._clock.now()),
+            "out_id": call.out_id or "",
+        }
+        if dtmf is not None:
+            report["dtmf"] = dtmf
+        if final:  # VoiceReport: the call's record
+            report |= {
+                "start_time": self._beijing(call.placed_at),
+                "end_time": self._beijing(self._clock.now()),
+                "duration": "12" if status_code == "200000" else "0",
+                "status_msg": {
+                    "200000": "正常结束",
+                    "200002": "用户未接",
+                    "200010": "用户拒接",
+                }.get(status_code, ""),
+                "dtmf": call.digits or "",
+                "callee": _aliyun_number(call.to),
+                "caller": self.show_number,
+            }
+        await self._push(self.voice_report_url, [report])
 
     def query_send_details(self, query: dict[str, str]) -> JSONResponse:
         phone, day = query.get("PhoneNumber", ""), query.get("SendDate", "")
@@ -497,7 +655,7 @@ def create_aliyun_sandbox_app(sandbox: AliyunSandbox) -> FastAPI:
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
         action = headers.get("x-acs-action", "")
-        if action == "SendSms":
+        if action in ("SendSms", "IvrCall"):
             sandbox.requests_received += 1
         refused = sandbox.verify("POST", request.url.path, request.url.query, headers, body)
         if refused is not None:
@@ -512,4 +670,4 @@ def create_aliyun_sandbox_app(sandbox: AliyunSandbox) -> FastAPI:
     return app
 
 
-__all__ = ["AliyunSandbox", "AliyunSms", "create_aliyun_sandbox_app"]
+__all__ = ["AliyunCall", "AliyunSandbox", "AliyunSms", "Callee", "create_aliyun_sandbox_app"]

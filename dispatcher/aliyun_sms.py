@@ -51,12 +51,12 @@ class AliyunAccount:
     timeout_s: float = 15.0
 
 
-def make_client(account: AliyunAccount) -> Client:
-    """The SDK's client for `account` (also used by the voice module's sibling)."""
+def client_config(account: AliyunAccount) -> openapi_models.Config:
+    """The Tea OpenAPI configuration of every Aliyun SDK client for `account` (SMS, voice)."""
     parts = urlsplit(
         account.endpoint if "//" in account.endpoint else "https://" + account.endpoint
     )
-    config = openapi_models.Config(
+    return openapi_models.Config(
         access_key_id=account.access_key_id,
         access_key_secret=account.access_key_secret,
         endpoint=parts.netloc,
@@ -64,10 +64,14 @@ def make_client(account: AliyunAccount) -> Client:
         connect_timeout=int(account.timeout_s * 1000),
         read_timeout=int(account.timeout_s * 1000),
     )
-    return Client(config)
 
 
-def _runtime(account: AliyunAccount) -> RuntimeOptions:
+def make_client(account: AliyunAccount) -> Client:
+    """The SMS SDK's client for `account`."""
+    return Client(client_config(account))
+
+
+def runtime_options(account: AliyunAccount) -> RuntimeOptions:
     # autoretry off: a SendSms the provider may already have taken is never sent again here.
     return RuntimeOptions(
         autoretry=False,
@@ -102,16 +106,35 @@ def sms_ref(status_callback: str | None) -> str | None:
     return values[0] if values and values[0].isdigit() else None
 
 
-def _error(error: ProviderError, http_status: int | None, detail: str | None) -> SmsSendError:
+def provider_error(
+    error: ProviderError, http_status: int | None, detail: str | None
+) -> SmsSendError:
     return SmsSendError(
         error.reason, retryable=error.retryable, http_status=http_status, detail=detail
     )
 
 
-def _refused(exc: AlibabaCloudException) -> SmsSendError:
+def refused(exc: AlibabaCloudException) -> SmsSendError:
     status = getattr(exc, "status_code", None)
     code = getattr(exc, "code", None)
-    return _error(classify_aliyun(code, status), status or 400, str(getattr(exc, "message", "")))
+    return provider_error(
+        classify_aliyun(code, status), status or 400, str(getattr(exc, "message", ""))
+    )
+
+
+async def call_sdk(method: Any, request: Any, account: AliyunAccount) -> Any:
+    """One SDK call (`client.<action>_with_options`) in a worker thread; Aliyun's refusals and
+    a missing answer as SmsSendError (no answer: retryable, and maybe taken)."""
+    try:
+        return await asyncio.to_thread(method, request, runtime_options(account))
+    except AlibabaCloudException as exc:
+        raise refused(exc) from exc
+    except Exception as exc:
+        # No answer (connection refused, timeout): the request may have landed; the outbox
+        # asks find_sent before sending again.
+        raise SmsSendError(
+            f"连接阿里云失败 / cannot reach Aliyun ({type(exc).__name__})", retryable=True
+        ) from exc
 
 
 class AliyunSmsProvider:
@@ -146,7 +169,9 @@ class AliyunSmsProvider:
             message = to_template(body)
         except NoTemplate as exc:
             # Refused here, before any request: nothing was sent (hence an HTTP-like status).
-            raise _error(ProviderError(Outcome.blocked_content, "NO_TEMPLATE"), 422, None) from exc
+            raise provider_error(
+                ProviderError(Outcome.blocked_content, "NO_TEMPLATE"), 422, None
+            ) from exc
         if message.shortened:
             log.info(
                 "aliyun_variables_shortened",
@@ -166,22 +191,13 @@ class AliyunSmsProvider:
         body_ = response.body
         if body_ is None or body_.code != _OK:
             code = getattr(body_, "code", None)
-            raise _error(classify_aliyun(code, 200), 200, getattr(body_, "message", None))
+            raise provider_error(classify_aliyun(code, 200), 200, getattr(body_, "message", None))
         if not body_.biz_id:
             raise SmsSendError("阿里云未返回回执编号 / no BizId returned", retryable=False)
         return str(body_.biz_id)
 
     async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await asyncio.to_thread(method, request, _runtime(self._account))
-        except AlibabaCloudException as exc:
-            raise _refused(exc) from exc
-        except Exception as exc:
-            # No answer (connection refused, timeout): the request may have landed; the
-            # outbox asks find_sent before sending again.
-            raise SmsSendError(
-                f"连接阿里云失败 / cannot reach Aliyun ({type(exc).__name__})", retryable=True
-            ) from exc
+        return await call_sdk(method, request, self._account)
 
     async def find_sent(self, *, to: str, body: str, since: datetime) -> str | None:
         """An id for a message with this text that Aliyun took for `to` since `since`, read
@@ -213,7 +229,9 @@ class AliyunSmsProvider:
             body = response.body
             if body is None or body.code != _OK:
                 code = getattr(body, "code", None)
-                raise _error(classify_aliyun(code, 200), 200, getattr(body, "message", None))
+                raise provider_error(
+                    classify_aliyun(code, 200), 200, getattr(body, "message", None)
+                )
             records = (
                 body.sms_send_detail_dtos.sms_send_detail_dto if body.sms_send_detail_dtos else []
             )
@@ -235,7 +253,7 @@ class AliyunSmsProvider:
             code = getattr(body, "code", None)
             if code in ("isv.SMS_TEMPLATE_ILLEGAL", "isv.TEMPLATE_NOT_EXIST"):
                 return "missing", None
-            raise _error(classify_aliyun(code, 200), 200, getattr(body, "message", None))
+            raise provider_error(classify_aliyun(code, 200), 200, getattr(body, "message", None))
         status = {0: "pending", 1: "approved", 2: "rejected"}.get(body.template_status, "pending")
         return status, body.template_content
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from dispatcher.templates import SIGNATURE_EN, SIGNATURE_ZH
+from dispatcher.templates import KIND_LABELS_EN, KIND_LABELS_ZH, SIGNATURE_EN, SIGNATURE_ZH
 
 # Aliyun's rules for a notification template's variables (DESIGN.md's reference figures).
 MAX_VARIABLE_CHARS = 35
@@ -30,11 +30,14 @@ LINK = re.compile(r"(?i)(https?://|www\.)\S*|\b[\w-]+\.(com|cn|net|org|top|xyz|c
 EMPTY_VARIABLE = "-"
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 # Variables whose form is known; any other is any text (at least the shortest that fits).
+_KIND_WORDS = sorted({*KIND_LABELS_ZH.values(), *KIND_LABELS_EN.values(), "求助", "alert"}, key=len)
 _VARIABLE_FORMS: Mapping[str, str] = {
     "code": r"A\d+",
     "count": r"\d+",
     "km": r"\d+(?:\.\d)?",
     "minutes": r"\d+",
+    # The alert's kind is one of the labels (dispatcher.templates), longest first.
+    "kind": "|".join(re.escape(word) for word in reversed(_KIND_WORDS)),
 }
 
 
@@ -141,7 +144,27 @@ TEMPLATES: tuple[Template, ...] = (
     Template("ANXIN_DUTY_OFF_EN", "You are off duty: no alerts until you reply 上班.", "duty"),
 )
 
-BY_KEY: Mapping[str, Template] = {t.key: t for t in TEMPLATES}
+# Aliyun voice (语音服务): the text-to-speech templates of a call-out call (`IvrCall`'s
+# StartCode) and what it says after each key (its MenuKeyMap), from `templates.call_speech`.
+VOICE_TEMPLATES: tuple[Template, ...] = (
+    Template(
+        "ANXIN_TTS_CALLOUT",
+        "安心平台紧急呼叫。${who}${kind}，距您${km}公里，约${minutes}分钟。"
+        "接单请按1，不能去请按0，到达后请回复短信2。",
+        "call",
+    ),
+    Template(
+        "ANXIN_TTS_CALLOUT_CENTRE",
+        "安心平台升级呼叫。${who}${kind}，距您${km}公里，约${minutes}分钟。"
+        "接单请按1，不能去请按0，到达后请回复短信2。",
+        "call",
+    ),
+    Template("ANXIN_TTS_KEY_1", "已收到，请尽快前往。到达后请回复短信2。", "call_key_1"),
+    Template("ANXIN_TTS_KEY_0", "已记录您不能去，平台将通知下一位。", "call_key_0"),
+)
+CALL_KEY_TEMPLATES: Mapping[str, str] = {"1": "ANXIN_TTS_KEY_1", "0": "ANXIN_TTS_KEY_0"}
+
+BY_KEY: Mapping[str, Template] = {t.key: t for t in (*TEMPLATES, *VOICE_TEMPLATES)}
 
 
 @dataclass(frozen=True)
@@ -201,6 +224,7 @@ def _literal_length(template: Template) -> int:
 
 # The most specific first: the centre's call-out ("升级 A27 …") before the aide's.
 _BY_SPECIFICITY = sorted(TEMPLATES, key=_literal_length, reverse=True)
+_VOICE_BY_SPECIFICITY = sorted(VOICE_TEMPLATES[:2], key=_literal_length, reverse=True)
 
 
 def strip_signature(body: str) -> str:
@@ -214,8 +238,17 @@ def strip_signature(body: str) -> str:
 def to_template(body: str) -> AliyunMessage:
     """The registered template `body` was written from and its variables, fitted to Aliyun's
     rules. Raises NoTemplate when no template writes this text."""
-    text = strip_signature(body)
-    for template in _BY_SPECIFICITY:
+    return _match(strip_signature(body), _BY_SPECIFICITY)
+
+
+def to_voice_template(speech: str) -> AliyunMessage:
+    """The text-to-speech template a call-out's speech (`templates.call_speech`) was written
+    from, its variables fitted. Raises NoTemplate."""
+    return _match(speech, _VOICE_BY_SPECIFICITY)
+
+
+def _match(text: str, candidates: list[Template]) -> AliyunMessage:
+    for template in candidates:
         match = _pattern(template).fullmatch(text)
         if match is None:
             continue

@@ -3,7 +3,8 @@
 Aliyun POSTs a JSON array to the URLs set in its console and signs nothing, so the platform's
 push URLs carry a secret of its own, `ANXIN_ALIYUN_PUSH_TOKEN`, in their path
 (`{ANXIN_PUBLIC_URL}/aliyun/sms/report/<token>`, `…/aliyun/sms/up/<token>`; README,
-Decisions). A request without the token is refused with 403 and changes nothing. Each answers
+Decisions); a call-out call's progress, its key and its end (VoiceCallReport, VoiceReport) to
+`…/aliyun/voice/report/<token>`. A request without the token is refused with 403 and changes nothing. Each answers
 `{"code": 0}` (what Aliyun waits for) only after what it carried is committed; anything else
 makes Aliyun push it again.
 """
@@ -20,7 +21,8 @@ from anxin.db import transaction
 from anxin.logging import get_logger
 from anxin.web import context
 from dispatcher import inbound
-from dispatcher.provider_errors import aliyun_receipt_reason
+from dispatcher.models import CallStatus
+from dispatcher.provider_errors import KEYPRESS_STATUS, aliyun_call_status, aliyun_receipt_reason
 from dispatcher.reports import AlertResponses
 from dispatcher.views import _receipts
 
@@ -102,4 +104,41 @@ async def aliyun_sms_up(token: str, request: Request) -> JSONResponse:
                 now=ctx.clock.now(),
             )
         log.info("sms_reply", outcome=outcome, provider="aliyun")
+    return JSONResponse(ACCEPTED)
+
+
+def _call_ref(value: object) -> int | None:
+    text = str(value or "")
+    return int(text) if text.isdigit() and len(text) <= 18 else None
+
+
+@router.post("/aliyun/voice/report/{token}")
+async def aliyun_voice_report(token: str, request: Request) -> JSONResponse:
+    """VoiceCallReport (接通, 按键 with `dtmf`) and VoiceReport (the call's end), in order."""
+    batch = await _verified_batch(request, token)
+    ctx = context(request)
+    for report in batch:
+        status_code = str(report.get("status_code") or "")
+        call_id, sid = _call_ref(report.get("out_id")), str(report.get("call_id") or "") or None
+        async with transaction(ctx.sessions) as session:
+            if status_code == KEYPRESS_STATUS and report.get("dtmf"):
+                outcome = await inbound.call_keypress(
+                    session,
+                    responses=_responses(request),
+                    call_id=call_id,
+                    provider_sid=sid,
+                    digits=str(report["dtmf"]),
+                    now=ctx.clock.now(),
+                )
+                log.info("call_key", outcome=outcome, provider="aliyun")
+                continue
+            status = aliyun_call_status(status_code, str(report.get("smart_status_code") or ""))
+            await inbound.call_status(
+                session,
+                responses=_responses(request),
+                call_id=call_id,
+                provider_sid=sid,
+                status=CallStatus(status),
+                now=ctx.clock.now(),
+            )
     return JSONResponse(ACCEPTED)

@@ -67,6 +67,7 @@ ALIYUN_OUTCOMES: Mapping[str, Outcome] = {
     "isv.SMS_CONTENT_ILLEGAL": Outcome.blocked_content,
     "isv.INVALID_JSON_PARAM": Outcome.blocked_content,
     "isv.SMS_TEMPLATE_ILLEGAL": Outcome.account,
+    "isv.TTS_TEMPLATE_ILLEGAL": Outcome.account,
     "isv.SMS_SIGNATURE_ILLEGAL": Outcome.account,
     "isv.SMS_SIGN_ILLEGAL": Outcome.account,
     "isv.AMOUNT_NOT_ENOUGH": Outcome.account,
@@ -136,3 +137,35 @@ TWILIO_OUTCOMES: Mapping[int, Outcome] = {
     30007: Outcome.blocked_content,
     30008: Outcome.provider_down,
 }
+
+
+# Aliyun voice: the `status_code` of a VoiceCallReport / VoiceReport push → the platform's call
+# status (`dispatcher.models.CallStatus`). 300000 carries the key pressed (`dtmf`). A code not
+# listed is read by its `smart_status_code`, else taken as a failed call.
+ALIYUN_CALL_STATUS: Mapping[str, str] = {
+    "200100": "answered",  # 接通
+    "300000": "answered",  # 按键 (dtmf)
+    "200000": "completed",  # 正常结束
+    "200002": "no_answer",  # 用户未接
+    "200003": "busy",  # 用户忙
+    "200010": "busy",  # 用户拒接
+    "200005": "failed",  # 关机
+    "200007": "failed",  # 停机
+    "200011": "failed",  # 空号
+}
+ALIYUN_SMART_CALL_STATUS: Mapping[str, str] = {
+    "ANSWERED": "answered",
+    "NO_ANSWER": "no_answer",
+    "BUSY": "busy",
+    "REJECTED": "busy",
+    "POWER_OFF": "failed",
+    "INVALID_NUMBER": "failed",
+}
+KEYPRESS_STATUS = "300000"
+
+
+def aliyun_call_status(status_code: str, smart_status_code: str = "") -> str:
+    """The platform's call status for one of Aliyun's voice pushes."""
+    return ALIYUN_CALL_STATUS.get(
+        status_code, ALIYUN_SMART_CALL_STATUS.get(smart_status_code, "failed")
+    )

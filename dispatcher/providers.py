@@ -184,6 +184,8 @@ class OutboxOnlyVoiceProvider:
 def make_voice_provider(settings: Settings) -> VoiceProvider:
     """The voice provider the settings choose (the SMS provider's, `ANXIN_SMS_PROVIDER`), or
     the outbox only when voice is off (`ANXIN_VOICE_ENABLED=false`) or not configured."""
+    if settings.voice_enabled and settings.sms_provider == "aliyun":
+        return _aliyun_voice(settings)
     if not settings.voice_enabled or not settings.twilio_configured:
         return OutboxOnlyVoiceProvider()
     from dispatcher.twilio_provider import TwilioVoiceProvider
@@ -194,4 +196,22 @@ def make_voice_provider(settings: Settings) -> VoiceProvider:
         auth_token=settings.twilio_auth_token.get_secret_value(),
         from_number=settings.twilio_from,
         base_url=settings.twilio_base_url,
+    )
+
+
+def _aliyun_voice(settings: Settings) -> VoiceProvider:
+    if not settings.aliyun_configured or not settings.aliyun_voice_show_number:
+        return OutboxOnlyVoiceProvider()
+    from dispatcher.aliyun_sms import AliyunAccount
+    from dispatcher.aliyun_voice import AliyunVoiceProvider
+
+    assert settings.aliyun_access_key_id and settings.aliyun_access_key_secret
+    return AliyunVoiceProvider(
+        account=AliyunAccount(
+            access_key_id=settings.aliyun_access_key_id,
+            access_key_secret=settings.aliyun_access_key_secret.get_secret_value(),
+            endpoint=settings.aliyun_voice_endpoint,
+        ),
+        show_number=settings.aliyun_voice_show_number,
+        template_codes=settings.aliyun_template_codes,
     )

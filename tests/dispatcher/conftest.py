@@ -69,10 +69,18 @@ async def aliyun_bench(region: Seeded, serve_app: ServeApp) -> AsyncIterator[Ali
     )
     app = create_app(settings, region.sessions, clock)
     async with serve_app(create_aliyun_sandbox_app(endpoint)) as api, serve_app(app) as web_url:
-        settings = settings.model_copy(update={"public_url": web_url, "aliyun_sms_endpoint": api})
+        settings = settings.model_copy(
+            update={
+                "public_url": web_url,
+                "aliyun_sms_endpoint": api,
+                "aliyun_voice_endpoint": api,
+                "aliyun_voice_show_number": endpoint.show_number,
+            }
+        )
         app.state.ctx = AppContext(settings=settings, sessions=region.sessions, clock=clock)
         endpoint.report_url = f"{web_url}/aliyun/sms/report/{PUSH_TOKEN}"
         endpoint.up_url = f"{web_url}/aliyun/sms/up/{PUSH_TOKEN}"
+        endpoint.voice_report_url = f"{web_url}/aliyun/voice/report/{PUSH_TOKEN}"
         provider = AliyunSmsProvider(
             account=AliyunAccount(key_id, secret, endpoint=api), sign_name=settings.aliyun_sign_name
         )

@@ -10,9 +10,11 @@ from dispatcher import aliyun_templates, templates
 from dispatcher.aliyun_templates import (
     MAX_VARIABLE_CHARS,
     TEMPLATES,
+    VOICE_TEMPLATES,
     NoTemplate,
     fit_variable,
     to_template,
+    to_voice_template,
     variable_problem,
 )
 from dispatcher.provider_errors import (
@@ -99,7 +101,7 @@ def test_long_values_keep_their_start_and_links_are_cut_out() -> None:
 def test_the_docs_list_every_template_for_the_operator() -> None:
     with open("docs/operations.md", encoding="utf-8") as handle:
         docs = handle.read()
-    for template in TEMPLATES:
+    for template in (*TEMPLATES, *VOICE_TEMPLATES):
         assert f"`{template.key}`" in docs and template.text in docs, template.key
 
 
@@ -118,3 +120,25 @@ def test_provider_errors_map_to_the_platforms_outcomes() -> None:
     assert set(TWILIO_OUTCOMES) == set(TWILIO_ERRORS)
     for code, info in TWILIO_ERRORS.items():
         assert info.retryable == (TWILIO_OUTCOMES[code] in RETRYABLE), code
+
+
+@pytest.mark.parametrize("village", ["石门村", ""])
+@pytest.mark.parametrize("escalated", [False, True])
+@pytest.mark.parametrize("kind", ["sos", "bed_exit", "unknown-kind"])
+def test_every_call_out_speech_is_a_registered_tts_template(
+    village: str, escalated: bool, kind: str
+) -> None:
+    speech = templates.call_speech(
+        elder_name="欧阳娜娜",
+        village=village,
+        kind=kind,
+        distance_km=2.46,
+        eta_minutes=5.1,
+        escalated=escalated,
+    )
+    message = to_voice_template(speech)
+    assert message.text == speech and message.shortened == ()
+    assert message.template.key == (
+        "ANXIN_TTS_CALLOUT_CENTRE" if escalated else "ANXIN_TTS_CALLOUT"
+    )
+    assert message.params["kind"] == templates.kind_label(kind)

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from alert_service.responses import LadderResponses
+from dispatcher import calls
 from dispatcher.aliyun_sandbox import AliyunSandbox
 from dispatcher.aliyun_sms import AliyunSmsProvider
-from dispatcher.providers import sms_status_callback
+from dispatcher.aliyun_voice import AliyunVoiceProvider
+from dispatcher.providers import make_voice_provider, sms_status_callback
 from dispatcher.worker import send_due
 from tests.support.dispatch import DispatchBench
 
@@ -54,6 +56,25 @@ class AliyunBench(DispatchBench):
             responses=LadderResponses(),
             status_callback=self.status_callback,
             **kwargs,
+        ):
+            handled += n
+        return handled
+
+    def voice(self) -> AliyunVoiceProvider:
+        """The voice provider the settings make (IvrCall through the official SDK)."""
+        provider = make_voice_provider(self.settings)
+        assert isinstance(provider, AliyunVoiceProvider)
+        return provider
+
+    async def place_calls(self, provider: AliyunVoiceProvider) -> int:
+        """Calls-worker passes until nothing is due at the clock's now; how many handled."""
+        handled = 0
+        while n := await calls.place_due(
+            self.sessions,
+            provider,
+            self.clock,
+            responses=LadderResponses(),
+            callback_base=self.web_url,
         ):
             handled += n
         return handled
