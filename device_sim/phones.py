@@ -1,5 +1,6 @@
 """Simulated aides' phones: they read SMS from the project's provider endpoint (the
-Twilio-compatible sandbox or the Aliyun-compatible one) and reply."""
+Twilio-compatible sandbox or the Aliyun-compatible one) and reply, and answer call-out calls
+(issue 19): pick up after a while and press a key, let it ring, or reject it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from anxin.logging import get_logger, mask_phone
+from dispatcher.twilio_sandbox import Callee
 
 log = get_logger("device_sim.phones")
 ALERT_CODE = re.compile(r"\bA\d+\b")
@@ -57,6 +59,17 @@ class SimPhone:
     behaviour: Behaviour = Behaviour.accept
     timing: Timing = field(default_factory=Timing)
     handled: list[str] = field(default_factory=list)
+    # How this phone answers a call; None: as its SMS behaviour (silent lets it ring, accept
+    # presses 1 and decline 0 after `answer_after`).
+    callee: Callee | None = None
+
+    def answers_calls(self) -> Callee:
+        if self.callee is not None:
+            return self.callee
+        if self.behaviour == Behaviour.silent:
+            return Callee("ring")
+        key = "0" if self.behaviour == Behaviour.decline else "1"
+        return Callee("pick_up", after=self.timing.answer_after, key=key)
 
     def wants(self, message: Text) -> str | None:
         """The alert code of a call-out addressed to this phone (not a notice or a help text)."""
@@ -76,6 +89,13 @@ class PhoneBank:
         self.phones = {p.phone: p for p in phones}
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe = sandbox.subscribe(self._on_message)
+        # Call-out calls (issue 19), on an endpoint that places them.
+        self._set_callee: Callable[[str, Callee | None], None] | None = getattr(
+            sandbox, "set_callee", None
+        )
+        for phone in phones:
+            if self._set_callee is not None:
+                self._set_callee(phone.phone, phone.answers_calls())
 
     def _on_message(self, message: Text) -> None:
         phone = self.phones.get(message.to)
@@ -108,6 +128,9 @@ class PhoneBank:
 
     async def close(self) -> None:
         self._unsubscribe()
+        for phone in self.phones:
+            if self._set_callee is not None:
+                self._set_callee(phone, None)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -4,6 +4,7 @@ check brings the alert's timeline along, so a failure says what happened."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from anxin.db import SessionMaker
 from anxin.models import Elder, Region
 from device_sim.homes import AckResult
 from device_sim.scenario.model import Expectation, Scenario, Step, format_seconds
-from dispatcher.models import SmsMessage
+from dispatcher.models import SmsMessage, VoiceCall
 from gateway.models import Event
 
 # --- results --------------------------------------------------------------------------------
@@ -109,6 +110,33 @@ class OutcomeCheck:
         )
         return list(rows.scalars())
 
+    async def _check_calls(
+        self,
+        session: Any,
+        exp: Expectation,
+        alert: Alert,
+        labels: dict[int, str],
+        add: Callable[..., None],
+    ) -> None:
+        """Call-out calls per responder and the key each pressed (issue 19)."""
+        placed = (
+            await session.execute(
+                select(VoiceCall)
+                .where(col(VoiceCall.alert_id) == alert.id)
+                .order_by(col(VoiceCall.id))
+            )
+        ).scalars()
+        per_call: dict[str, int] = {}
+        keys: dict[str, str] = {}
+        for call in placed:
+            label = labels.get(call.responder_id or -1, f"responder {call.responder_id}")
+            per_call[label] = per_call.get(label, 0) + 1
+            keys[label] = call.digits or ("none" if call.answered_at else call.status)
+        if exp.calls is not None:
+            add("calls per responder", exp.calls, {k: per_call.get(k, 0) for k in exp.calls})
+        if exp.call_keys is not None:
+            add("key pressed", exp.call_keys, {k: keys.get(k, "-") for k in exp.call_keys})
+
     async def _check_alert(
         self, session: Any, exp: Expectation, elders: dict[str, int]
     ) -> list[Check]:
@@ -199,6 +227,8 @@ class OutcomeCheck:
                 per_label[label] = per_label.get(label, 0) + int(n)
             actual = {k: per_label.get(k, 0) for k in exp.sms}
             add("SMS per responder", exp.sms, actual)
+        if exp.calls is not None or exp.call_keys is not None:
+            await self._check_calls(session, exp, alert, labels, add)
         if exp.sms_within_real_s is not None:
             sent = self.first_send_real.get(alert.code)
             got = self.first_callout_real.get(alert.code)

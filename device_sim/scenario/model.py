@@ -70,14 +70,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CallScript(_Strict):
+    """How a responder's phone answers a call-out call (issue 19), in scenario time from the
+    ring: `pick_up` after `after` and press `key` (none: hang up without one), `ring` until the
+    caller gives up (no answer), or `reject` (busy) after `after`."""
+
+    answer: Literal["pick_up", "ring", "reject"] = "ring"
+    after: Duration = 10.0
+    key: Literal["0", "1"] | None = "1"
+
+
 class ResponderScript(_Strict):
-    """How one responder's phone answers a call-out (times in scenario time, from the SMS)."""
+    """How one responder's phone answers a call-out (times in scenario time, from the SMS).
+
+    `call`: how it answers a call-out call; by default as the SMS — silent lets it ring, accept
+    presses 1 and decline presses 0, ten seconds after picking up."""
 
     behaviour: Behaviour = Behaviour.silent
     answer_after: Duration = 30.0
     travel: Duration = 300.0
     handle: Duration = 120.0
     late_extra: Duration = 600.0  # accept_then_late: this much longer on the road
+    call: CallScript | None = None
+
+    def call_script(self) -> CallScript:
+        if self.call is not None:
+            return self.call
+        if self.behaviour == Behaviour.silent:
+            return CallScript(answer="ring")
+        return CallScript(answer="pick_up", key="0" if self.behaviour == Behaviour.decline else "1")
 
 
 RESPONDER_LABEL = re.compile(r"^(aide[1-9][0-9]*|township|county|default)$")
@@ -145,6 +166,9 @@ class Expectation(_Strict):
     raised_at: Duration | None = None  # scenario time of raising
     on_scene_within: Duration | None = None  # from raising
     sms: dict[str, int] | None = None  # per responder label (and `guardians`): SMS for this alert
+    calls: dict[str, int] | None = None  # per responder label: call-out calls for this alert
+    # per responder label: the key pressed on their call ("none": answered without one)
+    call_keys: dict[str, str] | None = None
     sms_within_real_s: float | None = None  # device publish → call-out at the SMS endpoint
     # on counts
     count: int | None = None

@@ -34,8 +34,9 @@ from device_sim.region.generate import generate_region
 from device_sim.region.plan import RegionPlan
 from device_sim.scenario.checks import OutcomeCheck, ScenarioResult, responder_labels
 from device_sim.scenario.model import ALERT_CODE, ResponderScript, Scenario, Step, format_seconds
-from dispatcher.models import SmsMessage
-from dispatcher.twilio_sandbox import SandboxMessage, SmsSandbox
+from dispatcher.models import SmsMessage, VoiceCall
+from dispatcher.twilio_provider import RING_TIMEOUT_S
+from dispatcher.twilio_sandbox import SandboxCall, SandboxMessage, SmsSandbox
 from gateway.models import Event
 
 # Heartbeats are sent this long before the platform would call a device offline.
@@ -239,6 +240,51 @@ class ScenarioPlayer:
         finally:
             self.time.active -= 1
 
+    # -- calls (issue 19): the phone rings, the responder's script answers it ---------------------
+    def _on_call(self, call: SandboxCall) -> None:
+        self.time.active += 1
+        task = asyncio.create_task(self._call_script(call))
+        self._scripts.add(task)
+        task.add_done_callback(self._scripts.discard)
+
+    async def _call_label(self, phone: str) -> str:
+        async with self.sessions() as session:
+            alert_id = await session.scalar(
+                select(col(VoiceCall.alert_id))
+                .where(col(VoiceCall.to_phone) == phone)
+                .order_by(col(VoiceCall.id).desc())
+                .limit(1)
+            )
+            alert = await session.get(Alert, alert_id) if alert_id else None
+            responder = await session.scalar(
+                select(col(VoiceCall.responder_id))
+                .where(col(VoiceCall.alert_id) == alert_id, col(VoiceCall.to_phone) == phone)
+                .limit(1)
+            )
+        if alert is None or responder is None:
+            return "unknown"
+        return responder_labels(alert).get(int(responder), "unknown")
+
+    async def _call_script(self, call: SandboxCall) -> None:
+        try:
+            label = await self._call_label(call.to)
+            script = self.scenario.responders.get(label) or self.scenario.responders.get(
+                "default", ResponderScript()
+            )
+            plan = script.call_script()
+            await self.sandbox.ringing(call)
+            if plan.answer == "ring":
+                await self.time.sleep(RING_TIMEOUT_S)
+                await self.sandbox.ring_out(call)
+                return
+            await self.time.sleep(plan.after)
+            if plan.answer == "reject":
+                await self.sandbox.reject(call)
+            else:
+                await self.sandbox.pick_up(call, plan.key)
+        finally:
+            self.time.active -= 1
+
     # -- steps ------------------------------------------------------------------------------------
     async def _run_step(self, step: Step) -> None:
         self._inflight += 1
@@ -298,6 +344,11 @@ class ScenarioPlayer:
                 ),
                 await session.scalar(
                     select(func.count())
+                    .select_from(VoiceCall)
+                    .where(col(VoiceCall.status) == "queued", col(VoiceCall.next_attempt_at) <= now)
+                ),
+                await session.scalar(
+                    select(func.count())
                     .select_from(RuleTimer)
                     .where(
                         col(RuleTimer.due_at) <= now,
@@ -319,7 +370,11 @@ class ScenarioPlayer:
                 ),
                 await session.scalar(select(func.coalesce(func.sum(Alert.trigger_count), 0))),
             ]
-        return (*(int(v or 0) for v in values), len(self.sandbox.messages))
+        return (
+            *(int(v or 0) for v in values),
+            len(self.sandbox.messages),
+            sum(len(c.status_history) for c in self.sandbox.calls),
+        )
 
     async def _settle(self) -> None:
         """Until the platform has done everything due at this instant (and phones are parked)."""
@@ -333,7 +388,7 @@ class ScenarioPlayer:
                 stable, last = 0, None
                 continue
             fp = await self._fingerprint()
-            busy = any(fp[:4])
+            busy = any(fp[:5])
             if busy:
                 stable, last = 0, None
             elif fp == last:
@@ -360,6 +415,11 @@ class ScenarioPlayer:
                 await session.scalar(
                     select(func.min(SmsMessage.next_attempt_at)).where(
                         col(SmsMessage.status) == "queued", col(SmsMessage.next_attempt_at) > now
+                    )
+                ),
+                await session.scalar(
+                    select(func.min(VoiceCall.next_attempt_at)).where(
+                        col(VoiceCall.status) == "queued", col(VoiceCall.next_attempt_at) > now
                     )
                 ),
             ]
@@ -403,6 +463,7 @@ class ScenarioPlayer:
     async def play(self) -> ScenarioResult:
         started = time.monotonic()
         unsubscribe = self.sandbox.subscribe(self._on_sms)
+        unsubscribe_calls = self.sandbox.subscribe_calls(self._on_call)
         try:
             if self.clock is not None:
                 self.clock.set(self.scenario.start)
@@ -416,6 +477,7 @@ class ScenarioPlayer:
             result = await self.check()
         finally:
             unsubscribe()
+            unsubscribe_calls()
             for task in list(self._scripts):
                 task.cancel()
             await asyncio.gather(*self._scripts, return_exceptions=True)
