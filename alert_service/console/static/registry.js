@@ -378,7 +378,7 @@ export async function renderRegions(view, config) {
 }
 
 // A region's ladder: its own settings (empty = inherited), the effective value as placeholder.
-const LADDER_FIELDS = ["accept_timeout_s", "max_aides", "at_risk_s", "centre_answer_s", "reminder_grace_s"];
+const LADDER_FIELDS = ["accept_timeout_s", "max_aides", "at_risk_s", "centre_answer_s", "reminder_grace_s", "voice_after_s"];
 
 async function openLadder(r) {
   const ladder = await api(`/api/regions/${r.id}/ladder`);
