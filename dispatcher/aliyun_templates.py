@@ -36,6 +36,8 @@ _VARIABLE_FORMS: Mapping[str, str] = {
     "count": r"\d+",
     "km": r"\d+(?:\.\d)?",
     "minutes": r"\d+",
+    "month": r"\d{1,2}",
+    "day": r"\d{1,2}",
     # The alert's kind is one of the labels (dispatcher.templates), longest first.
     "kind": "|".join(re.escape(word) for word in reversed(_KIND_WORDS)),
 }
@@ -143,6 +145,71 @@ TEMPLATES: tuple[Template, ...] = (
     ),
     Template("ANXIN_DUTY_OFF_EN", "You are off duty: no alerts until you reply 上班.", "duty"),
 )
+
+
+def _and_concern(key: str, text: str, followed: str) -> tuple[Template, Template]:
+    """A visit answer, and the same with "the concern went to the duty operator (A27)"."""
+    return Template(key, text, "visit"), Template(key + "_CONCERN", text + followed, "visit")
+
+
+_FOLLOWED_ZH = "异常已转值班员跟进(${code})。"
+_FOLLOWED_EN = " Concern passed on as ${code}."
+# The answers to a visit report (`访 E0012`, visits.replies): ${elder} is the elder's code.
+VISIT_TEMPLATES: tuple[Template, ...] = (
+    Template(
+        "ANXIN_VISIT_FORMAT",
+        "请回复：访 老人编号，如 访 E0012；有异常加说明，如 访 E0012 异常 摔过一次",
+        "visit",
+    ),
+    *_and_concern(
+        "ANXIN_VISIT_COUNTED", "已记录${month}月${day}日探访${name}(${elder})，谢谢！", _FOLLOWED_ZH
+    ),
+    Template(
+        "ANXIN_VISIT_UNKNOWN_ELDER",
+        "没有编号为${elder}的老人，本次未记录。请核对编号后重发：访 老人编号",
+        "visit",
+    ),
+    *_and_concern(
+        "ANXIN_VISIT_NOT_ASSIGNED",
+        "${elder}不是您负责探访的老人，本次未计入探访。如有情况请联系乡镇值班员。",
+        _FOLLOWED_ZH,
+    ),
+    *_and_concern(
+        "ANXIN_VISIT_SAME_DAY", "${elder}今天已记录过探访，本次未重复计入。", _FOLLOWED_ZH
+    ),
+    Template("ANXIN_VISIT_ARCHIVED", "${elder}已不在册，本次未计入探访。", "visit"),
+    *_and_concern("ANXIN_VISIT_FUTURE", "探访时间晚于现在，本次未记录。", _FOLLOWED_ZH),
+    Template(
+        "ANXIN_VISIT_FORMAT_EN",
+        "Reply: 访 elder-code, e.g. 访 E0012; a concern: 访 E0012 异常 what you saw",
+        "visit",
+    ),
+    *_and_concern(
+        "ANXIN_VISIT_COUNTED_EN",
+        "Visit to ${elder} on ${month}-${day} recorded, thank you.",
+        _FOLLOWED_EN,
+    ),
+    Template(
+        "ANXIN_VISIT_UNKNOWN_ELDER_EN",
+        "No elder ${elder}; not recorded. Check the code: 访 elder-code",
+        "visit",
+    ),
+    *_and_concern(
+        "ANXIN_VISIT_NOT_ASSIGNED_EN",
+        "${elder} is not yours to visit; not counted. Call the township desk if needed.",
+        _FOLLOWED_EN,
+    ),
+    *_and_concern(
+        "ANXIN_VISIT_SAME_DAY_EN",
+        "${elder} already has a visit today; not counted twice.",
+        _FOLLOWED_EN,
+    ),
+    Template("ANXIN_VISIT_ARCHIVED_EN", "${elder} has left the registry; not counted.", "visit"),
+    *_and_concern(
+        "ANXIN_VISIT_FUTURE_EN", "A visit time in the future; not recorded.", _FOLLOWED_EN
+    ),
+)
+TEMPLATES = (*TEMPLATES, *VISIT_TEMPLATES)
 
 # Aliyun voice (语音服务): the text-to-speech templates of a call-out call (`IvrCall`'s
 # StartCode) and what it says after each key (its MenuKeyMap), from `templates.call_speech`.

@@ -24,7 +24,7 @@ from dispatcher import inbound
 from dispatcher.models import CallStatus
 from dispatcher.provider_errors import KEYPRESS_STATUS, aliyun_call_status, aliyun_receipt_reason
 from dispatcher.reports import AlertResponses
-from dispatcher.views import _receipts
+from dispatcher.views import _receipts, _visits
 
 router = APIRouter(tags=["aliyun"])
 log = get_logger("dispatcher.aliyun_views")
@@ -102,6 +102,7 @@ async def aliyun_sms_up(token: str, request: Request) -> JSONResponse:
                 # Aliyun's id of an SmsUp: a push repeated after a lost answer is stored once.
                 sid=f"aliyun-up:{sequence}" if sequence else "",
                 now=ctx.clock.now(),
+                visits=_visits(request),
             )
         log.info("sms_reply", outcome=outcome, provider="aliyun")
     return JSONResponse(ACCEPTED)

@@ -270,3 +270,21 @@ async def test_pushes_without_the_token_are_refused_and_change_nothing(
         inbound = await session.execute(select(SmsMessage).where(col(SmsMessage.direction) == "in"))
         assert list(inbound.scalars()) == []
     assert (await bench.alert(alert.id)).status == AlertStatus.dispatching
+
+
+async def test_a_visit_report_by_sms_up_is_answered_through_a_registered_template(
+    aliyun_bench: AliyunBench,
+) -> None:
+    bench = aliyun_bench
+    async with bench.sessions() as session:
+        aide = (
+            (await session.execute(select(Responder).where(col(Responder.kind) == "aide")))
+            .scalars()
+            .first()
+        )
+    assert aide is not None
+    assert await bench.reply(aide.phone, f"访 {ELDER}") == 200
+    assert await bench.send_outbox() == 1
+    (answer,) = bench.endpoint.messages_to(aide.phone)
+    assert answer.template_code.startswith("ANXIN_VISIT_") and ELDER in answer.body
+    assert bench.endpoint.refusals == []

@@ -25,6 +25,8 @@ from dispatcher.provider_errors import (
     classify_aliyun,
 )
 from dispatcher.twilio_provider import TWILIO_ERRORS
+from visits import replies as visit_replies
+from visits.models import RejectReason
 
 
 def every_sms(lang: str, name: str = "王秀英", address: str = "三组12号") -> list[str]:
@@ -62,7 +64,24 @@ def test_every_sms_is_a_registered_template_that_renders_the_same_text(lang: str
         assert message.shortened == ()
         used.add(message.template.key)
     suffix = "_EN" if lang == "en" else ""
-    assert {t.key for t in TEMPLATES if t.key.endswith("_EN") == bool(suffix)} == used
+    alerts = [t for t in TEMPLATES if t.purpose != "visit"]
+    assert {t.key for t in alerts if t.key.endswith("_EN") == bool(suffix)} == used
+
+
+@pytest.mark.parametrize("english", [False, True])
+def test_every_refused_visit_report_answer_is_a_registered_template(english: bool) -> None:
+    sign = templates.SIGNATURE_EN if english else templates.SIGNATURE_ZH
+    answers = [visit_replies.FORMAT_EN if english else visit_replies.FORMAT_ZH]
+    table = visit_replies.REJECTED_EN if english else visit_replies.REJECTED_ZH
+    followed = " Concern passed on as A27." if english else "异常已转值班员跟进(A27)。"
+    for reason, text in table.items():
+        answers.append(text.format(code="E0012"))
+        # A concern opens an alert for an elder on the registry, counted or not.
+        if reason not in (RejectReason.unknown_elder, RejectReason.archived):
+            answers.append(text.format(code="E0012") + followed)
+    for answer in answers:
+        message = to_template(sign + answer)
+        assert message.text == answer and message.template.purpose == "visit"
 
 
 def test_the_centre_call_out_is_not_read_as_the_aides() -> None:
