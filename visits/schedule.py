@@ -19,6 +19,7 @@ One counted visit anywhere in a period satisfies it. A period that has not ended
 from __future__ import annotations
 
 import calendar
+import functools
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -118,14 +119,19 @@ class VisitPlan:
         }
 
     def tier_of(self, categories: Iterable[str]) -> str:
-        flags = frozenset(categories)
-        for tier, rules in (("high", self.high_categories), ("key", self.key_categories)):
-            if any(frozenset(rule.split("+")) <= flags for rule in rules):
-                return tier
-        return "other"
+        return _tier(self, frozenset(categories))
 
     def every(self, tier: str) -> Frequency:
         return {"high": self.high_every, "key": self.key_every}.get(tier, self.other_every)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tier(plan: VisitPlan, flags: frozenset[str]) -> str:
+    """Cached: a county has a few plans and a few dozen category combinations, 10⁵ elders."""
+    for tier, rules in (("high", plan.high_categories), ("key", plan.key_categories)):
+        if any(frozenset(rule.split("+")) <= flags for rule in rules):
+            return tier
+    return "other"
 
 
 _FIELDS = (
@@ -439,33 +445,35 @@ def visit_rates(
 ) -> list[VisitRate]:
     """The rate per village, township and county: each outcome counts in its elder's village
     (`village_of`: elder → village) and every region above it (`parents`: region → parent)."""
+    # Counted per village first, then each village's sums added to the regions above it.
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     missed: dict[int, list[Outcome]] = defaultdict(list)
     elders_due: dict[int, set[int]] = defaultdict(set)
     elders_short: dict[int, set[int]] = defaultdict(set)
-    chains: dict[int, list[int]] = {}
     for o in outcomes:
         village = village_of[o.due.elder_id]
-        chain = chains.get(village)
-        if chain is None:
-            chain = []
-            up: int | None = village
-            while up is not None and len(chain) < 4:
-                chain.append(up)
-                up = parents.get(up)
-            chains[village] = chain
-        for region in chain:
-            c = counts[region]
-            if o.state is State.pending:
-                c[2] += 1
-                continue
-            c[0] += 1
-            elders_due[region].add(o.due.elder_id)
-            if o.state is State.visited:
-                c[1] += 1
-            else:
-                missed[region].append(o)
-                elders_short[region].add(o.due.elder_id)
+        c = counts[village]
+        if o.state is State.pending:
+            c[2] += 1
+            continue
+        c[0] += 1
+        elders_due[village].add(o.due.elder_id)
+        if o.state is State.visited:
+            c[1] += 1
+        else:
+            missed[village].append(o)
+            elders_short[village].add(o.due.elder_id)
+    for village in list(counts):
+        up = parents.get(village)
+        depth = 0
+        while up is not None and depth < 3:
+            total = counts[up]
+            for k in range(3):
+                total[k] += counts[village][k]
+            missed[up].extend(missed[village])
+            elders_due[up] |= elders_due[village]
+            elders_short[up] |= elders_short[village]
+            up, depth = parents.get(up), depth + 1
     return [
         VisitRate(
             region_id=region,

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -113,18 +113,20 @@ async def effective_plans(
 async def owners(session: AsyncSession, *, elders: Iterable[Elder]) -> dict[int, int | None]:
     """Who owns each elder's visits: the explicit `VisitOwner`, else the elder's village's first
     aide (lowest id; None when the village has no aide)."""
-    elders = list(elders)
-    ids = [pk(e) for e in elders]
+    return await _owners(session, {pk(e): e.village_id for e in elders})
+
+
+async def _owners(session: AsyncSession, village_of: dict[int, int]) -> dict[int, int | None]:
+    villages = set(village_of.values())
     explicit = dict(
         (
             await session.execute(
-                select(col(VisitOwner.elder_id), col(VisitOwner.responder_id)).where(
-                    col(VisitOwner.elder_id).in_(ids)
-                )
+                select(col(VisitOwner.elder_id), col(VisitOwner.responder_id))
+                .join(Elder, col(Elder.id) == col(VisitOwner.elder_id))
+                .where(col(Elder.village_id).in_(villages))
             )
         ).all()
     )
-    villages = {e.village_id for e in elders}
     first_aide = dict(
         (
             await session.execute(
@@ -137,7 +139,7 @@ async def owners(session: AsyncSession, *, elders: Iterable[Elder]) -> dict[int,
             )
         ).all()
     )
-    return {pk(e): explicit.get(pk(e), first_aide.get(e.village_id)) for e in elders}
+    return {e: explicit.get(e, first_aide.get(v)) for e, v in village_of.items()}
 
 
 async def set_owner(
@@ -250,7 +252,8 @@ async def record_visit(
             .values(status=VisitStatus.counted, **values)
             .on_conflict_do_nothing(
                 index_elements=["elder_id", "local_date"],
-                index_where=col(Visit.status) == VisitStatus.counted,
+                # A literal, as the partial index's own predicate (a bound value matches none).
+                index_where=text("status = 'counted'"),
             )
             .returning(col(Visit.id))
         )
@@ -419,8 +422,46 @@ async def _elders_in(
     return list((await session.execute(query.order_by(col(Elder.id)))).scalars())
 
 
+def _elders_of(village_ids: set[int]) -> Any:
+    """The ids of the villages' elders, as a subquery (10⁵ ids are not sent as parameters)."""
+    return select(col(Elder.id)).where(col(Elder.village_id).in_(village_ids))
+
+
+class _ElderRow(NamedTuple):
+    id: int
+    code: str
+    name: str
+    village_id: int
+    archived_at: datetime | None
+    flags: tuple[bool, ...]  # in `schedule.CATEGORIES` order
+
+
+async def _elder_rows(
+    session: AsyncSession, village_ids: set[int], *, archived_since: datetime
+) -> list[_ElderRow]:
+    """The villages' elders (not archived before `archived_since`) as plain rows: 10⁵ ORM
+    objects took seconds to build for columns the figures only read."""
+    flags = [getattr(Elder, name) for name in schedule.CATEGORIES]
+    rows = await session.execute(
+        select(
+            col(Elder.id),
+            col(Elder.code),
+            col(Elder.name),
+            col(Elder.village_id),
+            col(Elder.archived_at),
+            *flags,
+        )
+        .where(
+            col(Elder.village_id).in_(village_ids),
+            col(Elder.archived_at).is_(None) | (col(Elder.archived_at) >= archived_since),
+        )
+        .order_by(col(Elder.id))
+    )
+    return [_ElderRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5:])) for r in rows]
+
+
 async def _visit_facts(
-    session: AsyncSession, elder_ids: list[int], first: date, last: date
+    session: AsyncSession, village_ids: set[int], first: date, last: date
 ) -> list[schedule.VisitFact]:
     rows = await session.execute(
         select(
@@ -430,7 +471,7 @@ async def _visit_facts(
             col(Visit.status),
             col(Visit.reject_reason),
         ).where(
-            col(Visit.elder_id).in_(elder_ids),
+            col(Visit.elder_id).in_(_elders_of(village_ids)),
             col(Visit.local_date) >= first,
             col(Visit.local_date) <= last,
         )
@@ -443,13 +484,13 @@ async def _visit_facts(
 
 
 async def _change_facts(
-    session: AsyncSession, elder_ids: list[int], since: datetime, until: datetime
+    session: AsyncSession, village_ids: set[int], since: datetime, until: datetime
 ) -> list[schedule.MajorChangeFact]:
     rows = await session.execute(
         select(
             col(MajorChange.elder_id), col(MajorChange.marked_at), col(MajorChange.due_by)
         ).where(
-            col(MajorChange.elder_id).in_(elder_ids),
+            col(MajorChange.elder_id).in_(_elders_of(village_ids)),
             col(MajorChange.due_by) >= since,
             col(MajorChange.due_by) < until,
         )
@@ -478,11 +519,12 @@ async def elder_statuses(
     owner_of = await owners(session, elders=elders)
     plans = await effective_plans(session, village_ids={e.village_id for e in elders})
     today = schedule.local_date(now, timezone)
-    ids = [pk(e) for e in elders]
     # The current and the previous period of the longest frequency (a quarter) start after this.
     first = today.replace(day=1) - timedelta(days=190)
-    visits = await _visit_facts(session, ids, first, today + timedelta(days=1))
-    changes = await _change_facts(session, ids, now - timedelta(days=30), now + timedelta(days=8))
+    visits = await _visit_facts(session, village_ids, first, today + timedelta(days=1))
+    changes = await _change_facts(
+        session, village_ids, now - timedelta(days=30), now + timedelta(days=8)
+    )
     visits_of: dict[int, list[schedule.VisitFact]] = {}
     for v in visits:
         visits_of.setdefault(v.elder_id, []).append(v)
@@ -558,23 +600,42 @@ async def month_figures(
         (await session.execute(select(Region).where(col(Region.id).in_(region_ids)))).scalars()
     )
     villages = {pk(r) for r in regions if r.level == "village"}
-    elders = await _elders_in(session, villages, archived_since=start) if villages else []
+    elders = await _elder_rows(session, villages, archived_since=start) if villages else []
     if not elders:
         return []
-    owner_of = await owners(session, elders=elders)
-    plans = await effective_plans(session, village_ids={e.village_id for e in elders})
-    ids = [pk(e) for e in elders]
+    village_of = {e.id: e.village_id for e in elders}
+    owner_of = await _owners(session, village_of)
+    plans = await effective_plans(session, village_ids=set(village_of.values()))
     first_day = start.date().replace(month=3 * ((start.month - 1) // 3) + 1) - timedelta(days=8)
     last_day = (end - timedelta(days=1)).date() + timedelta(days=31)
-    visits = await _visit_facts(session, ids, first_day, last_day)
-    changes = await _change_facts(session, ids, start - timedelta(days=1), end + timedelta(days=1))
-    facts = [_facts(e, owner_of[pk(e)], timezone) for e in elders]
+    visits = await _visit_facts(session, villages, first_day, last_day)
+    changes = await _change_facts(
+        session, villages, start - timedelta(days=1), end + timedelta(days=1)
+    )
+    combos: dict[tuple[bool, ...], frozenset[str]] = {}  # a few dozen for 10⁵ elders
+    for e in elders:
+        if e.flags not in combos:
+            combos[e.flags] = frozenset(
+                c for c, flag in zip(schedule.CATEGORIES, e.flags, strict=True) if flag
+            )
+    facts = [
+        schedule.ElderFacts(
+            elder_id=e.id,
+            village_id=e.village_id,
+            categories=combos[e.flags],
+            owner_id=owner_of[e.id],
+            archived_on=(
+                schedule.local_date(e.archived_at, timezone) if e.archived_at is not None else None
+            ),
+        )
+        for e in elders
+    ]
     dues = schedule.month_dues(facts, plans, month, changes, timezone)
     outcomes = schedule.assess(dues, visits, owner_of, now, timezone)
     parents = {pk(r): r.parent_id for r in regions}
-    rates = schedule.visit_rates(outcomes, {pk(e): e.village_id for e in elders}, parents, month)
+    rates = schedule.visit_rates(outcomes, village_of, parents, month)
     by_id = {pk(r): r for r in regions}
-    elder_by_id = {pk(e): e for e in elders}
+    elder_by_id = {e.id: e for e in elders}
     owner_ids = {o for o in owner_of.values() if o is not None}
     owner_names = dict(
         (
@@ -593,10 +654,10 @@ async def month_figures(
         missed = []
         for o in rate.missed:
             e = elder_by_id[o.due.elder_id]
-            owner = owner_of[pk(e)]
+            owner = owner_of[e.id]
             missed.append(
                 MissedVisit(
-                    elder_id=pk(e),
+                    elder_id=e.id,
                     elder_code=e.code,
                     elder_name=e.name,
                     village_id=e.village_id,
