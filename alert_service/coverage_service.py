@@ -6,6 +6,7 @@ And the township operator's warning when an aide's 下班 leaves elders or a vil
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,11 @@ from anxin.models import AuditLog, Elder, Region, Responder, pk
 from dispatcher import ranking
 
 log = get_logger("alert_service")
+
+# Elders ranked per call: the ranking is pure Python (≈0.3 ms an elder with 40 aides in the
+# township), so a county of 10,000 in one call would hold the event loop for seconds; by
+# villages in chunks, the loop serves others between chunks' queries.
+RANK_CHUNK = 200
 
 # The audit-log action of a coverage warning (a row the figures page lists for the region).
 WARNING_ACTION = "coverage_warning"
@@ -46,14 +52,17 @@ async def coverage_in(session: AsyncSession, *, region_ids: set[int], now: datet
             await session.execute(
                 select(Elder)
                 .where(col(Elder.village_id).in_(village_ids), col(Elder.archived_at).is_(None))
-                .order_by(col(Elder.id))
+                .order_by(col(Elder.village_id), col(Elder.id))
             )
         ).scalars()
     )
     chains = await region_chains(session, village_ids)
-    rankings = await ranking.rank_for_alerts(
-        session, [(e, chains[e.village_id]) for e in elders], now, load=_idle
-    )
+    rankings: list[list[dict[str, Any]]] = []
+    for start in range(0, len(elders), RANK_CHUNK):
+        chunk = elders[start : start + RANK_CHUNK]
+        rankings += await ranking.rank_for_alerts(
+            session, [(e, chains[e.village_id]) for e in chunk], now, load=_idle
+        )
     on_duty: dict[int, int] = {}
     for village_id, count in (
         await session.execute(

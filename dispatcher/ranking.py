@@ -102,47 +102,56 @@ async def rank_for_alerts(
     committed, today = busy.committed, busy.asked_today
     tables = await travel_tables_for(session, {pk(e) for e, _ in homes})
     rankings: list[list[dict[str, Any]]] = []
+    built: dict[tuple[int, int], list[routing.Candidate]] = {}
     for (elder, chain), township, county in zip(homes, township_of, county_of, strict=True):
-        aides = (
-            aides_of_township.get(pk(township), [])
-            if township is not None
-            else aides_of_village.get(elder.village_id, [])
+        # Every elder of a township has the same candidates: built once per township (the
+        # attribute reads of ORM rows were most of the time for 10,000 elders at once).
+        key = (
+            pk(township) if township is not None else -elder.village_id,
+            pk(county) if county is not None else 0,
         )
-        centres = [
-            pair
-            for region in (township, county)
-            if region is not None
-            for pair in centres_of.get(pk(region), [])
-        ]
-        candidates = [
-            routing.Candidate(
-                responder_id=pk(a),
-                kind="aide",
-                name=a.name,
-                village_id=a.village_id,
-                location=routing.LatLon(a.lat, a.lon),
-                travel_mode=routing.TravelMode(a.travel_mode),
-                on_duty=a.on_duty,
-                committed_to_p1=pk(a) in committed,
-                dispatches_today=int(today.get(pk(a), 0)),
-                setup_minutes=a.setup_minutes,
+        candidates = built.get(key)
+        if candidates is None:
+            aides = (
+                aides_of_township.get(pk(township), [])
+                if township is not None
+                else aides_of_village.get(elder.village_id, [])
             )
-            for a in aides
-        ] + [
-            routing.Candidate(
-                responder_id=pk(r),
-                kind="township_centre" if c.level == "township" else "county_centre",
-                name=c.name,
-                village_id=None,
-                location=routing.LatLon(r.lat, r.lon),
-                travel_mode=routing.TravelMode(r.travel_mode),
-                on_duty=True,
-                committed_to_p1=False,
-                dispatches_today=int(today.get(pk(r), 0)),
-                setup_minutes=r.setup_minutes,
-            )
-            for r, c in centres
-        ]
+            centres = [
+                pair
+                for region in (township, county)
+                if region is not None
+                for pair in centres_of.get(pk(region), [])
+            ]
+            candidates = built[key] = [
+                routing.Candidate(
+                    responder_id=pk(a),
+                    kind="aide",
+                    name=a.name,
+                    village_id=a.village_id,
+                    location=routing.LatLon(a.lat, a.lon),
+                    travel_mode=routing.TravelMode(a.travel_mode),
+                    on_duty=a.on_duty,
+                    committed_to_p1=pk(a) in committed,
+                    dispatches_today=int(today.get(pk(a), 0)),
+                    setup_minutes=a.setup_minutes,
+                )
+                for a in aides
+            ] + [
+                routing.Candidate(
+                    responder_id=pk(r),
+                    kind="township_centre" if c.level == "township" else "county_centre",
+                    name=c.name,
+                    village_id=None,
+                    location=routing.LatLon(r.lat, r.lon),
+                    travel_mode=routing.TravelMode(r.travel_mode),
+                    on_duty=True,
+                    committed_to_p1=False,
+                    dispatches_today=int(today.get(pk(r), 0)),
+                    setup_minutes=r.setup_minutes,
+                )
+                for r, c in centres
+            ]
         home = routing.LatLon(elder.lat, elder.lon)
         season = season_of(elder)
         away = season is not None and routing.season_applies(season, now)
