@@ -198,6 +198,13 @@ def check_aliyun_settings(settings: Settings) -> Check:
             "推送令牌太短，至少 16 位（如 `openssl rand -hex 24`）",
             "the push token is too short: use at least 16 characters (`openssl rand -hex 24`)",
         )
+    if settings.voice_enabled and not settings.aliyun_voice_show_number:
+        return _warn(
+            SMS,
+            "阿里云短信已配置，但未设 ANXIN_ALIYUN_VOICE_SHOW_NUMBER：语音呼叫只记在时间线上，不会拨出",
+            "Aliyun SMS configured but ANXIN_ALIYUN_VOICE_SHOW_NUMBER unset: call-outs stay on "
+            "the timeline, never placed",
+        )
     return _ok(
         SMS,
         f"经阿里云 {settings.aliyun_sms_endpoint} 发送，签名【{settings.aliyun_sign_name}】",

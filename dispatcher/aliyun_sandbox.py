@@ -229,6 +229,8 @@ class AliyunSandbox:
         self._clock: Clock = clock or SystemClock()
         self._failures_pending = 0
         self._failing_number: str | None = None
+        # The last request that reached the API, as sent (for tests that replay or alter it).
+        self.last_request: tuple[str, str, dict[str, str], bytes] | None = None
         self._number_errors: dict[str, str] = {}
         self._receipt_errors: dict[str, str] = {}
         self._nonces: set[str] = set()
@@ -657,6 +659,7 @@ def create_aliyun_sandbox_app(sandbox: AliyunSandbox) -> FastAPI:
         action = headers.get("x-acs-action", "")
         if action in ("SendSms", "IvrCall"):
             sandbox.requests_received += 1
+        sandbox.last_request = (request.url.path, request.url.query, headers, body)
         refused = sandbox.verify("POST", request.url.path, request.url.query, headers, body)
         if refused is not None:
             return refused

@@ -28,6 +28,7 @@ from tests.support.harness import eventually
 # A rural address as the registry has it: a variable longer than Aliyun allows once the village
 # is put before it. A Chinese call-out shortens the address to fit one SMS segment; an English
 # one cannot fit one whatever it does, so it keeps the whole address (dispatcher.templates).
+REASSIGNED = "【安心】A9 已改派他人，无需前往。"
 LONG_ADDRESS = "三组王家湾后山坡沿河往东走到头过了小桥第二户左手边红色铁门的两层小楼"
 
 
@@ -199,7 +200,7 @@ async def test_after_a_crash_the_provider_is_asked_and_the_sms_not_sent_again(
     aliyun_bench: AliyunBench,
 ) -> None:
     bench = aliyun_bench
-    body = "【安心】A9 已改派他人，无需前往。"
+    body = REASSIGNED
     since = bench.clock.now()
     biz_id = await bench.sender.send(
         to="+8613800138000", body=body, status_callback=bench.status_callback + "?sms=77"
@@ -223,9 +224,7 @@ async def test_a_wrong_access_key_secret_is_refused_with_aliyuns_error(
         sign_name="安心",
     )
     with pytest.raises(SmsSendError) as caught:
-        await wrong.send(
-            to="+8613800138000", body="【安心】A9 已改派他人，无需前往。", status_callback=None
-        )
+        await wrong.send(to="+8613800138000", body=REASSIGNED, status_callback=None)
     assert "SignatureDoesNotMatch" in caught.value.reason and caught.value.http_status == 400
     assert not caught.value.retryable and bench.endpoint.messages == []
 
@@ -288,3 +287,24 @@ async def test_a_visit_report_by_sms_up_is_answered_through_a_registered_templat
     (answer,) = bench.endpoint.messages_to(aide.phone)
     assert answer.template_code.startswith("ANXIN_VISIT_") and ELDER in answer.body
     assert bench.endpoint.refusals == []
+
+
+async def test_the_endpoint_refuses_a_replayed_or_altered_signed_request(
+    aliyun_bench: AliyunBench,
+) -> None:
+    """The signature covers the whole request, and each nonce is good once, as at Aliyun."""
+    bench = aliyun_bench
+    await bench.sender.send(to="+8613800138000", body=REASSIGNED, status_callback=None)
+    assert bench.endpoint.last_request is not None
+    path, query, headers, body = bench.endpoint.last_request
+    url = bench.settings.aliyun_sms_endpoint + path
+    replayed = await bench.http.post(f"{url}?{query}", headers=headers, content=body)
+    assert (replayed.status_code, replayed.json()["Code"]) == (400, "SignatureNonceUsed")
+    fresh = {**headers, "x-acs-signature-nonce": "another-nonce"}
+    altered = await bench.http.post(f"{url}?{query}", headers=fresh, content=body)
+    assert (altered.status_code, altered.json()["Code"]) == (400, "SignatureDoesNotMatch")
+    other_number = query.replace("13800138000", "13800138001")
+    assert other_number != query
+    moved = await bench.http.post(f"{url}?{other_number}", headers=headers, content=body)
+    assert moved.json()["Code"] == "SignatureDoesNotMatch"
+    assert len(bench.endpoint.messages) == 1

@@ -48,5 +48,8 @@ def test_aliyun_settings_need_the_push_token() -> None:
     missing = check_sms(keyed)
     assert missing.status == Status.failure and "ANXIN_ALIYUN_PUSH_TOKEN" in missing.en
     sound = keyed.model_copy(update={"aliyun_push_token": SecretStr("t" * 32)})
-    assert check_sms(sound).status == Status.ok
+    no_calls = check_sms(sound)
+    assert no_calls.status == Status.warning and "VOICE_SHOW_NUMBER" in no_calls.en
+    calls = sound.model_copy(update={"aliyun_voice_show_number": "057112345678"})
+    assert check_sms(calls).status == Status.ok
     assert check_sms(Settings(sms_provider="aliyun")).status == Status.warning
