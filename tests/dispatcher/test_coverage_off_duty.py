@@ -1,11 +1,12 @@
 """An aide going off duty leaves a village uncovered (issue 18 item 7's scenario, over the wire):
-the aide texts 下班 through the real twilio client and the signed webhook; the township's
+the aide texts 下班 through the real twilio client and the signed webhook, on a fake clock; the township's
 operator then sees the village with no aide on duty, the elders' fastest aide now from another
 village, and the warning naming who went off duty; a county operator sees it too, another
 township's operator does not."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -83,8 +84,15 @@ async def test_off_duty_leaves_a_village_uncovered_and_warns_the_township(
         theirs = await coverage(await operator_token(http, operator_of(plan, other.code)))
         assert theirs["warnings"] == [] and theirs["villages_without_aide"] == []
 
-        # Back on duty: the village is covered again (the warning stays on the record).
+        # A day later (the fake clock) the warning has left the page; the gap has not.
+        bench.clock.advance(timedelta(hours=25))
+        headers = await operator_token(http, operator_of(plan, township.code))  # a new shift
+        next_day = await coverage(headers)
+        assert next_day["warnings"] == []
+        assert [g["village"] for g in next_day["villages_without_aide"]] == [village.name]
+
+        # Back on duty: the village is covered again, and no new warning.
         assert await bench.reply(aide.phone, "上班") == 200
         again = await coverage(headers)
-        assert again["villages_without_aide"] == []
-        assert len(again["warnings"]) == 1
+        assert again["villages_without_aide"] == [] and again["warnings"] == []
+        assert {e["code"] for e in again["uncovered"]} == {e["code"] for e in before["uncovered"]}
