@@ -17,6 +17,7 @@ from sqlmodel import col
 from alert_service.models import AlertStatus, AttemptAnswer
 from anxin.db import transaction
 from anxin.models import Elder, Responder
+from dispatcher import outbox
 from dispatcher.aliyun_sms import AliyunAccount, AliyunSmsProvider, make_client
 from dispatcher.aliyun_templates import MAX_VARIABLE_CHARS
 from dispatcher.models import SmsMessage
@@ -308,3 +309,25 @@ async def test_the_endpoint_refuses_a_replayed_or_altered_signed_request(
     moved = await bench.http.post(f"{url}?{other_number}", headers=headers, content=body)
     assert moved.json()["Code"] == "SignatureDoesNotMatch"
     assert len(bench.endpoint.messages) == 1
+
+
+async def test_an_sms_aliyun_took_before_the_dispatcher_died_is_not_sent_again(
+    aliyun_bench: AliyunBench,
+) -> None:
+    """The pass that sent it died before its commit (and no receipt came): the next pass asks
+    Aliyun (QuerySendDetails) and records it as sent instead of sending it twice."""
+    bench = aliyun_bench
+    bench.endpoint.report_url = None  # no receipt to give it away
+    alert = await bench.raise_alert(ELDER)
+    (aide,) = await bench.asked(alert.id)
+    (row,) = await bench.sms_to(aide.phone, "dispatch")
+    await outbox.mark_in_flight(bench.sessions, [row.id or 0], bench.clock.now())
+    await bench.sender.send(
+        to=aide.phone, body=row.body, status_callback=f"{bench.status_callback}?sms={row.id}"
+    )
+    # ... and the pass died here. The next one, after the in-flight mark has settled:
+    bench.clock.advance(outbox.IN_FLIGHT_SETTLE + timedelta(seconds=1))
+    await bench.send_outbox()
+    assert len(bench.endpoint.messages_to(aide.phone)) == 1
+    row = await _row(bench, row.id)
+    assert (row.status, row.provider_sid) == ("sent", f"out:{row.id}")
