@@ -5,6 +5,7 @@ in as each operator; they are demo passwords, derived from the public seed."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -77,6 +78,16 @@ SHARE_DISABLED = 0.10
 SHARE_ADVANCED_AGE = 0.30
 SHARE_WANDERS = 0.05
 SHARE_TWO_GUARDIANS = 0.5
+# The categories the visit tiers read, roughly a mountain county's roster: 特困 (supported by
+# the state), 低保, 半失能 (not also 失能), 失智, 重残, 计划生育特殊家庭.
+SHARE_CATEGORIES = {
+    "extreme_poverty": 0.05,
+    "low_income": 0.12,
+    "semi_disabled": 0.08,
+    "dementia": 0.04,
+    "severe_disability": 0.03,
+    "family_planning_special": 0.03,
+}
 SHARE_HUB = 0.30
 SHARE_SMOKE = 0.25
 SHARE_GAS = 0.20
@@ -215,6 +226,8 @@ def generate_region(homes: int | None = None, seed: int = DEFAULT_SEED) -> Regio
     townships, village_sites = _generate_geography(geo_rng, county, township_count, village_count)
     centres = _generate_centres(county, townships, phone_book)
     elders = _generate_elders(people_rng, village_sites, home_count, phone_book)
+    # Drawn apart, so every other draw (names, places, aides) is what it was before.
+    elders = _with_categories(random.Random(f"{seed}:categories"), elders)
     devices = _generate_devices(random.Random(f"{seed}:devices"), seed, elders)
     aides = _generate_aides(people_rng, village_sites, phone_book)
     centre_responders = tuple(_centre_responder(centre) for centre in centres)
@@ -439,6 +452,25 @@ def _generate_elders(
                 )
             )
     return tuple(elders)
+
+
+def _with_categories(rng: random.Random, elders: tuple[ElderSpec, ...]) -> tuple[ElderSpec, ...]:
+    everyone = range(len(elders))
+    chosen = {flag: _exact_share(rng, everyone, share) for flag, share in SHARE_CATEGORIES.items()}
+    # 半失能 and 失能 exclude each other.
+    chosen["semi_disabled"] = {i for i in chosen["semi_disabled"] if not elders[i].disabled}
+    return tuple(
+        dataclasses.replace(
+            elder,
+            extreme_poverty=i in chosen["extreme_poverty"],
+            low_income=i in chosen["low_income"],
+            semi_disabled=i in chosen["semi_disabled"],
+            dementia=i in chosen["dementia"],
+            severe_disability=i in chosen["severe_disability"],
+            family_planning_special=i in chosen["family_planning_special"],
+        )
+        for i, elder in enumerate(elders)
+    )
 
 
 def _generate_devices(

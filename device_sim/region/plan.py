@@ -58,6 +58,13 @@ class ElderSpec:
     wanders: bool
     guardian_phones: tuple[str, ...]
     consent: bool = True
+    # The rest of the civil-affairs categories (探访关爱's tiers are decided by them).
+    extreme_poverty: bool = False  # 特困
+    low_income: bool = False  # 低保
+    semi_disabled: bool = False  # 半失能
+    dementia: bool = False  # 失智
+    severe_disability: bool = False  # 重残
+    family_planning_special: bool = False  # 计划生育特殊家庭
 
 
 @dataclass(frozen=True, slots=True)

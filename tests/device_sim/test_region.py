@@ -175,6 +175,14 @@ def test_risk_flags_have_realistic_shares(plan: RegionPlan) -> None:
     assert share("wanders") == pytest.approx(0.05, abs=0.02)
     # 独居 and 空巢 (a couple with no children at home) are different households.
     assert not any(e.living_alone and e.empty_nest for e in plan.elders)
+    # The rest of the roster's categories, which the visit tiers read.
+    assert share("extreme_poverty") == pytest.approx(0.05, abs=0.02)
+    assert share("low_income") == pytest.approx(0.12, abs=0.03)
+    assert share("dementia") == pytest.approx(0.04, abs=0.02)
+    assert share("severe_disability") == pytest.approx(0.03, abs=0.02)
+    assert share("family_planning_special") == pytest.approx(0.03, abs=0.02)
+    assert 0 < share("semi_disabled") <= 0.08
+    assert not any(e.disabled and e.semi_disabled for e in plan.elders)
 
 
 def test_aides(plan: RegionPlan) -> None:
