@@ -363,6 +363,13 @@ def bench_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Region seed.")] = 2026,
+    voice_after: Annotated[
+        float | None,
+        typer.Option(
+            help="Voice call-outs: the county's voice_after_s for the run (0: every P1 aide "
+            "called with the SMS, to measure SOS → call placed; default: the product's 60 s)."
+        ),
+    ] = None,
 ) -> None:
     """Load: N homes heartbeating plus an SOS rate; latency, throughput, lost and duplicates."""
     if fault_suite:
@@ -392,6 +399,7 @@ def bench_command(
         own_services=own_services,
         flood_rate=flood,
         power_cut=power_cut,
+        voice_after_s=voice_after,
     )
     report = _run(run_bench(settings, options, console=console))
     print_report(report, console)

@@ -25,7 +25,14 @@ from device_sim.bench.disruptions import (
 )
 from device_sim.bench.options import BenchOptions, parse_fault, parse_power_cut
 from device_sim.bench.platform import platform_for_bench, raise_file_limit
-from device_sim.bench.probes import Counters, LoopLag, cpu_snapshot, database_counts, hop_breakdown
+from device_sim.bench.probes import (
+    Counters,
+    LoopLag,
+    cpu_snapshot,
+    database_counts,
+    hop_breakdown,
+    voice_figures,
+)
 from device_sim.bench.report import BenchReport, Percentiles, SimHealth, WindowFigures
 from device_sim.homes import SimDevice, SimHome
 from device_sim.region.generate import generate_region
@@ -272,6 +279,7 @@ async def run_bench(  # noqa: C901 (over the complexity budget: known debt)
         )
         hops, slowest = await hop_breakdown(target.sessions, counters, started)
         sms_requests = target.sandbox.requests_received
+        voice = await voice_figures(target, [h.device("sos_button").device_id for h in chosen])
         flood = await flooder.figures(target.sessions) if flooder is not None else None
         power_cut = (
             await power_cut_figures(target.sessions, cut_homes, cut_township, cut_at)
@@ -348,6 +356,7 @@ async def run_bench(  # noqa: C901 (over the complexity budget: known debt)
         flood=flood,
         power_cut=power_cut,
         hops=hops,
+        voice=voice,
         slowest=slowest,
         windows=windows,
         sms_samples=sms_samples,

@@ -28,6 +28,9 @@ class BenchOptions:
     # the first SOS through roles just started (new connections, cold caches) is slow whatever
     # the load, and with 100 presses a run it alone would be the p99 being compared.
     warmup: int = 0
+    # Voice call-outs (issue 19): the county's voice_after_s for the run (None: the product's
+    # 60 s; 0: every P1 call-out is called with its SMS, so "SOS → call placed" is measured).
+    voice_after_s: float | None = None
 
 
 SERVICE_FAULTS = ("mosquitto", "postgres")

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import text, update
+from sqlmodel import col
 
 from anxin.broker import EmbeddedBroker, embedded_broker, free_port
 from anxin.db import SessionMaker, make_sessionmaker
 from anxin.logging import get_logger
+from anxin.models import Region
 from anxin.mqtt import BrokerAddress
 from anxin.settings import Settings
 from device_sim.bench.options import ROLE_NAMES, SERVICE_FAULTS, BenchOptions, parse_fault
@@ -176,6 +178,18 @@ def _sandbox() -> BenchSandbox:
     return BenchSandbox(uuid.uuid4().hex, "AC" + uuid.uuid4().hex, None, status_delay=0.2)
 
 
+async def _set_voice(sessions: SessionMaker, options: BenchOptions) -> None:
+    """The county's voice wait for the run (`--voice-after`), on top of its own ladder."""
+    if options.voice_after_s is None:
+        return
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Region)
+            .where(col(Region.parent_id).is_(None))
+            .values(ladder={"voice_after_s": options.voice_after_s})
+        )
+
+
 @contextlib.asynccontextmanager
 async def platform_for_bench(
     settings: Settings, options: BenchOptions, plan: RegionPlan
@@ -191,6 +205,7 @@ async def platform_for_bench(
             )
         async with external_sms_side(settings) as (sandbox, sessions):
             await seed_plan(sessions, plan)
+            await _set_voice(sessions, options)
             yield Target(
                 sessions,
                 BrokerAddress.parse(settings.mqtt_url.get_secret_value()),
@@ -238,6 +253,7 @@ async def platform_for_bench(
         engine = await stack.enter_async_context(engine_for(url))
         sessions = make_sessionmaker(engine)
         await seed_plan(sessions, plan)
+        await _set_voice(sessions, options)
         await _clear_retained_statuses(BrokerAddress.parse(mqtt_url), plan)
         await _mark_fleet_online(sessions)
         if spawn:

@@ -18,8 +18,9 @@ from sqlmodel import col
 from alert_service.models import Alert
 from anxin.db import SessionMaker
 from device_sim.bench.platform import Target
-from device_sim.bench.report import HopFigures, Percentiles, SlowPress
+from device_sim.bench.report import HopFigures, Percentiles, SlowPress, VoiceFigures
 from device_sim.harness import OwnPostgres
+from dispatcher.models import SmsMessage, VoiceCall
 from gateway.models import Event
 
 
@@ -256,3 +257,61 @@ async def database_counts(
             or 0
         )
     return alerts, events
+
+
+async def voice_figures(target: Target, sos_devices: list[str]) -> VoiceFigures:
+    """Calls of the SOS alerts of this run (issue 19): first call placed after the SOS was
+    received, calls and SMS per alert, and whether the endpoint took any call twice."""
+    async with target.sessions() as session:
+        alerts = select(col(Alert.id)).where(
+            col(Alert.kind) == "sos", col(Alert.device_id).in_(sos_devices)
+        )
+        n_alerts = int(
+            await session.scalar(select(func.count()).select_from(alerts.subquery())) or 0
+        )
+        first = await session.execute(
+            select(col(Alert.raised_at), func.min(VoiceCall.placed_at))
+            .join(VoiceCall, col(VoiceCall.alert_id) == col(Alert.id))
+            .where(col(Alert.id).in_(alerts), col(VoiceCall.placed_at).is_not(None))
+            .group_by(col(Alert.id), col(Alert.raised_at))
+        )
+        latencies = [(placed - raised).total_seconds() for raised, placed in first if placed]
+        calls = int(
+            await session.scalar(
+                select(func.count())
+                .select_from(VoiceCall)
+                .where(col(VoiceCall.alert_id).in_(alerts))
+            )
+            or 0
+        )
+        placed_sids = set(
+            (
+                await session.execute(
+                    select(col(VoiceCall.provider_sid)).where(
+                        col(VoiceCall.provider_sid).is_not(None)
+                    )
+                )
+            ).scalars()
+        )
+        sms = int(
+            await session.scalar(
+                select(func.count())
+                .select_from(SmsMessage)
+                .where(col(SmsMessage.alert_id).in_(alerts), col(SmsMessage.direction) == "out")
+            )
+            or 0
+        )
+    sandbox_calls = getattr(target.sandbox, "calls", [])
+    # One ladder step is one row with one provider id: a call at the endpoint that no row
+    # names was placed a second time for a step (or is still in flight at the end).
+    duplicated = sum(1 for c in sandbox_calls if c.sid not in placed_sids)
+    return VoiceFigures(
+        sos_to_call=Percentiles.of(latencies),
+        alerts_called=len(latencies),
+        calls=calls,
+        calls_per_alert=round(calls / n_alerts, 2) if n_alerts else 0.0,
+        sms_per_alert=round(sms / n_alerts, 2) if n_alerts else 0.0,
+        call_requests=int(getattr(target.sandbox, "call_requests_received", 0)),
+        calls_at_endpoint=len(sandbox_calls),
+        duplicated_calls=duplicated,
+    )

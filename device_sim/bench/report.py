@@ -110,6 +110,21 @@ class PowerCutFigures:
 
 
 @dataclass
+class VoiceFigures:
+    """Voice call-outs under the load (issue 19): SOS received → first call placed (the
+    provider took it), and what an alert cost in calls and SMS."""
+
+    sos_to_call: Percentiles
+    alerts_called: int
+    calls: int
+    calls_per_alert: float
+    sms_per_alert: float
+    call_requests: int  # POSTs to Calls.json at the endpoint
+    calls_at_endpoint: int
+    duplicated_calls: int  # calls the endpoint took twice for one ladder step
+
+
+@dataclass
 class BenchReport:
     homes: int
     devices: int
@@ -146,6 +161,7 @@ class BenchReport:
     sms_samples: list[tuple[float, float]] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)  # process → CPU seconds under load
     load_average: list[float] = field(default_factory=list)  # 1-min load at start and end
+    voice: VoiceFigures | None = None
 
     @property
     def ok(self) -> bool:
@@ -154,11 +170,32 @@ class BenchReport:
             self.lost == 0
             and self.duplicated_alerts == 0
             and self.duplicated_sms == 0
+            and (self.voice is None or self.voice.duplicated_calls == 0)
             and one_flood_alert
         )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self) | {"ok": self.ok}, indent=2, ensure_ascii=False)
+
+
+def _voice_rows(v: VoiceFigures | None) -> list[tuple[str, Any]]:
+    if v is None:
+        return []
+    c = v.sos_to_call
+    return [
+        (
+            "SOS → first call placed p50 / p95 / p99 / max ms",
+            f"{c.p50_ms} / {c.p95_ms} / {c.p99_ms} / {c.max_ms} (n={c.count})",
+        ),
+        (
+            "calls / SMS per alert",
+            f"{v.calls_per_alert:g} / {v.sms_per_alert:g} ({v.calls} calls, {v.alerts_called} alerts called)",
+        ),
+        (
+            "call requests / calls at the endpoint / duplicated",
+            f"{v.call_requests} / {v.calls_at_endpoint} / {v.duplicated_calls}",
+        ),
+    ]
 
 
 def print_report(report: BenchReport, console: Console) -> None:
@@ -190,8 +227,9 @@ def print_report(report: BenchReport, console: Console) -> None:
             f"{report.duplicated_alerts} / {report.duplicated_sms}",
         ),
         ("SMS requests at the endpoint", report.sms_requests),
-        ("faults", ", ".join(report.faults) or "none"),
     ]
+    rows += _voice_rows(report.voice)
+    rows += [("faults", ", ".join(report.faults) or "none")]
     if (f := report.flood) is not None:
         rows += [
             (
