@@ -5,6 +5,7 @@
 import { currentLang, t } from "./i18n.js";
 import { api, fmtDuration, h, svg } from "./util.js";
 import { coverageSection } from "./coverage.js";
+import { visitsSection } from "./visits.js";
 
 const COLOURS = ["#1a73e8", "#e8710a", "#188038", "#a142f4", "#d93025", "#007b83", "#9e6a03"];
 const W = 900, H = 300, LEFT = 48, BOTTOM = 40, TOP = 16;
@@ -81,10 +82,11 @@ function exportCsv(rows, from, to) {
 export async function renderFigures(view, config) {
   view.className = "figures-view";
   const [from, to] = monthRange(config.timezone, MONTHS_SHOWN);
-  const [rows, devices, coverage] = await Promise.all([
+  const [rows, devices, coverage, visits] = await Promise.all([
     api(`/api/figures?month_from=${from}&month_to=${to}`),
     api("/api/device-health"),
     coverageSection(),
+    visitsSection(config),
   ]);
   const townshipRows = rows.filter(r => r.level === "township");
   const townships = [...new Map(townshipRows.map(r => [r.region_id, r.region])).entries()];
@@ -117,5 +119,6 @@ export async function renderFigures(view, config) {
           h("td", { class: "num" }, d.offline), h("td", { class: "num" }, d.low_battery),
           h("td", { class: "num strong" }, d.devices - d.disabled ? pct(d.online / (d.devices - d.disabled)) : "—")))))),
     coverage,
+    visits,
   );
 }
