@@ -178,7 +178,8 @@ def coverage_cmd(
             "—" if e.eta_minutes is None else f"{e.eta_minutes:.1f}",
             str(e.respond_minutes),
         )
-    console.print(table)
+    if uncovered:
+        console.print(table)
     gaps = found.villages_without_aide
     console.print(
         ("Villages with no aide on duty: " if english else "无在岗助老员的村：")

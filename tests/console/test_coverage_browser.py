@@ -82,3 +82,62 @@ async def test_a_township_operator_sees_who_no_aide_can_reach(
             await page.screenshot(path=str(artifacts_dir / "console-coverage.png"), full_page=True)
         finally:
             await context.close()
+
+
+async def test_an_elders_seasonal_place_from_the_elder_form(
+    region: Seeded, browser: Browser, serve_app: ServeApp
+) -> None:
+    """Set in the form, shown on the elder's page, kept when something else is edited (the
+    form's PUT sends every field), refused at its field when half given."""
+    spec = region.plan.elders[0]
+    async with region.sessions() as session:
+        elder = (await session.execute(select(Elder).where(col(Elder.code) == spec.code))).one()[0]
+
+    async def stored() -> Elder:
+        async with region.sessions() as session:
+            row = await session.get(Elder, elder.id)
+        assert row is not None
+        return row
+
+    async with serve_app(create_app(Settings(), region.sessions)) as base_url:
+        context = await browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
+        page = await context.new_page()
+        try:
+            await log_in(page, base_url, "admin", "anxin-admin")
+            await page.goto(f"{base_url}/#/elder/{elder.id}")
+            await page.click("#edit-elder")
+            dialog = page.locator("dialog.form-dialog")
+            await dialog.get_by_label("季节住址").fill("县城女儿家")
+            await dialog.get_by_label("季节纬度").fill("32.70")
+            await dialog.get_by_label("季节经度").fill("109.05")
+            await dialog.get_by_label("季节起(月-日)").fill("11-15")
+            await dialog.get_by_label("季节止(月-日)").fill("3-15")
+            await dialog.locator("button[type=submit]").click()
+            await expect(page.locator("#elder-season")).to_have_text(
+                "县城女儿家（11-15–03-15）", timeout=WAIT_MS
+            )
+            assert (await stored()).season_lat == 32.70
+
+            await page.click("#edit-elder")
+            dialog = page.locator("dialog.form-dialog")
+            await dialog.get_by_label("地址", exact=True).fill("新地址 1 号")
+            await dialog.locator("button[type=submit]").click()
+            await expect(dialog).to_have_count(0, timeout=WAIT_MS)
+            after = await stored()
+            assert (after.address, after.season_start, after.season_end) == (
+                "新地址 1 号",
+                "11-15",
+                "03-15",
+            )
+
+            await page.click("#edit-elder")
+            dialog = page.locator("dialog.form-dialog")
+            await dialog.get_by_label("季节止(月-日)").fill("2月30日")
+            await dialog.locator("button[type=submit]").click()
+            error = dialog.locator("label", has=page.locator("input[name=season_end]")).locator(
+                ".field-error"
+            )
+            await expect(error).not_to_be_empty(timeout=WAIT_MS)
+            assert (await stored()).season_end == "03-15"
+        finally:
+            await context.close()

@@ -27,6 +27,7 @@ const ZH = {
   // registry
   add: "新增", edit: "编辑", save: "保存", cancel: "取消", search: "搜索姓名或编号", saved: "已保存",
   code: "编号", village: "村", address: "地址", lat: "纬度", lon: "经度", flags: "风险标记",
+  season_address: "季节住址", season_lat: "季节纬度", season_lon: "季节经度", season_start: "季节起(月-日)", season_end: "季节止(月-日)",
   guardians: "监护人电话", devices: "设备", consent: "同意通知监护人", night_start: "夜间开始",
   night_end: "夜间结束", open_count: "未结束警报", living_alone: "独居", empty_nest: "空巢",
   left_behind: "留守", disabled: "失能", advanced_age: "高龄", wanders: "走失风险",
@@ -94,6 +95,7 @@ const EN = {
   sms_out: "out", sms_in: "in", minutes: "min", km: "km", none: "none",
   add: "Add", edit: "Edit", save: "Save", cancel: "Cancel", search: "Search name or code", saved: "Saved",
   code: "Code", village: "Village", address: "Address", lat: "Latitude", lon: "Longitude", flags: "Risk flags",
+  season_address: "Seasonal place", season_lat: "Seasonal latitude", season_lon: "Seasonal longitude", season_start: "Season from (MM-DD)", season_end: "Season to (MM-DD)",
   guardians: "Guardian phones", devices: "Devices", consent: "Guardians may be told", night_start: "Night starts",
   night_end: "Night ends", open_count: "Open alerts", living_alone: "Lives alone", empty_nest: "Empty nest",
   left_behind: "Left behind", disabled: "Disabled", advanced_age: "Advanced age", wanders: "Wanders",

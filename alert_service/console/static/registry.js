@@ -145,6 +145,12 @@ function elderFields(villages) {
     { name: "consent", type: "checkbox" },
     { name: "night_start", maxlength: 5 },
     { name: "night_end", maxlength: 5 },
+    // A second place part of each year: all of lat, lon, from and to (MM-DD), or none.
+    { name: "season_address", maxlength: 128 },
+    { name: "season_lat", type: "number", step: "any" },
+    { name: "season_lon", type: "number", step: "any" },
+    { name: "season_start", maxlength: 5 },
+    { name: "season_end", maxlength: 5 },
   ];
 }
 
@@ -206,6 +212,8 @@ export async function renderElder(view, elderId, config) {
         h("dt", {}, t("guardians")), h("dd", { class: "mono" }, elder.guardian_phones.join("，") || "—"),
         h("dt", {}, t("consent")), h("dd", {}, yesNo(elder.consent)),
         h("dt", {}, `${t("night_start")}–${t("night_end")}`), h("dd", {}, `${elder.night_start}–${elder.night_end}`),
+        elder.season_start ? h("dt", {}, t("season_address")) : null,
+        elder.season_start ? h("dd", { id: "elder-season" }, `${elder.season_address || "—"}（${elder.season_start}–${elder.season_end}）`) : null,
       )),
     h("section", { class: "card" }, h("h3", {}, t("devices")),
       grid(["device_id", "kind", "online", "battery", "last_seen", "enabled"], elder.devices.map(d =>
