@@ -421,7 +421,9 @@ def _missed(due: Due, seen: _ElderVisits, owner: int | None, late_day: date | No
 @dataclass(frozen=True)
 class VisitRate:
     """Visited ÷ due for one region and month. `due` counts visits whose time is up or that
-    were made (pending ones are apart), `missed` names each one not made."""
+    were made (pending ones are apart). `missed` names each one not made, for a village only
+    (a township's or county's are its villages': 10⁵ elders' misses are not listed thrice);
+    `missed_count` is every region's."""
 
     region_id: int
     month: str
@@ -431,6 +433,7 @@ class VisitRate:
     elders_due: int
     elders_all_visited: int
     missed: tuple[Outcome, ...]
+    missed_count: int = 0
 
     @property
     def rate(self) -> float | None:
@@ -470,7 +473,6 @@ def visit_rates(
             total = counts[up]
             for k in range(3):
                 total[k] += counts[village][k]
-            missed[up].extend(missed[village])
             elders_due[up] |= elders_due[village]
             elders_short[up] |= elders_short[village]
             up, depth = parents.get(up), depth + 1
@@ -484,6 +486,7 @@ def visit_rates(
             elders_due=len(elders_due[region]),
             elders_all_visited=len(elders_due[region] - elders_short[region]),
             missed=tuple(sorted(missed[region], key=lambda o: (o.due.elder_id, o.due.start))),
+            missed_count=c[0] - c[1],
         )
         for region, c in sorted(counts.items())
     ]

@@ -581,7 +581,8 @@ class RegionVisitRate:
     elders_due: int
     elders_all_visited: int
     rate: float | None
-    missed: list[MissedVisit]
+    missed_count: int
+    missed: list[MissedVisit]  # a village's only (a township's are its villages')
 
 
 async def month_figures(
@@ -684,6 +685,7 @@ async def month_figures(
                 elders_due=rate.elders_due,
                 elders_all_visited=rate.elders_all_visited,
                 rate=rate.rate,
+                missed_count=rate.missed_count,
                 missed=missed,
             )
         )

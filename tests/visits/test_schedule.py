@@ -266,11 +266,10 @@ def test_rates_roll_up_village_township_county() -> None:
     assert table == {100: (3, 5, 1, 2), 101: (0, 1, 0, 1), 10: (3, 6, 1, 3), 1: (3, 6, 1, 3)}
     county = next(r for r in rates if r.region_id == 1)
     assert county.rate == pytest.approx(0.5)
-    assert [(o.due.elder_id, o.reason) for o in county.missed] == [
-        (1, "not_visited"),
-        (1, "not_visited"),
-        (4, "no_aide"),
-    ]
+    assert (county.missed_count, county.missed) == (3, ())  # listed by village
+    by_village = {r.region_id: [(o.due.elder_id, o.reason) for o in r.missed] for r in rates}
+    assert by_village[100] == [(1, "not_visited"), (1, "not_visited")]
+    assert by_village[101] == [(4, "no_aide")]
 
 
 @pytest.mark.parametrize(

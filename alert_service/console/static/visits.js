@@ -23,7 +23,7 @@ function rates(rows) {
     h("tbody", {}, rows.map(r => h("tr", { class: r.level === "village" ? "" : "total", "data-code": r.code },
       h("td", {}, r.name), h("td", {}, label("level", r.level)), h("td", { class: "num" }, r.due),
       h("td", { class: "num" }, r.visited), h("td", { class: `num strong ${r.rate !== null && r.rate < 1 ? "late" : ""}` }, pct(r.rate)),
-      h("td", { class: "num" }, r.pending), h("td", { class: "num" }, r.missed.length)))));
+      h("td", { class: "num" }, r.pending), h("td", { class: "num" }, r.missed_count)))));
 }
 
 function missed(rows) {
