@@ -8,7 +8,8 @@ from fastapi.routing import iter_route_contexts
 
 # Routes that carry no operator data: the schema and its pages, the console's static shell,
 # health, aggregate metrics (counts, no names or places), the login itself, and Twilio's
-# webhooks (signed by Twilio, not by an operator: tests/dispatcher/test_dispatch_flow.py).
+# webhooks, SMS and calls (signed by Twilio, not by an operator: tests/dispatcher/test_dispatch_flow.py,
+# test_voice.py).
 NOT_OPERATOR_DATA = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
@@ -23,6 +24,12 @@ NOT_OPERATOR_DATA = {
     ("POST", "/api/auth/token"),
     ("POST", "/twilio/status"),
     ("POST", "/twilio/inbound"),
+    ("POST", "/twilio/call/status"),
+    ("POST", "/twilio/call/gather"),
+    # Aliyun's pushes (the push token in the path, not an operator: tests/dispatcher/test_aliyun*.py).
+    ("POST", "/aliyun/sms/report/{token}"),
+    ("POST", "/aliyun/sms/up/{token}"),
+    ("POST", "/aliyun/voice/report/{token}"),
 }
 
 
