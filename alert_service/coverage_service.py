@@ -111,9 +111,15 @@ async def warn_after_off_duty(
     if township is None:
         return None
     await session.flush()  # the 下班 itself, for the queries below
-    found = await coverage_in(
-        session, region_ids=await auth.regions_under(session, pk(township)), now=now
-    )
+    try:
+        # In a savepoint: a failure here must not lose the 下班 (nor its answer SMS).
+        async with session.begin_nested():
+            found = await coverage_in(
+                session, region_ids=await auth.regions_under(session, pk(township)), now=now
+            )
+    except Exception:
+        log.exception("coverage_warning_failed", responder_id=pk(responder))
+        return None
     uncovered = found.uncovered
     if not uncovered and not found.villages_without_aide:
         return None

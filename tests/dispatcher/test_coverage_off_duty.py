@@ -11,7 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlmodel import col
 
+from anxin.models import Responder
 from device_sim.region.plan import RegionPlan, ResponderSpec
 from tests.builders import operator_token
 from tests.support.dispatch import DispatchBench
@@ -96,3 +99,22 @@ async def test_off_duty_leaves_a_village_uncovered_and_warns_the_township(
         again = await coverage(headers)
         assert again["villages_without_aide"] == [] and again["warnings"] == []
         assert {e["code"] for e in again["uncovered"]} == {e["code"] for e in before["uncovered"]}
+
+
+async def test_off_duty_is_kept_when_the_coverage_check_fails(
+    bench: DispatchBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alert_service import coverage_service
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("coverage broke")
+
+    monkeypatch.setattr(coverage_service, "coverage_in", broken)
+    _, aide = lone_aide(bench.seeded.plan)
+    assert await bench.reply(aide.phone, "下班") == 200
+    async with bench.sessions() as session:
+        row = (
+            await session.execute(select(Responder).where(col(Responder.phone) == aide.phone))
+        ).scalar_one()
+    assert row.on_duty is False
+    assert [m.purpose for m in await bench.sms_to(aide.phone)] == ["duty"]
