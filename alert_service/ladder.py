@@ -409,9 +409,21 @@ async def attempt_failed(
             )
             await advance(session, alert, now)
             return
-    await set_answers(
+    changed = await set_answers(
         session, alert_id=alert.id, responder_id=responder_id, answer=AttemptAnswer.failed, now=now
     )
+    if channel == "voice" and not changed:
+        # They answered meanwhile (an SMS `1` while the phone rang): the call changes nothing.
+        await add_timeline(
+            session,
+            alert.id,
+            now,
+            "system",
+            "call_ended",
+            responder_id=responder_id,
+            outcome=reason,
+        )
+        return
     action = "call_failed" if channel == "voice" else "sms_failed"
     await add_timeline(
         session, alert.id, now, "system", action, responder_id=responder_id, reason=reason

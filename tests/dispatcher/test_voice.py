@@ -104,6 +104,26 @@ async def test_a_call_not_answered_asks_the_next_aide_at_once(
     assert "call_failed" in await actions(bench, alert.id)
 
 
+async def test_an_sms_1_while_the_phone_rings_keeps_the_alert_when_the_call_rings_out(
+    bench: DispatchBench, voice: TwilioVoiceProvider
+) -> None:
+    alert = await bench.raise_alert(ELDER)
+    (aide,) = await bench.asked(alert.id)
+    await bench.send_outbox()
+    bench.sandbox.set_callee(aide.phone, Callee("ring"))
+    bench.sandbox.ring_seconds = 3600  # still ringing when the aide texts back
+    await tick_at(bench.sessions, bench.clock, alert.raised_at + timedelta(seconds=60))
+    await place_calls(bench, voice)
+    assert await bench.reply(aide.phone, "1") == 200
+    (call,) = bench.sandbox.calls_to(aide.phone)
+    await bench.sandbox.ring_out(call)
+    await eventually(lambda: ended(bench, alert.id), what="the call's end")
+    assert (await bench.alert(alert.id)).accepted_by == aide.id
+    assert [a.answer for a in await bench.attempts(alert.id)] == [AttemptAnswer.accepted]
+    timeline = await actions(bench, alert.id)
+    assert "call_failed" not in timeline and timeline[-1] == "call_ended"
+
+
 async def test_key_0_declines_and_the_next_aide_is_asked_at_once(
     bench: DispatchBench, voice: TwilioVoiceProvider
 ) -> None:
