@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from anxin.db import transaction
-from anxin.models import Elder, Region, pk
-from anxin.schemas import OperatorRole
-from anxin.web import Ctx, CurrentOperator, RowId, Session, Text, audit
+from anxin.models import Elder, Region, Responder, pk
+from anxin.schemas import OperatorRole, ResponderKind
+from anxin.web import Ctx, CurrentOperator, RowId, Session, Text, audit, invalid
 from visits import schedule, service
 from visits.export import figures_xlsx
 from visits.models import MajorChange, RejectReason, Visit, VisitChannel, VisitMode
@@ -256,6 +256,31 @@ async def mark_major_change(
     )
     audit(session, operator, now, "mark_major_change", "elder", elder_id, change=change.id)
     return MajorChangeOut.of(change)
+
+
+class VisitOwnerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    responder_id: int | None  # an aide of the elder's village; null: the village's first aide
+
+
+@router.put("/elders/{elder_id}/visit-owner", response_model=ElderVisitsOut)
+async def change_visit_owner(
+    elder_id: RowId, body: VisitOwnerIn, ctx: Ctx, session: Session, operator: CurrentOperator
+) -> ElderVisitsOut:
+    """Who owns the elder's visits (whose `访` SMS counts): an aide of the elder's village."""
+    _may_act(operator)
+    elder = await _scoped_elder(session, operator, elder_id)
+    if body.responder_id is not None:
+        aide = await session.get(Responder, body.responder_id)
+        if aide is None or aide.kind != ResponderKind.aide or aide.village_id != elder.village_id:
+            raise invalid(
+                "body", "responder_id", "应为本村的助老员 / an aide of the elder's village"
+            )
+    now = ctx.clock.now()
+    await service.set_owner(session, elder_id=elder_id, responder_id=body.responder_id, now=now)
+    audit(session, operator, now, "change_visit_owner", "elder", elder_id, to=body.responder_id)
+    return await elder_visits(elder_id, ctx, session, operator)
 
 
 @router.get("/elders/{elder_id}/visits", response_model=ElderVisitsOut)

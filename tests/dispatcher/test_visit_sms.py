@@ -70,6 +70,40 @@ async def test_a_visit_by_sms_is_counted_once_and_bad_ones_are_answered_and_kept
     ]
 
 
+async def test_an_explicit_owner_is_the_one_whose_visit_counts(bench: DispatchBench) -> None:
+    """The operator makes another aide of the village the owner (PUT /api/elders/{id}/visit-owner):
+    from then on that aide's 访 counts and the village's first aide's does not."""
+    own, _ = await aides(bench)
+    elder = await bench.elder(ELDER)
+    async with bench.sessions() as session:
+        second = (
+            (
+                await session.execute(
+                    select(Responder).where(
+                        col(Responder.village_id) == elder.village_id,
+                        col(Responder.kind) == "aide",
+                        col(Responder.id) != own.id,
+                    )
+                )
+            )
+            .scalars()
+            .first()
+        )
+    assert second is not None, "the demo village has two aides"
+    login = await bench.http.post(
+        bench.web_url + "/api/auth/token", data={"username": "county", "password": "anxin-county"}
+    )
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    res = await bench.http.put(
+        f"{bench.web_url}/api/elders/{elder.id}/visit-owner",
+        headers=headers,
+        json={"responder_id": second.id},
+    )
+    assert res.status_code == 200 and res.json()["owner_id"] == second.id, res.text
+    assert "不是您负责探访" in await answer(bench, own.phone, f"访 {ELDER}")
+    assert "已记录" in await answer(bench, second.phone, f"访 {ELDER}")
+
+
 async def test_a_concern_found_on_a_visit_opens_an_alert_with_the_visit_in_its_timeline(
     bench: DispatchBench,
 ) -> None:

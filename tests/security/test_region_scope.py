@@ -301,6 +301,13 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         path = f"/api/elders/{theirs.elder}/major-change"
         assert await status("POST", path, t01, json=body) == 404
 
+    async def visit_owner() -> None:
+        path = f"/api/elders/{theirs.elder}/visit-owner"
+        assert await status("PUT", path, t01, json={"responder_id": mine.aide}) == 404
+        # My elder, their aide: refused as not an aide of the elder's village.
+        path = f"/api/elders/{mine.elder}/visit-owner"
+        assert await status("PUT", path, t01, json={"responder_id": theirs.aide}) == 422
+
     async def elder_visits() -> None:
         assert await status("GET", f"/api/elders/{theirs.elder}/visits", t01) == 404
         assert await status("GET", f"/api/elders/{mine.elder}/visits", t01) == 200
@@ -361,6 +368,7 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("POST", "/api/elders/{elder_id}/visits"): record_visit,
         ("POST", "/api/elders/{elder_id}/major-change"): major_change,
         ("GET", "/api/elders/{elder_id}/visits"): elder_visits,
+        ("PUT", "/api/elders/{elder_id}/visit-owner"): visit_owner,
         ("GET", "/api/figures/visits"): visit_figures,
         ("GET", "/api/figures/visits.xlsx"): visit_figures_xlsx,
         ("DELETE", "/api/regions/{region_id}"): delete_region,
