@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from anxin.logging import register_secrets
 
@@ -38,7 +39,7 @@ class Settings(BaseSettings):
     aliyun_access_key_id: str | None = None
     aliyun_access_key_secret: SecretStr | None = None
     aliyun_sign_name: str = "安心"
-    aliyun_template_codes: dict[str, str] = {}
+    aliyun_template_codes: Annotated[dict[str, str], NoDecode] = {}
     aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
     aliyun_voice_endpoint: str = "https://dyvmsapi.aliyuncs.com"
     # The number call-out calls show (IvrCall's CalledShowNumber: one bought in Aliyun's console).
@@ -71,6 +72,14 @@ class Settings(BaseSettings):
     voice_daily_limit: int = 20
     log_json: bool = False
     log_level: str = "info"
+
+    @field_validator("aliyun_template_codes", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        """JSON from the environment; empty (a compose file's unset variable) is none."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
 
     def model_post_init(self, context: Any, /) -> None:
         # Whatever process reads settings has its secrets known to the log redactor before it

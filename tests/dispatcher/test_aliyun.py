@@ -11,12 +11,15 @@ from datetime import timedelta
 
 import pytest
 from alibabacloud_dysmsapi20170525 import models as sms_models
+from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlmodel import col
 
 from alert_service.models import AlertStatus, AttemptAnswer
 from anxin.db import transaction
+from anxin.logging import redact
 from anxin.models import Elder, Responder
+from anxin.settings import Settings
 from dispatcher import outbox
 from dispatcher.aliyun_sms import AliyunAccount, AliyunSmsProvider, make_client
 from dispatcher.aliyun_templates import MAX_VARIABLE_CHARS
@@ -331,3 +334,16 @@ async def test_an_sms_aliyun_took_before_the_dispatcher_died_is_not_sent_again(
     assert len(bench.endpoint.messages_to(aide.phone)) == 1
     row = await _row(bench, row.id)
     assert (row.status, row.provider_sid) == ("sent", f"out:{row.id}")
+
+
+def test_the_push_token_and_the_access_key_secret_are_blanked_in_logs() -> None:
+    """The push URLs carry the token, so an access log line would too: it is blanked there as
+    every SecretStr setting is (anxin.logging.redact)."""
+    Settings(
+        aliyun_access_key_secret=SecretStr("aliyun-secret-of-the-test"),
+        aliyun_push_token=SecretStr("push-token-in-a-log-line"),
+    )
+    line = (
+        '"POST /aliyun/sms/report/push-token-in-a-log-line HTTP/1.1" 200 aliyun-secret-of-the-test'
+    )
+    assert redact(line) == '"POST /aliyun/sms/report/*** HTTP/1.1" 200 ***'
