@@ -1,4 +1,9 @@
-"""Aliyun provider: provider-neutral message ids and templates (issue 19)
+"""Aliyun provider (issue 19): no schema change, on purpose
+
+The outbox keeps each SMS's text and the Aliyun provider finds its registered template from it
+(dispatcher/aliyun_templates.py); the provider's ids fit the existing provider_sid columns
+(BizId, CallId); our row id travels as Aliyun's OutId. This revision keeps the reserved place
+in the chain.
 
 Revision ID: 0014y
 Revises: 0013a
