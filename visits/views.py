@@ -188,7 +188,8 @@ async def change_visit_plan(
             session, region_id=region_id, changes=body.model_dump(mode="json"), now=now
         )
     except ValueError as error:
-        raise HTTPException(422, f"探访计划设置有误 / bad visit plan: {error}") from None
+        key = str(error).split(":", 1)[0]
+        raise invalid("body", key, f"探访计划设置有误 / bad visit plan: {error}") from None
     audit(
         session, operator, now, "change_visit_plan", "region", region_id, before=before, after=after
     )
@@ -235,6 +236,9 @@ async def record_visit(
         out = VisitOut.of(result.visit)
     if result.reason is not None:
         code, message = REJECTED.get(result.reason, (422, str(result.reason)))
+        if code == 422:  # FastAPI's documented 422 shape, next to the field, with the reason
+            where = {"loc": ["body", "visited_at"], "msg": message, "type": "value_error"}
+            raise HTTPException(422, [{**where, "reason": result.reason, "visit": out.id}])
         raise HTTPException(code, {"message": message, "reason": result.reason, "visit": out.id})
     return out
 
@@ -261,7 +265,7 @@ async def mark_major_change(
 class VisitOwnerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    responder_id: int | None  # an aide of the elder's village; null: the village's first aide
+    responder_id: RowId | None  # an aide of the elder's village; null: the village's first aide
 
 
 @router.put("/elders/{elder_id}/visit-owner", response_model=ElderVisitsOut)
@@ -337,7 +341,7 @@ async def _figures(
             session, region_ids=scope, month=month, now=now, timezone=tz
         )
     except ValueError as error:
-        raise HTTPException(422, f"月份应为 YYYY-MM / month is YYYY-MM: {error}") from None
+        raise invalid("query", "month", f"月份应为 YYYY-MM / month is YYYY-MM: {error}") from None
     audit(session, operator, now, "read_visit_figures", "figures", month, region=region)
     return month, rows
 

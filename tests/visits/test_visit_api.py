@@ -107,7 +107,7 @@ async def test_a_month_counted_by_hand(
     assert (await visit(c, local(20))).status_code == 201
     # D: only a report stamped in the future (kept, counts nowhere). E: never visited.
     ahead = await visit(d, local(20), visited_at=local(25).isoformat())
-    assert ahead.status_code == 422 and ahead.json()["detail"]["reason"] == "future"
+    assert ahead.status_code == 422 and ahead.json()["detail"][0]["reason"] == "future"
 
     clock.set(local(1, 10, month=12))
     county = await builders.operator_token(http, "county")
