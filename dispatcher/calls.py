@@ -275,6 +275,7 @@ async def place_due(
             *(_place(provider, c, callback_base) for c in placeable), return_exceptions=True
         )
         now = clock.now()
+        placed: list[VoiceCall] = []
         for call, result in zip(placeable, results, strict=True):
             call.attempts += 1
             call.updated_at = now
@@ -315,6 +316,11 @@ async def place_due(
                 call.status = CallStatus.placed
             call.placed_at = call.placed_at or now
             log.info("call_placed", call=call.id, to=mask_phone(call.to_phone))
+            placed.append(call)
+        # Timeline rows last: their inserts take key-share locks on the alerts, which must not
+        # come before a failed call's lock of its alert in this pass (a lock upgrade that can
+        # deadlock with a webhook doing the same).
+        for call in placed:
             if call.alert_id is not None:
                 await responses.note(
                     session,

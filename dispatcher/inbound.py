@@ -258,6 +258,14 @@ async def call_keypress(
         call.status = CallStatus.answered
     call.updated_at = now
     responder = await session.get(Responder, call.responder_id) if call.responder_id else None
+    kind = CALL_KEYS.get(key)
+    outcome = f"key:{key or 'none'}"
+    if kind is not None and responder is not None and call.alert_id is not None:
+        reply = Reply(kind=kind, alert_code=f"A{call.alert_id}")
+        outcome = await responses.reply(session, responder=responder, reply=reply, now=now)
+    # The timeline row after the reply: its insert takes a key-share lock on the alert, and a
+    # reply that locked the alert after that would deadlock with a second key pressed for the
+    # same alert at the same moment (each holding a key share, each waiting to lock it).
     if call.alert_id is not None:
         await responses.note(
             session,
@@ -267,11 +275,7 @@ async def call_keypress(
             responder_id=call.responder_id,
             digits=key,
         )
-    kind = CALL_KEYS.get(key)
-    if kind is None or responder is None or call.alert_id is None:
-        return f"key:{key or 'none'}"
-    reply = Reply(kind=kind, alert_code=f"A{call.alert_id}")
-    return await responses.reply(session, responder=responder, reply=reply, now=now)
+    return outcome
 
 
 async def call_status(
