@@ -30,26 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy import select
 
-from anxin.db import make_sessionmaker, migrate
 from anxin.logging import get_logger
-from anxin.models import Responder
-from anxin.mqtt import BrokerAddress
-from device_sim.bench.platform import raise_file_limit, spawned_roles
+from device_sim.bench.platform import raise_file_limit
 from device_sim.faults.options import SuiteOptions
 from device_sim.faults.report import ScenarioResult, SuiteReport, print_suite
-from device_sim.faults.state import SuitePlatform
-from device_sim.faults.suite import (
-    close_homes,
-    connect_homes,
-    prepare_region,
-    run_scenario,
-)
-from device_sim.harness import OwnMosquitto, OwnPostgres, engine_for
+from device_sim.faults.suite import run_scenario, start_suite_platform
+from device_sim.harness import OwnMosquitto, OwnPostgres
 from device_sim.pg_cluster import PatroniNode, PgCluster
 from device_sim.region.generate import generate_region
-from device_sim.scenario.player import seed_plan
 
 log = get_logger("device_sim.failover_suite")
 
@@ -102,7 +91,7 @@ async def run_failover_suite(
     name = "failover-pgbouncer" if pgbouncer else "failover"
     async with contextlib.AsyncExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="anxin-failover-")))
-        with console.status("starting etcd, two Patroni nodes, Mosquitto and every role…"):
+        with console.status("starting etcd, two Patroni nodes and Mosquitto…"):
             cluster = PgCluster(workdir / "cluster", pgbouncer=pgbouncer)
             mosquitto = OwnMosquitto(workdir / "mosquitto")
             stack.push_async_callback(cluster.close)
@@ -110,29 +99,8 @@ async def run_failover_suite(
             postgres = PrimaryLoss(cluster)
             stack.push_async_callback(postgres.close)
             stack.push_async_callback(mosquitto.stop)
-            await migrate(cluster.url)
-            engine = await stack.enter_async_context(engine_for(cluster.url))
-            sessions = make_sessionmaker(engine)
-            await seed_plan(sessions, plan)
-            await prepare_region(sessions, options)
-            sandbox, roles = await stack.enter_async_context(
-                spawned_roles(
-                    cluster.url,
-                    mosquitto.url,
-                    options.replicas,
-                    extra_env={"ANXIN_SMS_DAILY_LIMIT": "100000"},
-                )
-            )
-            async with sessions() as session:
-                phone_of = {
-                    int(r.id): r.phone
-                    for r in (await session.execute(select(Responder))).scalars()
-                    if r.id is not None
-                }
-        homes = await connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
-        stack.push_async_callback(close_homes, homes)
-        platform = SuitePlatform(
-            postgres, mosquitto, sessions, sandbox, roles, plan, homes, phone_of
+        platform = await start_suite_platform(
+            stack, cluster.url, postgres, mosquitto, plan, options, console
         )
         setup_s = time.monotonic() - started
         console.print(

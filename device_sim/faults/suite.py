@@ -100,33 +100,13 @@ async def run_fault_suite(
             url, _ = await asyncio.gather(postgres.start(), mosquitto.start())
             stack.push_async_callback(postgres.close)
             stack.push_async_callback(mosquitto.stop)
-            await migrate(url)
-            engine = await stack.enter_async_context(engine_for(url))
-            sessions = make_sessionmaker(engine)
-            await seed_plan(sessions, plan)
-            await prepare_region(sessions, options)
-            sandbox, roles = await stack.enter_async_context(
-                spawned_roles(
-                    url,
-                    mosquitto.url,
-                    options.replicas,
-                    extra_env={"ANXIN_SMS_DAILY_LIMIT": "100000"},
-                )
-            )
-            async with sessions() as session:
-                phone_of = {
-                    int(r.id): r.phone
-                    for r in (await session.execute(select(Responder))).scalars()
-                    if r.id is not None
-                }
-        homes = await connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
-        stack.push_async_callback(close_homes, homes)
-        platform = SuitePlatform(
-            postgres, mosquitto, sessions, sandbox, roles, plan, homes, phone_of
+        platform = await start_suite_platform(
+            stack, url, postgres, mosquitto, plan, options, console
         )
+        roles = platform.roles
         setup_s = time.monotonic() - started
         console.print(
-            f"platform up in {setup_s:.0f} s: {len(homes)} homes, roles "
+            f"platform up in {setup_s:.0f} s: {len(platform.homes)} homes, roles "
             + ", ".join(f"{r}×{n}" for r, n in roles.replicas.items())
             + f" (logs in {roles.log_dir})"
         )
@@ -135,7 +115,7 @@ async def run_fault_suite(
             results.append(result)
             if on_result is not None:
                 on_result(result)
-            await _next_day(sessions)
+            await _next_day(platform.sessions)
     return SuiteReport(
         homes=options.homes,
         presses_per_scenario=options.presses,
@@ -146,6 +126,43 @@ async def run_fault_suite(
     )
 
 
+async def start_suite_platform(
+    stack: contextlib.AsyncExitStack,
+    url: str,
+    postgres: OwnPostgres,
+    mosquitto: OwnMosquitto,
+    plan: RegionPlan,
+    options: SuiteOptions,
+    console: Console,
+) -> SuitePlatform:
+    """The suite's platform on a started database (`url`) and broker: migrated and seeded,
+    every role a process, the homes connected; each is stopped when `stack` closes. The
+    fault suite and the failover suite (a Patroni cluster in the Postgres slot) share it."""
+    with console.status("migrating, seeding and starting every role…"):
+        await migrate(url)
+        engine = await stack.enter_async_context(engine_for(url))
+        sessions = make_sessionmaker(engine)
+        await seed_plan(sessions, plan)
+        await prepare_region(sessions, options)
+        sandbox, roles = await stack.enter_async_context(
+            spawned_roles(
+                url,
+                mosquitto.url,
+                options.replicas,
+                extra_env={"ANXIN_SMS_DAILY_LIMIT": "100000"},
+            )
+        )
+        async with sessions() as session:
+            phone_of = {
+                int(r.id): r.phone
+                for r in (await session.execute(select(Responder))).scalars()
+                if r.id is not None
+            }
+    homes = await connect_homes(plan, BrokerAddress.parse(mosquitto.url), console)
+    stack.push_async_callback(close_homes, homes)
+    return SuitePlatform(postgres, mosquitto, sessions, sandbox, roles, plan, homes, phone_of)
+
+
 async def prepare_region(sessions: SessionMaker, options: SuiteOptions) -> None:
     """The suite's ladder (a short accept timeout, two aides), and a fleet that is known,
     online and not expected to heartbeat during the run: the suite is about the alert chain;
@@ -154,7 +171,12 @@ async def prepare_region(sessions: SessionMaker, options: SuiteOptions) -> None:
     # aides 1 and 2 before it closes an alert, and the third aide gives a slow platform
     # slack before the ladder reaches the centres (three duty phones for 500 homes would hit
     # the carriers' daily limit per number within one scenario).
-    ladder = json.dumps({"accept_timeout_s": options.accept_timeout_s, "max_aides": 3})
+    # No voice call-outs: the suite's oracle counts what the SMS ladder asks, and an unanswered
+    # night call would move it on early; calls' once-only sending has its own crash tests
+    # (tests/dispatcher/test_voice_crash.py), and the clock of day must not change the suite.
+    ladder = json.dumps(
+        {"accept_timeout_s": options.accept_timeout_s, "max_aides": 3, "voice_priorities": []}
+    )
     async with transaction(sessions) as session:
         await session.execute(text("UPDATE regions SET ladder = CAST(:l AS json)"), {"l": ladder})
         await session.execute(
