@@ -33,6 +33,7 @@ COPY alert_service ./alert_service
 COPY dispatcher ./dispatcher
 COPY device_sim ./device_sim
 COPY registry ./registry
+COPY visits ./visits
 RUN printf '#!/bin/sh\nexec python -m anxin.cli "$@"\n' > /opt/anxin/bin/anxin \
  && chmod 755 /opt/anxin/bin/anxin \
  && /opt/anxin/bin/python -m compileall -q /app

@@ -75,8 +75,10 @@ async def test_an_operator_ticks_categories_on_the_elders_page_and_they_are_stor
             await expect(row.locator(".flag-dementia")).to_have_text("失智", timeout=WAIT_MS)
             # The list's category filter: only the elders with 失智, this one among them.
             await page.select_option("#elder-category", label="失智")
-            await expect(page.locator("#view tbody tr")).to_have_count(1, timeout=WAIT_MS)
-            await expect(page.locator("#view tbody tr")).to_contain_text(spec.code)
+            rows = page.locator("#view tbody tr")
+            await expect(rows.filter(has_text=spec.code)).to_have_count(1, timeout=WAIT_MS)
+            without = rows.filter(has_not=page.locator(".flag-dementia"))
+            await expect(without).to_have_count(0, timeout=WAIT_MS)
         finally:
             await context.close()
     assert errors == []

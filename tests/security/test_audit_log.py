@@ -44,7 +44,9 @@ async def audit_rows(region: Seeded) -> str:
 def test_no_route_touches_the_audit_log_and_none_deletes_or_patches(app: FastAPI) -> None:
     routes = app_routes(app)
     assert not [r for r in routes if "audit" in r[1].lower()]
-    assert {method for method, _ in routes} <= {"GET", "POST", "PUT", "DELETE"}
+    assert {method for method, _ in routes} <= {"GET", "POST", "PUT", "PATCH", "DELETE"}
+    # The only partial edit: one elder's fields (a category, say), audited as PUT is.
+    assert {path for method, path in routes if method == "PATCH"} == {"/api/elders/{elder_id}"}
     # The only removals: an empty region, and elders and devices (archived, not deleted).
     assert {path for method, path in routes if method == "DELETE"} == {
         "/api/regions/{region_id}",
