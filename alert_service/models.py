@@ -82,6 +82,14 @@ class Alert(SQLModel, table=True):
     # alert whose clock runs means the watcher has yet to do it: the gateway's ack path only
     # makes the alert durable and sets `next_check_at` to now.
     ranked_at: datetime | None = utc_column()
+    # Where it came from: "device" (the gateway, a visit report), "phone_in" (an operator for a
+    # caller), "text_in" (an SMS with a help word). The figures split by it.
+    source: str = Field(
+        default="device", max_length=16, sa_column_kwargs={"server_default": "device"}
+    )
+    # A phone-in's caller: elder, relative, neighbour, hotline, other; and their number.
+    caller_role: str | None = Field(default=None, max_length=16)
+    caller_phone: str | None = Field(default=None, max_length=20)
 
     @property
     def code(self) -> str:
