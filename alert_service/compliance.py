@@ -25,9 +25,12 @@ async def compliance(
     end: datetime,
     timezone: str,
     now: datetime,
+    *,
+    source: str | None = None,
 ) -> list[figures.MonthFigures]:
-    """Figures per township and county in `region_ids`, for alerts raised in [start, end)."""
-    rows = await session.execute(
+    """Figures per township and county in `region_ids`, for alerts raised in [start, end);
+    `source` only those that came that way (device, phone_in, text_in)."""
+    query = (
         select(
             col(Alert.township_id),
             col(Alert.county_id),
@@ -49,6 +52,9 @@ async def compliance(
             col(Alert.village_id).in_(region_ids),
         )
     )
+    if source is not None:
+        query = query.where(col(Alert.source) == source)
+    rows = await session.execute(query)
     facts = [
         figures.AlertFacts(
             township_id=township_id,

@@ -6,6 +6,7 @@ Every function runs inside the caller's transaction (the gateway's batch); none 
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -575,3 +576,86 @@ async def device_back_online(
     alert = await _open_alert(session, elder.id, "offline")
     if alert is not None and alert.device_id == device_id:
         await resolve(session, alert, now, actor=f"device:{device_id}", outcome="device_recovered")
+
+
+@dataclass(frozen=True)
+class PhoneIn:
+    """A phone-in (代报警) as the operator took it: what happened and who called."""
+
+    kind: str  # a key of rules.PHONE_IN_KINDS
+    caller_role: str  # one of rules.PHONE_IN_CALLERS
+    caller_phone: str | None
+    note: str
+
+
+async def raise_phone_in(
+    session: AsyncSession,
+    elder: Elder,
+    call: PhoneIn,
+    now: datetime,
+    actor: str,
+    *,
+    timezone: str = "Asia/Shanghai",
+) -> tuple[Alert, bool]:
+    """An operator raises an alert for a caller: the same raise and ladder as a device's
+    (`raise_or_join`, its 15-minute clock from `now`, the call), marked `phone_in` with the
+    caller on the row and the timeline. An elder already in an open alert (of any kind, the
+    most urgent first) is not raised twice: the call joins that alert, and may make it more
+    urgent. Returns the alert and whether it joined."""
+    assert elder.id is not None
+    decision = rules.PHONE_IN_KINDS[call.kind]
+    detail: dict[str, Any] = {"kind": call.kind, "caller": call.caller_role}
+    if call.note:
+        detail["note"] = call.note[:200]
+    open_alert = (
+        (
+            await session.execute(
+                select(Alert)
+                .where(col(Alert.elder_id) == elder.id, col(Alert.status) != "resolved")
+                .order_by(col(Alert.priority), col(Alert.raised_at))
+                .limit(1)
+                .with_for_update()
+            )
+        )
+        .scalars()
+        .first()
+    )
+    if open_alert is not None:
+        await _join(session, open_alert, replace(decision, kind=open_alert.kind), now, actor)
+        await add_timeline(session, pk(open_alert), now, actor, "phone_in", joined=True, **detail)
+        log.info("phone_in_joined", alert=open_alert.code, kind=call.kind, caller=call.caller_role)
+        return open_alert, True
+    alert = await raise_or_join(session, elder, decision, None, now, actor, timezone=timezone)
+    joined = alert.source != "device" or alert.trigger_count > 1  # a raise at the same moment
+    if not joined:
+        alert.source = "phone_in"
+        alert.caller_role = call.caller_role
+        alert.caller_phone = call.caller_phone
+    await add_timeline(session, pk(alert), now, actor, "phone_in", joined=joined, **detail)
+    log.info("phone_in", alert=alert.code, kind=call.kind, caller=call.caller_role)
+    return alert, joined
+
+
+async def unregistered_caller(
+    session: AsyncSession, chain: list[Region], address: str, now: datetime
+) -> Elder | None:
+    """A caller not in the registry: an elder row of their own so the alert and its ladder run
+    unchanged, at the free-text address and the village's position (its township's, its
+    county's when the village has none; `chain` is the village's, village first), archived at
+    once so it stays out of the registry lists, the visits and the coverage (an operator
+    registers the person later). None when no region of the chain has a position."""
+    placed = next((r for r in chain if r.lat is not None and r.lon is not None), None)
+    if placed is None or placed.lat is None or placed.lon is None:
+        return None
+    elder = Elder(
+        code=f"LD-{now:%y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}",
+        name="未登记来电人",
+        village_id=pk(chain[0]),
+        address=address,
+        lat=placed.lat,
+        lon=placed.lon,
+        archived_at=now,
+    )
+    session.add(elder)
+    await session.flush()
+    return elder

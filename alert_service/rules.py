@@ -74,6 +74,19 @@ class RaiseAlert:
     call_120: bool = False
 
 
+# A phone-in (代报警): what the caller says happened, raised as the device rules raise it. A call
+# for help of no other kind is an SOS press by voice; a missing elder is urgent, as a wanderer's
+# door open at night.
+PHONE_IN_KINDS: dict[str, RaiseAlert] = {
+    "fall": RaiseAlert("fall", P1, call_120=True),  # 跌倒
+    "illness": RaiseAlert("illness", P1),  # 突发疾病
+    "fire": RaiseAlert("smoke", P1, call_120=True),  # 火情/燃气
+    "missing": RaiseAlert("missing", P2),  # 走失
+    "other": RaiseAlert("sos", P1),  # 其他
+}
+PHONE_IN_CALLERS = ("elder", "relative", "neighbour", "hotline", "other")
+
+
 @dataclass(frozen=True)
 class StartTimer:
     kind: str

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from alert_service import compliance as alert_compliance
-from alert_service import figures
+from alert_service import figures, intake
 from alert_service import ladder as alert_ladder
 from alert_service.models import (
     OPEN_STATUSES,
@@ -28,6 +28,7 @@ from alert_service.models import (
     AlertTimelineEntry,
     DispatchAttempt,
 )
+from alert_service.regions import region_chain
 from anxin import auth, login_throttle
 from anxin.models import Elder, Region, Responder, ServiceCentre, pk
 from anxin.web import (
@@ -80,6 +81,8 @@ class AlertOut(BaseModel):
     cancel_requested: bool
     call_120: bool
     outcome: str | None
+    # "device", "phone_in" (代报警) or "text_in": the queue and the timeline say how it came.
+    source: str = "device"
     # Who was asked, in order, and what they answered: the queue shows it at a glance.
     asked: list[AskedOut] = Field(default_factory=list)
 
@@ -115,6 +118,9 @@ class SmsOut(BaseModel):
 class AlertDetail(AlertOut):
     # The operator's closing note in full (the timeline keeps its first 200 characters).
     note: str = ""
+    # A phone-in's caller (elder, relative, neighbour, hotline, other) and their number.
+    caller_role: str | None = None
+    caller_phone: str | None = None
     timeline: list[TimelineOut]
     attempts: list[AttemptOut]
     ranking: list[dict[str, Any]]
@@ -246,6 +252,7 @@ def _alert_out(
         cancel_requested=alert.cancel_requested,
         call_120=alert.call_120,
         outcome=alert.outcome,
+        source=alert.source,
     )
 
 
@@ -323,6 +330,8 @@ async def _detail(session: AsyncSession, alert: Alert, now: datetime) -> AlertDe
     return AlertDetail(
         **base.model_dump(),
         note=alert.note or "",
+        caller_role=alert.caller_role,
+        caller_phone=alert.caller_phone,
         timeline=[
             TimelineOut(at=t.at, actor=t.actor, action=t.action, detail=t.detail) for t in timeline
         ],
@@ -389,6 +398,96 @@ async def responder_for(
 def _require_actor(operator: Operator) -> None:
     if not operator.can_act:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "只读账号 / viewers cannot act")
+
+
+class PhoneInIn(BaseModel):
+    """A phone-in (代报警): for a registered elder (`elder_id`), or for a caller not in the
+    registry at a village and a free-text address (`village_id`, `address`)."""
+
+    elder_id: RowId | None = None
+    village_id: RowId | None = None
+    address: Text = Field(default="", max_length=128)
+    kind: Literal["fall", "illness", "fire", "missing", "other"] = Field(
+        description="跌倒 fall, 突发疾病 illness, 火情/燃气 fire, 走失 missing, 其他 other"
+    )
+    caller: Literal["elder", "relative", "neighbour", "hotline", "other"]
+    caller_phone: str | None = Field(default=None, pattern=r"^\+?[0-9]{3,19}$", max_length=20)
+    note: Text = Field(default="", max_length=500)
+
+
+class PhoneInOut(BaseModel):
+    joined: bool  # the elder was already in an open alert: the call joined it
+    message: str
+    alert: AlertDetail
+
+
+async def _phone_in_elder(
+    session: AsyncSession, operator: Operator, body: PhoneInIn, now: datetime
+) -> Elder:
+    """The elder the call is about: a registered one of the operator's villages, or a row of
+    its own for a caller not in the registry (`intake.unregistered_caller`)."""
+    if body.elder_id is not None:
+        if body.village_id is not None:
+            raise invalid("body", "village_id", "已选老人时不填村 / give elder_id or village_id")
+        elder = await session.get(Elder, body.elder_id)
+        if elder is None or elder.village_id not in operator.region_ids:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这位老人 / no such elder")
+        if elder.archived_at is not None:
+            raise invalid("body", "elder_id", "该老人已移出名册 / this elder is archived")
+        return elder
+    if body.village_id is None:
+        raise invalid("body", "elder_id", "请选择老人或村 / give elder_id or village_id")
+    village = await session.get(Region, body.village_id)
+    if village is None or village.level != "village" or pk(village) not in operator.region_ids:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "没有这个村 / no such village")
+    if not body.address.strip():
+        raise invalid("body", "address", "请填写地址 / an address is needed without an elder")
+    chain = await region_chain(session, pk(village))
+    placeholder = await intake.unregistered_caller(session, chain, body.address.strip(), now)
+    if placeholder is None:
+        raise invalid("body", "village_id", "该村及上级均无位置 / the village has no position")
+    return placeholder
+
+
+@router.post("/api/alerts", response_model=PhoneInOut, status_code=201, tags=["alerts"])
+async def phone_in(
+    body: PhoneInIn,
+    session: Session,
+    operator: CurrentOperator,
+    request: Request,
+    response: Response,
+) -> PhoneInOut:
+    """代报警: an operator raises an alert for a caller. The 15-minute clock starts now (the
+    call); the alert runs the same ladder as a device's. 201 raised; 200 when the elder was
+    already in an open alert, which the call joins."""
+    _require_actor(operator)
+    ctx = context(request)
+    now = ctx.clock.now()
+    elder = await _phone_in_elder(session, operator, body, now)
+    call = intake.PhoneIn(
+        kind=body.kind, caller_role=body.caller, caller_phone=body.caller_phone, note=body.note
+    )
+    alert, joined = await intake.raise_phone_in(
+        session, elder, call, now, operator.actor, timezone=ctx.settings.timezone
+    )
+    audit(
+        session,
+        operator,
+        now,
+        "phone_in",
+        "alert",
+        pk(alert),
+        elder_id=pk(elder),
+        kind=body.kind,
+        caller=body.caller,
+        joined=joined,
+    )
+    if joined:
+        response.status_code = status.HTTP_200_OK
+        message = f"该老人已有进行中的警报 {alert.code}，本次来电已并入 / joined open alert"
+    else:
+        message = f"已报警 {alert.code} / alert raised"
+    return PhoneInOut(joined=joined, message=message, alert=await _detail(session, alert, now))
 
 
 @router.post("/api/alerts/{alert_id}/accept", response_model=AlertDetail, tags=["alerts"])
@@ -470,6 +569,10 @@ async def compliance_figures(
     request: Request,
     month_from: Annotated[str | None, Query(pattern=MONTH, description="YYYY-MM")] = None,
     month_to: Annotated[str | None, Query(pattern=MONTH, description="YYYY-MM")] = None,
+    source: Annotated[
+        Literal["device", "phone_in", "text_in"] | None,
+        Query(description="only alerts that came this way (device, phone_in 代报警, text_in)"),
+    ] = None,
 ) -> list[FiguresOut]:
     """The 15-minute rule per township and county and month (in the deployment's time zone):
     share on scene in time, time to accept and to on-scene (p50/p90), breaches, and false
@@ -483,7 +586,9 @@ async def compliance_figures(
     _, end = figures.month_bounds(last, tz)
     if end <= start:
         raise invalid("query", "month_to", "月份范围无效 / month_to is before month_from")
-    rows = await alert_compliance.compliance(session, operator.region_ids, start, end, tz, now)
+    rows = await alert_compliance.compliance(
+        session, operator.region_ids, start, end, tz, now, source=source
+    )
     regions = {
         r.id: r
         for r in (
@@ -492,7 +597,17 @@ async def compliance_figures(
             )
         ).scalars()
     }
-    audit(session, operator, now, "read_figures", "figures", "", month_from=first, month_to=last)
+    audit(
+        session,
+        operator,
+        now,
+        "read_figures",
+        "figures",
+        "",
+        month_from=first,
+        month_to=last,
+        **({"source": source} if source else {}),
+    )
     return [
         FiguresOut(
             region=regions[f.region_id].name,
