@@ -31,9 +31,10 @@ app.add_typer(devices_app, name="devices", help="Devices: broker credentials and
 from alert_service.cli import figures_app  # noqa: E402
 
 app.add_typer(figures_app, name="figures", help="15-minute compliance figures.")
-from visits.cli import figures_visits  # noqa: E402
+from visits.cli import figures_visits, visits_app  # noqa: E402
 
 figures_app.command("visits")(figures_visits)
+app.add_typer(visits_app, name="visits", help="Care visits: the aides' weekly SMS digest.")
 from device_sim.cli import bench_command, sim_app  # noqa: E402
 
 app.add_typer(sim_app, name="sim", help="Scenarios: play YAML timelines and check outcomes.")

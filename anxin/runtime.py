@@ -26,6 +26,7 @@ from dispatcher.providers import (
 )
 from dispatcher.worker import run_outbox
 from gateway.worker import Gateway
+from visits.scheduled import run_digests
 
 log = get_logger("anxin.runtime")
 ROLES = ("gateway", "alerts", "dispatcher", "web")
@@ -86,6 +87,19 @@ def role_tasks(
                 svc.clock,
                 s.timezone,
                 poll_seconds=s.watcher_poll_ms / 1000,
+                stop=stop,
+            )
+        )
+    if "alerts" in roles and s.visit_digest_enabled:
+        # The aides' weekly digest of visits due (issue 18 item 4), once per aide and week.
+        work.append(
+            run_digests(
+                svc.sessions,
+                svc.clock,
+                timezone=s.timezone,
+                weekday=s.visit_digest_weekday,
+                hour=s.visit_digest_hour,
+                daily_limit=s.sms_daily_limit,
                 stop=stop,
             )
         )

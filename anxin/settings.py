@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from anxin.logging import register_secrets
@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     # in a rolling 24 h (voice notifications have their own carrier cap).
     voice_enabled: bool = True
     voice_daily_limit: int = 20
+    # The aides' weekly SMS digest of visits due (issue 18): local ISO weekday (1 = Monday)
+    # and hour from which the alerts role writes it, once per aide and week; off: only
+    # `anxin visits send-digests` writes it.
+    visit_digest_enabled: bool = True
+    visit_digest_weekday: int = Field(1, ge=1, le=7)
+    visit_digest_hour: int = Field(8, ge=0, le=23)
     log_json: bool = False
     log_level: str = "info"
 

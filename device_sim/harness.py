@@ -93,6 +93,8 @@ def platform_settings(
         http_port=web_port,
         watcher_poll_ms=50,
         outbox_poll_ms=50,
+        # Scenarios and tests count their SMS; the weekly digest has tests of its own.
+        visit_digest_enabled=False,
     )
 
 

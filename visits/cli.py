@@ -1,5 +1,6 @@
 """`anxin figures visits`: the month's visit rate per village, township and county, who was
 missed and why; a table, `--json`, or `--xlsx FILE` (the workbook the county sends upward).
+`anxin visits send-digests [--dry-run]`: the aides' weekly SMS digest of visits due.
 
 Registered beside `anxin figures show` in anxin/cli.py (`figures_app.command("visits")`), since
 alert_service (which holds `figures_app`) may not import visits."""
@@ -20,6 +21,7 @@ from visits import export, schedule
 from visits.service import RegionVisitRate
 
 console = Console()
+visits_app = typer.Typer(no_args_is_help=True)
 
 
 def figures_visits(
@@ -96,3 +98,45 @@ def _table(rows: list[list[str]], month: str, english: bool, *, missed: bool = F
     for row in rows[1:]:
         table.add_row(*row)
     return table
+
+
+@visits_app.command("send-digests")
+def send_digests(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print each aide's digest; write no SMS.")
+    ] = False,
+) -> None:
+    """Write this week's SMS digest of visits due for each aide (once per aide and week, as
+    the alerts role does from ANXIN_VISIT_DIGEST_WEEKDAY/HOUR); the dispatcher sends them."""
+    from anxin.db import transaction
+    from anxin.logging import configure_logging
+    from anxin.services import services
+    from anxin.settings import Settings
+    from visits.service import DigestRun, queue_digests
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> DigestRun:
+        async with (
+            services(settings, need_broker=False) as svc,
+            transaction(svc.sessions) as session,
+        ):
+            return await queue_digests(
+                session,
+                now=svc.clock.now(),
+                timezone=settings.timezone,
+                daily_limit=settings.sms_daily_limit,
+                dry_run=dry_run,
+            )
+
+    run = asyncio.run(main())
+    for responder_id, text in sorted(run.queued.items()):
+        console.print(f"{responder_id}\t{text}", markup=False, highlight=False)
+    verb = "would write" if dry_run else "written"
+    console.print(
+        f"{run.week}: {len(run.queued)} {verb}, {len(run.already)} already written, "
+        f"{len(run.deferred)} deferred (daily-limit reserve)",
+        markup=False,
+        highlight=False,
+    )

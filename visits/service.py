@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -36,7 +36,9 @@ from alert_service.timeline import add_timeline
 from anxin.logging import get_logger
 from anxin.models import Elder, Region, Responder, pk
 from anxin.schemas import ResponderKind
-from visits import schedule
+from dispatcher import outbox
+from dispatcher.models import SmsMessage
+from visits import digest, schedule
 from visits.models import (
     MajorChange,
     RegionVisitPlan,
@@ -692,3 +694,256 @@ async def month_figures(
     level_order = {"county": 0, "township": 1, "village": 2}
     out.sort(key=lambda r: (level_order.get(r.level, 3), r.code))
     return out
+
+
+# --- where elders stand now, from one query per table (the overdue tab, the digest) -----------
+
+
+@dataclass(frozen=True)
+class ElderNow:
+    """`ElderVisitStatus` from plain rows: what the overdue tab and the weekly digest read."""
+
+    elder_id: int
+    code: str
+    name: str
+    village_id: int
+    owner_id: int | None
+    status: schedule.ElderStatus
+
+
+async def _last_counted(
+    session: AsyncSession, village_ids: set[int]
+) -> dict[int, schedule.VisitFact]:
+    """Each elder's latest counted visit, one row per elder (DISTINCT ON): the status needs
+    only that one (overdue is "none since the previous period began")."""
+    rows = await session.execute(
+        select(col(Visit.elder_id), col(Visit.visited_at), col(Visit.local_date))
+        .ext(distinct_on(col(Visit.elder_id)))
+        .where(
+            col(Visit.elder_id).in_(_elders_of(village_ids)),
+            col(Visit.status) == VisitStatus.counted,
+        )
+        .order_by(col(Visit.elder_id), col(Visit.visited_at).desc())
+    )
+    return {e: schedule.VisitFact(e, at, day) for e, at, day in rows if e is not None}
+
+
+async def elders_now(
+    session: AsyncSession, *, village_ids: set[int], now: datetime, timezone: str
+) -> list[ElderNow]:
+    """Where each (not archived) elder of the villages stands now, as `elder_statuses` says,
+    from plain rows and each elder's last counted visit (county-wide, `elder_statuses` built
+    10⁵ ORM elders and half a year of visits)."""
+    if not village_ids:
+        return []
+    elders = [
+        e
+        for e in await _elder_rows(session, village_ids, archived_since=now)
+        if e.archived_at is None
+    ]
+    if not elders:
+        return []
+    village_of = {e.id: e.village_id for e in elders}
+    owner_of = await _owners(session, village_of)
+    plans = await effective_plans(session, village_ids=set(village_of.values()))
+    last = await _last_counted(session, village_ids)
+    changes_of: dict[int, list[schedule.MajorChangeFact]] = {}
+    for c in await _change_facts(
+        session, village_ids, now - timedelta(days=30), now + timedelta(days=8)
+    ):
+        changes_of.setdefault(c.elder_id, []).append(c)
+    default = schedule.VisitPlan()
+    out: list[ElderNow] = []
+    for e in elders:
+        facts = schedule.ElderFacts(
+            elder_id=e.id,
+            village_id=e.village_id,
+            categories=frozenset(
+                c for c, flag in zip(schedule.CATEGORIES, e.flags, strict=True) if flag
+            ),
+            owner_id=owner_of[e.id],
+        )
+        seen = last.get(e.id)
+        status = schedule.elder_status(
+            facts,
+            plans.get(e.village_id, default),
+            [seen] if seen is not None else [],
+            changes_of.get(e.id, []),
+            now,
+            timezone,
+        )
+        out.append(ElderNow(e.id, e.code, e.name, e.village_id, owner_of[e.id], status))
+    return out
+
+
+@dataclass(frozen=True)
+class OverdueVisit:
+    elder_id: int
+    elder_code: str
+    elder_name: str
+    village_id: int
+    village_name: str
+    tier: str
+    owner_id: int | None
+    owner_name: str | None
+    last_visit: date | None
+    due_date: date  # the last day the missed visit could be made
+    days_overdue: int
+    major_change: bool  # a major change's 24-hour visit is past its deadline
+
+
+def _overdue_due(status: schedule.ElderStatus, timezone: str) -> tuple[date, bool] | None:
+    """The day the overdue visit was due by, and whether it is a major change's."""
+    dues: list[tuple[date, bool]] = []
+    if status.overdue_since is not None:
+        dues.append((status.overdue_since - timedelta(days=1), False))
+    if status.major_change_overdue and status.major_change_due_by is not None:
+        dues.append((schedule.local_date(status.major_change_due_by, timezone), True))
+    return min(dues) if dues else None
+
+
+async def overdue_visits(
+    session: AsyncSession, *, village_ids: set[int], now: datetime, timezone: str
+) -> list[OverdueVisit]:
+    """The overdue elders of the villages (the operators' 逾期探访 tab), longest overdue first."""
+    today = schedule.local_date(now, timezone)
+    late = [
+        (row, due)
+        for row in await elders_now(session, village_ids=village_ids, now=now, timezone=timezone)
+        if (due := _overdue_due(row.status, timezone)) is not None
+    ]
+    if not late:
+        return []
+    names = dict(
+        (
+            await session.execute(
+                select(col(Region.id), col(Region.name)).where(
+                    col(Region.id).in_({r.village_id for r, _ in late})
+                )
+            )
+        ).all()
+    )
+    aides = dict(
+        (
+            await session.execute(
+                select(col(Responder.id), col(Responder.name)).where(
+                    col(Responder.id).in_({r.owner_id for r, _ in late if r.owner_id})
+                )
+            )
+        ).all()
+    )
+    out = [
+        OverdueVisit(
+            elder_id=row.elder_id,
+            elder_code=row.code,
+            elder_name=row.name,
+            village_id=row.village_id,
+            village_name=names.get(row.village_id, ""),
+            tier=row.status.tier,
+            owner_id=row.owner_id,
+            owner_name=aides.get(row.owner_id) if row.owner_id is not None else None,
+            last_visit=row.status.last_visit,
+            due_date=day,
+            days_overdue=max(0, (today - day).days),
+            major_change=major,
+        )
+        for row, (day, major) in late
+    ]
+    out.sort(key=lambda o: (o.due_date, o.elder_code))
+    return out
+
+
+# --- the weekly digest ------------------------------------------------------------------------
+
+# Below the outbox's default (3) and every call-out: a digest is claimed after everything else.
+DIGEST_PRIORITY = 5
+DIGEST_PURPOSE = "visit_digest"
+
+
+@dataclass
+class DigestRun:
+    """What one run of `queue_digests` did, per aide (responder id)."""
+
+    week: str
+    queued: dict[int, str]  # the text written (or, dry, that would be)
+    already: list[int]  # this week's digest was written before
+    deferred: list[int]  # the number is near its daily limit: the reserve is kept, try later
+
+
+async def queue_digests(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    timezone: str,
+    daily_limit: int,
+    dry_run: bool = False,
+) -> DigestRun:
+    """Write each aide's digest of the visits due this week into the SMS outbox, once per aide
+    and ISO week (the idempotency key), at `DIGEST_PRIORITY`. An aide with nothing due gets
+    none. The reserve: an aide whose number has had the warning share of the daily limit
+    (`outbox.daily_warn_at`, 80 %: 40 of 50) in the last 24 h gets no digest now — the rest is
+    kept for call-outs — and is tried again at the next run."""
+    week = digest.iso_week(now, timezone)
+    end = digest.week_end(now, timezone)
+    villages = {
+        v
+        for v in (
+            await session.execute(select(col(Region.id)).where(col(Region.level) == "village"))
+        ).scalars()
+        if v is not None
+    }
+    lines: dict[int, list[digest.DigestLine]] = {}
+    for row in await elders_now(session, village_ids=villages, now=now, timezone=timezone):
+        if row.owner_id is not None and digest.due_this_week(row.status, end):
+            lines.setdefault(row.owner_id, []).append(
+                digest.DigestLine(row.code, row.name, row.status.overdue, row.status.due_by)
+            )
+    run = DigestRun(week=week, queued={}, already=[], deferred=[])
+    if not lines:
+        return run
+    aides = list(
+        (await session.execute(select(Responder).where(col(Responder.id).in_(lines)))).scalars()
+    )
+    sent = await outbox.sent_in_last_day(session, {a.phone for a in aides}, now)
+    per_phone: dict[str, int] = {}
+    for (phone, _), n in sent.items():
+        per_phone[phone] = per_phone.get(phone, 0) + n
+    reserve_from = outbox.daily_warn_at(daily_limit)
+    for aide in sorted(aides, key=pk):
+        key = digest.digest_key(pk(aide), week)
+        if await _digest_written(session, key):
+            run.already.append(pk(aide))
+            continue
+        if per_phone.get(aide.phone, 0) >= reserve_from:
+            run.deferred.append(pk(aide))
+            log.info("visit_digest_deferred", responder=aide.id, week=week)
+            continue
+        text = digest.digest_text(lines[pk(aide)], aide.lang)
+        if not dry_run:
+            await outbox.queue_sms(
+                session,
+                to=aide.phone,
+                body=text,
+                key=key,
+                now=now,
+                responder_id=pk(aide),
+                purpose=DIGEST_PURPOSE,
+                priority=DIGEST_PRIORITY,
+            )
+        run.queued[pk(aide)] = text
+    log.info(
+        "visit_digests",
+        week=week,
+        queued=len(run.queued),
+        already=len(run.already),
+        deferred=len(run.deferred),
+        dry_run=dry_run,
+    )
+    return run
+
+
+async def _digest_written(session: AsyncSession, key: str) -> bool:
+    found = await session.execute(
+        select(col(SmsMessage.id)).where(col(SmsMessage.idempotency_key) == key)
+    )
+    return found.first() is not None
