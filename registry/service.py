@@ -11,7 +11,7 @@ from datetime import datetime, time
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import String, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -292,7 +292,8 @@ async def list_elders(
     limit: int,
     offset: int = 0,
 ) -> list[tuple[Elder, str]]:
-    """Elders by code with their village's name; `q` matches name or code, or a village name;
+    """Elders by code with their village's name; `q` matches name or code, a village name, or
+    (a phone-in's caller) part of a guardian's number;
     `category` is one of `registry.columns.ELDER_FLAGS` the elder has."""
     archived_at = col(Elder.archived_at)
     query = (
@@ -313,6 +314,7 @@ async def list_elders(
                 col(Elder.name).ilike(like, escape="\\"),
                 col(Elder.code).ilike(like, escape="\\"),
                 col(Region.name) == q,
+                cast(col(Elder.guardian_phones), String).like(like, escape="\\"),
             )
         )
     rows = await session.execute(query.order_by(col(Elder.code)).limit(limit).offset(offset))

@@ -8,11 +8,13 @@ import { renderAlert } from "./detail.js";
 import { renderDeadLetters, renderDevices, renderElder, renderElders, renderRegions, renderResponders } from "./registry.js";
 import { renderMap } from "./map.js";
 import { renderFigures } from "./figures.js";
+import { renderPhoneIn } from "./phone_in.js";
 
 export const state = { config: null };
 
 const ROUTES = [
   [/^#\/queue$/, () => renderQueue],
+  [/^#\/phone-in$/, () => view => renderPhoneIn(view, state.config)],
   [/^#\/alert\/(\d+)$/, m => view => renderAlert(view, Number(m[1]), state.config)],
   [/^#\/elders$/, () => view => renderElders(view, state.config)],
   [/^#\/elder\/(\d+)$/, m => view => renderElder(view, Number(m[1]), state.config)],
