@@ -478,6 +478,8 @@ async def resolve(
     alert.next_check_at = None
     await add_timeline(session, alert.id, now, actor, "resolved", outcome=outcome, note=note[:200])
     await set_answers(session, alert_id=alert.id, answer=AttemptAnswer.superseded, now=now)
+    # The family told when it started hears that it is over (issue 20 item 4).
+    await outbox.tell_family_all_clear(session, alert, outcome, now)
 
 
 # --- asking a responder: the attempt row and its call-out SMS ---------------------------------

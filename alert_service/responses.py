@@ -15,12 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from alert_service import coverage_service, ladder
+from alert_service import coverage_service, intake, ladder, rules
 from alert_service.models import Alert, AlertStatus, AttemptAnswer, DispatchAttempt
 from alert_service.timeline import add_timeline
-from anxin.models import Responder
+from anxin.logging import get_logger, mask_phone
+from anxin.models import Elder, Responder, pk
 from dispatcher import outbox, templates
 from dispatcher.replies import Reply, ReplyKind
+from dispatcher.reports import TextAlert
+
+log = get_logger("alert_service")
 
 
 async def _open_attempts(
@@ -48,8 +52,22 @@ def outcome_of(word: str | None) -> str:
     return "handled"
 
 
+async def _elders_open_alert(session: AsyncSession, elder_id: int) -> Alert | None:
+    """The elder's open alert, the most urgent (then the oldest) when there are several."""
+    rows = await session.execute(
+        select(Alert)
+        .where(col(Alert.elder_id) == elder_id, col(Alert.status) != AlertStatus.resolved)
+        .order_by(col(Alert.priority), col(Alert.raised_at))
+        .limit(1)
+    )
+    return rows.scalars().first()
+
+
 class LadderResponses:
     """`dispatcher.reports.AlertResponses`, applied to the ladder."""
+
+    def __init__(self, timezone: str = "Asia/Shanghai") -> None:
+        self.timezone = timezone  # the elder's night hours on a text-in alert's ladder
 
     async def reply(
         self, session: AsyncSession, *, responder: Responder, reply: Reply, now: datetime
@@ -139,3 +157,46 @@ class LadderResponses:
         self, session: AsyncSession, *, responder: Responder, now: datetime
     ) -> None:
         await coverage_service.warn_after_off_duty(session, responder=responder, now=now)
+
+    async def text_alert(
+        self, session: AsyncSession, *, elder_id: int, phone: str, sms_id: int | None, now: datetime
+    ) -> TextAlert | None:
+        """A help word by SMS: a P1 through the device's intake (`raise_or_join`: its 15-minute
+        clock from `now`, the same ladder, started in this transaction), marked `text_in`. An
+        elder already in an open alert is not raised twice: the text joins that alert (and
+        makes it P1)."""
+        elder = await session.get(Elder, elder_id)
+        if elder is None or elder.archived_at is not None:
+            return None
+        actor = f"sms:{mask_phone(phone)}"
+        open_alert = await _elders_open_alert(session, elder_id)
+        kind = open_alert.kind if open_alert is not None else "sos"
+        alert = await intake.raise_or_join(
+            session, elder, rules.RaiseAlert(kind, rules.P1), None, now, actor,
+            timezone=self.timezone,
+        )  # fmt: skip
+        joined = open_alert is not None or alert.trigger_count > 1
+        if not joined:
+            alert.source = "text_in"
+        await add_timeline(session, pk(alert), now, actor, "text_in", joined=joined, sms=sms_id)
+        log.info("text_in_alert", alert=alert.code, joined=joined, phone=mask_phone(phone))
+        return TextAlert(pk(alert), alert.code, alert.raised_at, joined)
+
+    async def family_message(
+        self,
+        session: AsyncSession,
+        *,
+        elder_id: int,
+        phone: str,
+        body: str,
+        sms_id: int | None,
+        now: datetime,
+    ) -> int | None:
+        alert = await _elders_open_alert(session, elder_id)
+        if alert is None:
+            return None
+        await add_timeline(
+            session, pk(alert), now, f"sms:{mask_phone(phone)}", "family_message",
+            text=body[:200], sms=sms_id,
+        )  # fmt: skip
+        return pk(alert)

@@ -15,6 +15,7 @@ from anxin.metrics import metrics_router
 from anxin.settings import Settings
 from anxin.web import AppContext
 from dispatcher.aliyun_views import router as aliyun_router
+from dispatcher.family_views import router as family_router
 from dispatcher.views import router as twilio_router
 from gateway.views import router as gateway_router
 from registry.views import router as registry_router
@@ -30,7 +31,7 @@ def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None =
     )
     app.state.ctx = AppContext(settings=settings, sessions=sessions, clock=clock or SystemClock())
     # The dispatcher's webhooks report replies and failed SMS to the ladder through this.
-    app.state.alert_responses = LadderResponses()
+    app.state.alert_responses = LadderResponses(settings.timezone)
     # ... and an aide's visit report (`访 E0012`) to the care visits (dispatcher.visit_reports).
     app.state.visit_reports = VisitReplies(settings.timezone)
     app.include_router(alert_router)
@@ -38,6 +39,7 @@ def create_app(settings: Settings, sessions: SessionMaker, clock: Clock | None =
     app.include_router(coverage_router)
     app.include_router(twilio_router)
     app.include_router(aliyun_router)
+    app.include_router(family_router)
     app.include_router(registry_router)
     app.include_router(visits_router)
     app.include_router(gateway_router)

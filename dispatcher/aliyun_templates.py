@@ -209,7 +209,27 @@ VISIT_TEMPLATES: tuple[Template, ...] = (
         "ANXIN_VISIT_FUTURE_EN", "A visit time in the future; not recorded.", _FOLLOWED_EN
     ),
 )
-TEMPLATES = (*TEMPLATES, *VISIT_TEMPLATES)
+# To an elder's family (`templates.text_alert_sms`, `all_clear_sms`, `family_opt_sms`; issue 20).
+FAMILY_TEMPLATES: tuple[Template, ...] = (
+    Template(
+        "ANXIN_TEXTIN_RAISED",
+        "已收到求助，正在通知助老员，请保持电话畅通。紧急情况请同时拨打120。",
+        "family",
+    ),
+    Template(
+        "ANXIN_TEXTIN_JOINED",
+        "已收到，求助正在处理中，助老员已在途或正被通知，请保持电话畅通。",
+        "family",
+    ),
+    Template(
+        "ANXIN_ALL_CLEAR",
+        "您的家人${name}的${kind}告警已结束：${outcome}。回复退订不再接收。",
+        "family",
+    ),
+    Template("ANXIN_OPT_OUT", "已退订，不再向您发送老人告警通知。回复订阅可恢复。", "family"),
+    Template("ANXIN_OPT_IN", "已恢复订阅，老人有告警时会短信通知您。回复退订停止。", "family"),
+)
+TEMPLATES = (*TEMPLATES, *VISIT_TEMPLATES, *FAMILY_TEMPLATES)
 
 # Aliyun voice (语音服务): the text-to-speech templates of a call-out call (`IvrCall`'s
 # StartCode) and what it says after each key (its MenuKeyMap), from `templates.call_speech`.

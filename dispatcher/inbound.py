@@ -14,25 +14,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import cast, delete, or_, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from anxin.logging import get_logger, mask_phone
-from anxin.models import Responder, pk
+from anxin.models import Elder, Responder, pk
 from dispatcher import templates
 from dispatcher.models import (
     CALL_FINAL,
     CALL_UNANSWERED,
     CallInFlight,
     CallStatus,
+    FamilyOptOut,
     SmsMessage,
     SmsStatus,
     VoiceCall,
 )
-from dispatcher.outbox import answer_responder, clear_in_flight, sms_failed
-from dispatcher.replies import Reply, ReplyKind, parse_reply
-from dispatcher.reports import AlertResponses
+from dispatcher.outbox import answer_responder, clear_in_flight, queue_sms, sms_failed
+from dispatcher.replies import Reply, ReplyKind, TextInKind, parse_reply, parse_text_in
+from dispatcher.reports import AlertResponses, TextAlert
 from dispatcher.twilio_provider import receipt_failure_reason
 from dispatcher.visit_reports import VisitReports
 
@@ -163,8 +165,13 @@ async def handle_inbound(
     )
     session.add(stored)
     if responder is None or responder.id is None:
-        log.info("sms_from_unknown_number", phone=mask_phone(from_phone))
-        return "unknown_number"
+        family = await _family_of(session, from_phone)
+        if not family:
+            log.info("sms_from_unknown_number", phone=mask_phone(from_phone))
+            return "unknown_number"
+        stored.elder_id = family[0].id
+        await session.flush()  # the stored SMS's id, on the alert's timeline
+        return await _from_family(session, stored, family, responses=responses, now=now)
     reply = parse_reply(body)
     lang = responder.lang
 
@@ -186,6 +193,96 @@ async def handle_inbound(
         return "help"
 
     return await responses.reply(session, responder=responder, reply=reply, now=now)
+
+
+# --- the elder's family: text-in alerts, replies, 退订 (issue 20 items 2 and 4) ---------------
+
+# A flood of help texts from one number raises one alert (the rest join it) and is answered at
+# most once per this many seconds of the alert's life (README, Decisions, "Text-in alerts").
+TEXT_CONFIRM_EVERY_S = 600
+# A number that is the guardian of more elders than this is read for the first ones only.
+MAX_ELDERS_PER_NUMBER = 5
+
+
+async def _family_of(session: AsyncSession, phone: str) -> list[Elder]:
+    """The elders (in the registry, not archived) who list this number as a guardian's."""
+    if not phone:
+        return []
+    rows = await session.execute(
+        select(Elder)
+        .where(
+            col(Elder.archived_at).is_(None),
+            cast(col(Elder.guardian_phones), JSONB).contains([phone]),
+        )
+        .order_by(col(Elder.id))
+        .limit(MAX_ELDERS_PER_NUMBER)
+    )
+    return list(rows.scalars())
+
+
+async def _from_family(
+    session: AsyncSession,
+    stored: SmsMessage,
+    family: list[Elder],
+    *,
+    responses: AlertResponses,
+    now: datetime,
+) -> str:
+    """An SMS from a guardian's number, stored (`stored`, with its elder): 退订 / 订阅 answered
+    here; a help word raises or joins a P1 for each of its elders (`AlertResponses.text_alert`),
+    confirmed by SMS at most once per `TEXT_CONFIRM_EVERY_S`; anything else goes on the open
+    alert's timeline, or stays stored for the elder's page."""
+    phone, kind = stored.from_phone, parse_text_in(stored.body)
+    if kind in (TextInKind.opt_out, TextInKind.opt_in):
+        stored.purpose = kind
+        if kind == TextInKind.opt_out:
+            await session.execute(
+                insert(FamilyOptOut).values(phone=phone, since=now).on_conflict_do_nothing()
+            )
+        else:
+            await session.execute(delete(FamilyOptOut).where(col(FamilyOptOut.phone) == phone))
+        await queue_sms(
+            session,
+            to=phone,
+            body=templates.family_opt_sms(kind == TextInKind.opt_out),
+            key=None,
+            now=now,
+            purpose=kind,
+        )
+        log.info("family_subscription", phone=mask_phone(phone), kind=kind)
+        return f"family:{kind}"
+    if kind == TextInKind.help:
+        raised: list[TextAlert] = []
+        for elder in family:
+            got = await responses.text_alert(
+                session, elder_id=pk(elder), phone=phone, sms_id=stored.id, now=now
+            )
+            if got is not None:
+                raised.append(got)
+        if raised:
+            first = raised[0]
+            stored.purpose, stored.alert_id = "text_alert", first.alert_id
+            window = int((now - first.raised_at).total_seconds() // TEXT_CONFIRM_EVERY_S)
+            await queue_sms(
+                session,
+                to=phone,
+                body=templates.text_alert_sms(joined=all(r.joined for r in raised)),
+                key=f"alert:{first.alert_id}:text_in:{phone}:w{window}",
+                now=now,
+                alert_id=first.alert_id,
+                purpose="text_alert",
+            )
+            verb = "joined" if first.joined else "raised"
+            return f"text_alert:{verb}:" + ",".join(r.code for r in raised)
+    stored.purpose = "family_message"
+    for elder in family:
+        alert_id = await responses.family_message(
+            session, elder_id=pk(elder), phone=phone, body=stored.body, sms_id=stored.id, now=now
+        )
+        if alert_id is not None and stored.alert_id is None:
+            stored.alert_id = alert_id
+    log.info("family_message", phone=mask_phone(phone), alert=stored.alert_id)
+    return "family_message" + (f":A{stored.alert_id}" if stored.alert_id else "")
 
 
 # --- voice call-outs (issue 19) --------------------------------------------------------------

@@ -55,6 +55,9 @@ class SmsMessage(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, unique=True, max_length=128)
     alert_id: int | None = Field(default=None, foreign_key="alerts.id", index=True)
     responder_id: int | None = Field(default=None, foreign_key="responders.id", index=True)
+    # An SMS from an elder's family (a guardian's registered number): the elder it is about,
+    # so the operator reads it on the elder's page (GET /api/elders/{id}/messages).
+    elder_id: int | None = Field(default=None, foreign_key="elders.id", index=True)
     purpose: str = Field(default="", max_length=24)
     # A call-out or reminder: its alert's priority; any other SMS (guardians, replies): 3.
     priority: int = Field(
@@ -96,7 +99,16 @@ class TravelTime(SQLModel, table=True):
     imported_at: datetime = utc_column(nullable=False)
 
 
-__all__ = ["SmsMessage", "SmsStatus", "TravelTime"]
+class FamilyOptOut(SQLModel, table=True):
+    """A guardian's number that replied 退订: no notices to it (the alert's start, the all clear)
+    until it replies 订阅. By number: one phone may be the guardian of several elders."""
+
+    __tablename__ = "family_opt_outs"
+    phone: str = Field(primary_key=True, max_length=20)
+    since: datetime = utc_column(nullable=False)
+
+
+__all__ = ["FamilyOptOut", "SmsMessage", "SmsStatus", "TravelTime"]
 
 
 class SmsInFlight(SQLModel, table=True):

@@ -24,6 +24,7 @@ from anxin.models import Elder, Region, Responder
 from dispatcher import templates
 from dispatcher.models import (
     SMS_DEFAULT_PRIORITY,
+    FamilyOptOut,
     SmsInFlight,
     SmsMessage,
     SmsStatus,
@@ -188,6 +189,9 @@ async def notify_guardians_many(
 ) -> None:
     """`notify_guardians` for a batch of alerts, in one INSERT. One SMS per alert and guardian
     ever (the idempotency key), however often this runs."""
+    opted_out = await _opted_out(
+        session, {p for _, elder in alerts_of if elder.consent for p in elder.guardian_phones or []}
+    )
     rows = [
         {
             "to": phone,
@@ -200,8 +204,56 @@ async def notify_guardians_many(
         for alert, elder in alerts_of
         if elder.consent
         for phone in elder.guardian_phones or []
+        if phone not in opted_out
     ]
     await queue_sms_many(session, rows, now)
+
+
+async def _opted_out(session: AsyncSession, phones: set[str]) -> set[str]:
+    """Which of these numbers replied 退订 (and not 订阅 since)."""
+    if not phones:
+        return set()
+    rows = await session.execute(
+        select(col(FamilyOptOut.phone)).where(col(FamilyOptOut.phone).in_(phones))
+    )
+    return set(rows.scalars())
+
+
+async def tell_family_all_clear(
+    session: AsyncSession, alert: AlertRef, outcome: str, now: datetime
+) -> None:
+    """The alert is resolved: each number told when it started (a `guardian` SMS was written,
+    so consent held then) hears it is over and how, in plain words (`templates.all_clear_sms`),
+    once (the key), unless it has opted out since."""
+    rows = await session.execute(
+        select(col(SmsMessage.to_phone))
+        .where(
+            col(SmsMessage.alert_id) == alert.id,
+            col(SmsMessage.direction) == "out",
+            col(SmsMessage.purpose) == "guardian",
+        )
+        .distinct()
+    )
+    told = set(rows.scalars())
+    phones = told - await _opted_out(session, told)
+    elder = await session.get(Elder, alert.elder_id) if phones else None
+    if elder is None:
+        return
+    body = templates.all_clear_sms(elder.name, alert.kind, outcome)
+    await queue_sms_many(
+        session,
+        [
+            {
+                "to": phone,
+                "body": body,
+                "key": f"alert:{alert.id}:all_clear:{phone}",
+                "alert_id": alert.id,
+                "purpose": "all_clear",
+            }
+            for phone in sorted(phones)
+        ],
+        now,
+    )
 
 
 async def _responder(session: AsyncSession, responder_id: int | None) -> Responder | None:

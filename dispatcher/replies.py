@@ -116,3 +116,44 @@ def parse_reply(body: str) -> Reply:
         return Reply(kind=ReplyKind.done, alert_code=alert_code, outcome=outcome or None)
 
     return Reply(kind=ReplyKind.help, alert_code=alert_code)
+
+
+# --- an SMS from an elder's or a guardian's number (issue 20 items 2 and 4) -------------------
+
+
+class TextInKind(StrEnum):
+    help = "help"  # a help word: raise a P1 for the elder (or join the open one)
+    opt_out = "opt_out"  # 退订: no more SMS to this number
+    opt_in = "opt_in"  # 订阅: SMS again
+    message = "message"  # anything else: kept for the operator (a guardian's reply on the alert)
+
+
+# The help words (CONTRACT §5; data, not code): one anywhere in the text raises the alert, so
+# "快来救命啊" and "SOS!!" count. When in doubt, alert: "不用帮忙" raises one too, and a person
+# closes it. Chinese words match inside the text; ASCII ones as a whole token ("120" in a
+# phone number such as 13812012345, or "sos" in "sosa", is no help word).
+HELP_WORDS: tuple[str, ...] = (
+    "救命", "求助", "求救", "救救", "救我", "帮忙", "帮帮我", "快来", "急救", "报警",
+    "sos", "120", "help",
+)  # fmt: skip
+OPT_OUT_WORDS: tuple[str, ...] = ("退订", "取消订阅", "td", "t", "unsubscribe", "stop")
+OPT_IN_WORDS: tuple[str, ...] = ("订阅", "恢复订阅", "恢复", "start")
+
+
+def _has_word(text: str, word: str) -> bool:
+    if not word.isascii():
+        return word in text
+    return re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", text) is not None
+
+
+def parse_text_in(body: str) -> TextInKind:
+    """What an elder's or a guardian's SMS means (pure, never raises). 退订 / 订阅 only as the
+    whole text (so "我不退订，救命" is help); a help word anywhere."""
+    text = _trim(_normalise(body))
+    if text in OPT_OUT_WORDS:
+        return TextInKind.opt_out
+    if text in OPT_IN_WORDS:
+        return TextInKind.opt_in
+    if any(_has_word(text, word) for word in HELP_WORDS):
+        return TextInKind.help
+    return TextInKind.message

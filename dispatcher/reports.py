@@ -9,6 +9,7 @@ the phones (a parsed reply, a failed delivery, a warning for the timeline) goes 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,6 +38,16 @@ class AlertRef(Protocol):
     def trigger_count(self) -> int: ...
     @property
     def ranking(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class TextAlert:
+    """The alert a help word from a family number raised or joined."""
+
+    alert_id: int
+    code: str
+    raised_at: datetime
+    joined: bool
 
 
 class AlertResponses(Protocol):
@@ -75,4 +86,26 @@ class AlertResponses(Protocol):
     ) -> None:
         """A responder went on or off duty (上班/下班, already set on the row): off duty, the
         township's operators are warned when a village or an elder is left uncovered."""
+        ...
+
+    async def text_alert(
+        self, session: AsyncSession, *, elder_id: int, phone: str, sms_id: int | None, now: datetime
+    ) -> TextAlert | None:
+        """A help word from the elder's or a guardian's number: a P1 for the elder, through the
+        same intake as a device's, or the elder's open alert joined. None: no such elder (or
+        archived)."""
+        ...
+
+    async def family_message(
+        self,
+        session: AsyncSession,
+        *,
+        elder_id: int,
+        phone: str,
+        body: str,
+        sms_id: int | None,
+        now: datetime,
+    ) -> int | None:
+        """Any other SMS from the family ("我去", "1", free text): a line on the elder's open
+        alert's timeline, if there is one (its id returned; None: no open alert)."""
         ...

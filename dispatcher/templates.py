@@ -280,6 +280,39 @@ def guardian_sms(elder_name: str, kind: str, lang: str = "zh") -> str:
     return f"{SIGNATURE_ZH}您的家人{elder_name}触发{label}告警，已通知助老员前往，请保持电话畅通。"
 
 
+# --- the elder's family: text-in alerts, the all clear, opting out (issue 20 items 2, 4) -------
+# Chinese only: guardians have no language setting. No health detail (PIPL): the outcome in
+# plain words (README, Decisions, "Guardians told and heard"), never the note or a diagnosis.
+
+# What an alert's outcome (`Alert.outcome`) says to the family.
+ALL_CLEAR_OUTCOMES_ZH: dict[str, str] = {
+    "handled": "助老员已到场处理",
+    "false_alarm": "经核实为误报，老人平安",
+    "hospital": "已协助老人就医",
+    "device_recovered": "设备已恢复正常",
+}
+
+
+def text_alert_sms(joined: bool) -> str:
+    """The answer to a help word from an elder's or guardian's number."""
+    if joined:
+        return f"{SIGNATURE_ZH}已收到，求助正在处理中，助老员已在途或正被通知，请保持电话畅通。"
+    return f"{SIGNATURE_ZH}已收到求助，正在通知助老员，请保持电话畅通。紧急情况请同时拨打120。"
+
+
+def all_clear_sms(elder_name: str, kind: str, outcome: str) -> str:
+    """To the family told when the alert started: it is over, and how, in plain words."""
+    how = ALL_CLEAR_OUTCOMES_ZH.get(outcome, "已处理完毕")
+    return f"{SIGNATURE_ZH}您的家人{elder_name}的{kind_label(kind)}告警已结束：{how}。回复退订不再接收。"
+
+
+def family_opt_sms(opted_out: bool) -> str:
+    """Confirms a guardian's 退订 / 订阅."""
+    if opted_out:
+        return f"{SIGNATURE_ZH}已退订，不再向您发送老人告警通知。回复订阅可恢复。"
+    return f"{SIGNATURE_ZH}已恢复订阅，老人有告警时会短信通知您。回复退订停止。"
+
+
 def duty_sms(on: bool, lang: str = "zh") -> str:
     """Confirms an aide's 上班/下班 reply."""
     if _english(lang):

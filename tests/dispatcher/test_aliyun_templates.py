@@ -64,7 +64,7 @@ def test_every_sms_is_a_registered_template_that_renders_the_same_text(lang: str
         assert message.shortened == ()
         used.add(message.template.key)
     suffix = "_EN" if lang == "en" else ""
-    alerts = [t for t in TEMPLATES if t.purpose != "visit"]
+    alerts = [t for t in TEMPLATES if t.purpose not in ("visit", "family")]
     assert {t.key for t in alerts if t.key.endswith("_EN") == bool(suffix)} == used
 
 
@@ -82,6 +82,25 @@ def test_every_refused_visit_report_answer_is_a_registered_template(english: boo
     for answer in answers:
         message = to_template(sign + answer)
         assert message.text == answer and message.template.purpose == "visit"
+
+
+def test_every_sms_to_the_family_is_a_registered_template() -> None:
+    """Guardians' SMS (issue 20): the text-in answers, the all clear with every outcome, 退订."""
+    bodies = [
+        templates.text_alert_sms(joined=False),
+        templates.text_alert_sms(joined=True),
+        *(templates.all_clear_sms("欧阳秀英", "fall", o) for o in templates.ALL_CLEAR_OUTCOMES_ZH),
+        templates.all_clear_sms("王秀英", "sos", "unknown-outcome"),
+        templates.family_opt_sms(True),
+        templates.family_opt_sms(False),
+    ]
+    used = set()
+    for body in bodies:
+        message = to_template(body)
+        assert aliyun_templates.strip_signature(body) == message.text
+        assert message.shortened == ()
+        used.add(message.template.key)
+    assert used == {t.key for t in aliyun_templates.FAMILY_TEMPLATES}
 
 
 def test_the_centre_call_out_is_not_read_as_the_aides() -> None:
