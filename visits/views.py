@@ -380,3 +380,40 @@ async def visit_figures_xlsx(
         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         headers={"Content-Disposition": f'attachment; filename="visits-{month}.xlsx"'},
     )
+
+
+class OverdueOut(BaseModel):
+    elder_id: int
+    elder_code: str
+    elder_name: str
+    village_id: int
+    village_name: str
+    tier: str
+    owner_id: int | None
+    owner_name: str | None
+    last_visit: str | None
+    due_date: str
+    days_overdue: int
+    major_change: bool
+
+
+@router.get("/visits/overdue", response_model=list[OverdueOut])
+async def overdue_visits(ctx: Ctx, session: Session, operator: CurrentOperator) -> list[OverdueOut]:
+    """The overdue visits in the operator's region (the console's 逾期探访 tab, apart from the
+    emergencies), longest overdue first: the elder, village, owning aide, the day the visit was
+    due by and how many days ago."""
+    now = ctx.clock.now()
+    rows = await service.overdue_visits(
+        session, village_ids=set(operator.region_ids), now=now, timezone=ctx.settings.timezone
+    )
+    audit(session, operator, now, "list_overdue_visits", "visit", count=len(rows))
+    return [
+        OverdueOut.model_validate(
+            {
+                **asdict(r),
+                "last_visit": str(r.last_visit) if r.last_visit else None,
+                "due_date": str(r.due_date),
+            }
+        )
+        for r in rows
+    ]

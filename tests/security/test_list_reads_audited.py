@@ -33,6 +33,7 @@ READS = {
     "/api/figures/coverage": ("read_figures", "figures"),
     "/api/figures/visits": ("read_visit_figures", "figures"),
     "/api/figures/visits.xlsx": ("read_visit_figures", "figures"),
+    "/api/visits/overdue": ("list_overdue_visits", "visit"),
 }
 # Figures are counted per region, not per row listed (the .xlsx is a file, not JSON).
 FIGURES = {"read_figures", "read_visit_figures"}

@@ -330,6 +330,10 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         body = {"village_id": theirs.village, "address": "某户", "kind": "fall", "caller": "other"}
         assert await status("POST", "/api/alerts", t01, json=body) == 404
 
+    async def overdue_visits() -> None:
+        listed = await ids("/api/visits/overdue", key="elder_id")
+        assert listed and listed <= mine.elders and theirs.elder not in listed
+
     async def console_config() -> None:
         res = (await http.get("/api/console/config", headers=t01)).json()
         assert res["username"] == "t01" and res["can_edit_regions"] is False
@@ -378,6 +382,7 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("PUT", "/api/elders/{elder_id}/visit-owner"): visit_owner,
         ("GET", "/api/figures/visits"): visit_figures,
         ("GET", "/api/figures/visits.xlsx"): visit_figures_xlsx,
+        ("GET", "/api/visits/overdue"): overdue_visits,
         ("DELETE", "/api/regions/{region_id}"): delete_region,
         ("DELETE", "/api/elders/{elder_id}"): archive_elder,
         ("DELETE", "/api/devices/{device_id}"): archive_device,
