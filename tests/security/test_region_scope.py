@@ -312,6 +312,10 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         assert await status("GET", f"/api/elders/{theirs.elder}/visits", t01) == 404
         assert await status("GET", f"/api/elders/{mine.elder}/visits", t01) == 200
 
+    async def elder_messages() -> None:
+        assert await status("GET", f"/api/elders/{theirs.elder}/messages", t01) == 404
+        assert await status("GET", f"/api/elders/{mine.elder}/messages", t01) == 200
+
     async def visit_figures() -> None:
         rows = (await http.get("/api/figures/visits", headers=t01)).json()
         assert rows and {r["region_id"] for r in rows} <= mine.region_ids
@@ -380,6 +384,7 @@ async def test_a_township_operator_reaches_nothing_outside_their_township_throug
         ("POST", "/api/elders/{elder_id}/major-change"): major_change,
         ("GET", "/api/elders/{elder_id}/visits"): elder_visits,
         ("PUT", "/api/elders/{elder_id}/visit-owner"): visit_owner,
+        ("GET", "/api/elders/{elder_id}/messages"): elder_messages,
         ("GET", "/api/figures/visits"): visit_figures,
         ("GET", "/api/figures/visits.xlsx"): visit_figures_xlsx,
         ("GET", "/api/visits/overdue"): overdue_visits,
