@@ -119,6 +119,8 @@ class ElderVisitsOut(BaseModel):
     period_start: str | None
     period_end: str | None
     visited_this_period: str | None
+    last_visit: str | None  # the last counted visit (within the last half year)
+    due_by: str | None  # the current period's last day, while it still needs its visit
     overdue: bool
     overdue_since: str | None
     major_change_due_by: datetime | None
@@ -310,6 +312,8 @@ async def elder_visits(
         period_start=str(s.period.start) if s.period else None,
         period_end=str(s.period.end) if s.period else None,
         visited_this_period=str(s.visited_this_period) if s.visited_this_period else None,
+        last_visit=str(s.last_visit) if s.last_visit else None,
+        due_by=str(s.due_by) if s.due_by else None,
         overdue=s.overdue,
         overdue_since=str(s.overdue_since) if s.overdue_since else None,
         major_change_due_by=s.major_change_due_by,

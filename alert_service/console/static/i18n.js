@@ -65,6 +65,11 @@ const ZH = {
   visits_none_missed: "本月应探访的都已探访。", visits_tier: "探访级别", visits_period: "应探访期间", visits_reason: "原因",
   visits_owner: "负责助老员", visits_major_change: "重大变故后24小时内，截至",
   visits_hint: "探访率 = 已探访 ÷ 应探访（期间已结束或已探访）。高风险每周、重点每月、一般每季度，重大变故后24小时内；未计入的探访记录不算。",
+  tab_alerts: "紧急警报", tab_overdue: "逾期探访", overdue_due: "应探访日期", overdue_days: "逾期(天)", overdue_last: "上次探访",
+  overdue_none: "辖区内没有逾期未探访的老人。", overdue_major: "重大变故24小时内未探访",
+  overdue_hint: "逾期探访：上一个探访期间没有计入的探访且之后也未探访，或重大变故后超过24小时未探访。不属于紧急警报，单独列出。",
+  visit_status: "探访情况", visit_last: "上次探访", visit_next_due: "本期应探访截至", visit_done_period: "本期已探访",
+  visit_overdue: "逾期未探访", visit_overdue_since: "逾期自", visit_on_time: "按期", visit_major_due: "重大变故探访截至",
   err_format: "格式不正确", err_required: "必填", err_too_long: "太长", err_range: "超出范围", err_number: "应为数字",
   err_phone: "应为 +86 开头的手机号，例如 +8613800000000",
 };
@@ -132,6 +137,11 @@ const EN = {
   visits_none_missed: "Every visit due this month was made.", visits_tier: "Tier", visits_period: "Due within", visits_reason: "Why",
   visits_owner: "Aide", visits_major_change: "within 24 h of a major change, by",
   visits_hint: "Rate = visited ÷ due (periods ended or visited). High risk weekly, key monthly, others quarterly, within 24 h of a major change; refused reports do not count.",
+  tab_alerts: "Emergencies", tab_overdue: "Overdue visits", overdue_due: "Due by", overdue_days: "Days overdue", overdue_last: "Last visit",
+  overdue_none: "No elder in your region is overdue for a visit.", overdue_major: "major change: not visited within 24 h",
+  overdue_hint: "Overdue: no counted visit in the last visit period and none since, or no visit within 24 h of a major change. Not an emergency: listed apart.",
+  visit_status: "Care visits", visit_last: "Last visit", visit_next_due: "This period's visit due by", visit_done_period: "Visited this period",
+  visit_overdue: "Overdue", visit_overdue_since: "overdue since", visit_on_time: "on schedule", visit_major_due: "Major change visit due by",
   err_format: "Wrong format", err_required: "Required", err_too_long: "Too long", err_range: "Out of range", err_number: "Must be a number",
   err_phone: "An E.164 number such as +8613800000000",
 };

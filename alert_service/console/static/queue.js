@@ -3,6 +3,7 @@
 import { label, t } from "./i18n.js";
 import { fmtDateTime, fmtLeft, h } from "./util.js";
 import { live, onAlerts, secondsLeft } from "./live.js";
+import { loadOverdue } from "./overdue.js";
 
 // Symbols the fonts the Makefile installs have (DejaVu, Noto CJK): ⌛ had none and showed a box.
 const ANSWER_MARK = { pending: "…", accepted: "✓", declined: "✗", timed_out: "◷", failed: "✗", superseded: "–", withdrawn: "↷" };
@@ -67,7 +68,27 @@ export function renderQueue(view) {
   const body = h("tbody", { id: "queue-rows" });
   const empty = h("p", { class: "muted empty" }, t("no_open"));
   const closedBody = h("tbody", {});
-  view.append(
+  // Two tabs: the emergencies, and the overdue care visits (never mixed with them).
+  const alertsPane = h("div", { id: "alerts-pane" });
+  const overduePane = h("div", { id: "overdue-pane", hidden: true });
+  const overdueCount = h("span", { class: "badge grey", id: "overdue-count" }, "…");
+  const alertsTab = h("button", { type: "button", class: "tab active", id: "tab-alerts" }, t("tab_alerts"));
+  const overdueTab = h("button", { type: "button", class: "tab", id: "tab-overdue" }, t("tab_overdue"), overdueCount);
+  async function refreshOverdue() {
+    try { overdueCount.textContent = await loadOverdue(overduePane); } catch { overdueCount.textContent = "?"; }
+  }
+  function show(overdue) {
+    alertsPane.hidden = overdue;
+    overduePane.hidden = !overdue;
+    alertsTab.classList.toggle("active", !overdue);
+    overdueTab.classList.toggle("active", overdue);
+    if (overdue) refreshOverdue();
+  }
+  alertsTab.addEventListener("click", () => show(false));
+  overdueTab.addEventListener("click", () => show(true));
+  refreshOverdue();
+  view.append(h("div", { class: "tabs", role: "tablist" }, alertsTab, overdueTab), alertsPane, overduePane);
+  alertsPane.append(
     summary,
     h("table", { class: "queue", id: "queue" },
       head("col_priority", "col_left", "col_code", "col_elder", "col_village", "col_kind", "col_count", "col_asked", "col_taker", "col_status"),

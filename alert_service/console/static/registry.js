@@ -4,6 +4,7 @@
 import { label, t, vocabulary } from "./i18n.js";
 import { ApiError, api, errorText, fmtDateTime, h, toast } from "./util.js";
 import { live } from "./live.js";
+import { visitStatusCard } from "./overdue.js";
 
 // The civil-affairs categories (registry.columns.CATEGORY_ZH, in its order), then the risk flag.
 const CATEGORIES = ["extreme_poverty", "low_income", "living_alone", "empty_nest", "left_behind", "advanced_age",
@@ -194,7 +195,7 @@ export async function renderElders(view, config) {
 export async function renderElder(view, elderId, config) {
   view.className = "registry-view";
   const elder = await api(`/api/elders/${elderId}`);
-  const villages = await villageOptions();
+  const [villages, visits] = await Promise.all([villageOptions(), visitStatusCard(elderId)]);
   const alerts = live.alerts.filter(a => a.elder_id === elderId);
   view.append(...[
     h("p", {}, h("a", { href: "#/elders" }, `← ${t("nav_elders")}`)),
@@ -215,6 +216,7 @@ export async function renderElder(view, elderId, config) {
         elder.season_start ? h("dt", {}, t("season_address")) : null,
         elder.season_start ? h("dd", { id: "elder-season" }, `${elder.season_address || "—"}（${elder.season_start}–${elder.season_end}）`) : null,
       )),
+    visits,
     h("section", { class: "card" }, h("h3", {}, t("devices")),
       grid(["device_id", "kind", "online", "battery", "last_seen", "enabled"], elder.devices.map(d =>
         h("tr", {}, h("td", { class: "mono" }, d.id), h("td", {}, label("device_kind", d.kind)),
