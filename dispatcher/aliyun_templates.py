@@ -208,6 +208,10 @@ VISIT_TEMPLATES: tuple[Template, ...] = (
     *_and_concern(
         "ANXIN_VISIT_FUTURE_EN", "A visit time in the future; not recorded.", _FOLLOWED_EN
     ),
+    # The aide's weekly digest of visits due (visits.digest): ${list} is "E0012 张XX，…", cut to
+    # Aliyun's 35 characters (the first ones kept, overdue first); ${count} says how many.
+    Template("ANXIN_VISIT_DIGEST", "本周待探访：${list} 共${count}位", "visit"),
+    Template("ANXIN_VISIT_DIGEST_EN", "Visits due this week: ${list} (${count} in all)", "visit"),
 )
 # To an elder's family (`templates.text_alert_sms`, `all_clear_sms`, `family_opt_sms`; issue 20).
 FAMILY_TEMPLATES: tuple[Template, ...] = (

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from dispatcher import aliyun_templates
 from visits import digest, schedule
 from visits.digest import DigestLine
 from visits.schedule import ElderFacts, Frequency, MajorChangeFact, VisitFact, VisitPlan
@@ -131,3 +132,15 @@ def test_english_for_an_aide_who_reads_english() -> None:
 def test_the_key_names_aide_and_week() -> None:
     assert digest.digest_key(7, "2026-W49") == "visit-digest:7:2026-W49"
     assert Frequency.week.value == "week"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_the_digest_is_a_registered_aliyun_template(lang: str) -> None:
+    few = digest.digest_text([line("E0001"), line("E0002", "李秀兰")], lang)
+    message = aliyun_templates.to_template(few)
+    assert message.template.key == "ANXIN_VISIT_DIGEST" + ("_EN" if lang == "en" else "")
+    assert message.shortened == () and message.params["count"] == "2"
+    # A long list: the variable is cut to Aliyun's 35 characters, the count stays whole.
+    many = aliyun_templates.to_template(digest.digest_text([line(f"E{i:04d}") for i in range(40)]))
+    assert many.shortened == ("list",) and many.params["count"] == "40"
+    assert len(many.params["list"]) <= aliyun_templates.MAX_VARIABLE_CHARS
