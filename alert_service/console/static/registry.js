@@ -4,6 +4,7 @@
 import { label, t, vocabulary } from "./i18n.js";
 import { ApiError, api, errorText, fmtDateTime, h, toast } from "./util.js";
 import { live } from "./live.js";
+import { familyMessagesCard } from "./family.js";
 import { visitStatusCard } from "./overdue.js";
 
 // The civil-affairs categories (registry.columns.CATEGORY_ZH, in its order), then the risk flag.
@@ -196,6 +197,7 @@ export async function renderElder(view, elderId, config) {
   view.className = "registry-view";
   const elder = await api(`/api/elders/${elderId}`);
   const [villages, visits] = await Promise.all([villageOptions(), visitStatusCard(elderId)]);
+  const family = await familyMessagesCard(elderId);
   const alerts = live.alerts.filter(a => a.elder_id === elderId);
   view.append(...[
     h("p", {}, h("a", { href: "#/elders" }, `← ${t("nav_elders")}`)),
@@ -226,6 +228,7 @@ export async function renderElder(view, elderId, config) {
       grid(["col_code", "col_kind", "col_raised", "col_status"], alerts.map(a =>
         h("tr", {}, h("td", {}, h("a", { href: `#/alert/${a.id}` }, a.code)), h("td", {}, label("kind", a.kind)),
           h("td", {}, fmtDateTime(a.raised_at)), h("td", {}, label("status", a.status)))))) : null,
+    family,
   ].filter(Boolean));
 }
 
