@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 from sqlmodel import col
 
@@ -16,6 +17,7 @@ from alert_service.models import Alert, AlertTimelineEntry, DispatchAttempt
 from anxin.db import SessionMaker
 from anxin.models import Elder, Region
 from device_sim.homes import AckResult
+from device_sim.region.plan import RegionPlan
 from device_sim.scenario.model import Expectation, Scenario, Step, format_seconds
 from dispatcher.models import SmsMessage, VoiceCall
 from gateway.models import Event
@@ -64,6 +66,9 @@ class OutcomeCheck:
     first_callout_real: dict[str, float]
     # Shared with the player: the timelines of alerts with a failed check.
     timelines: list[str]
+    # For `visits:` and `coverage:`: the seeded operators, and the platform's HTTP API.
+    plan: RegionPlan | None = None
+    web_url: str | None = None
 
     async def run(self) -> ScenarioResult:
         result = ScenarioResult(self.scenario.name)
@@ -95,6 +100,11 @@ class OutcomeCheck:
                     result.checks.append(await self._check_alert_count(session, exp, elders))
                 elif exp.events is not None:
                     result.checks.append(await self._check_event_count(session, exp, elders))
+        for exp in self.scenario.expect:
+            if exp.visits is not None:
+                result.checks.extend(await self._check_visits(exp))
+            elif exp.coverage is not None:
+                result.checks.extend(await self._check_coverage(exp))
         result.timelines = self.timelines
         return result
 
@@ -229,6 +239,21 @@ class OutcomeCheck:
             add("SMS per responder", exp.sms, actual)
         if exp.calls is not None or exp.call_keys is not None:
             await self._check_calls(session, exp, alert, labels, add)
+        if exp.timeline_has is not None:
+            actions = set(
+                (
+                    await session.execute(
+                        select(col(AlertTimelineEntry.action)).where(
+                            col(AlertTimelineEntry.alert_id) == alert.id
+                        )
+                    )
+                ).scalars()
+            )
+            add(
+                "timeline has",
+                exp.timeline_has,
+                [a for a in exp.timeline_has if a in actions],
+            )
         if exp.sms_within_real_s is not None:
             sent = self.first_send_real.get(alert.code)
             got = self.first_callout_real.get(alert.code)
@@ -262,6 +287,104 @@ class OutcomeCheck:
             at = format_seconds((entry.at - self.t0).total_seconds())
             lines.append(f"  {at:>8} {entry.actor:<16} {entry.action:<14} {detail}")
         return lines
+
+    # -- over the API, as an operator ----------------------------------------------------------
+    async def _api_get(self, operator: str, path: str, params: dict[str, str]) -> Any:
+        """GET an operator's API page: log in as the seeded operator, read, return the JSON."""
+        if self.web_url is None or self.plan is None:
+            raise RuntimeError("`visits:` and `coverage:` checks need the platform's HTTP API")
+        password = next(o.password for o in self.plan.operators if o.username == operator)
+        async with httpx.AsyncClient(base_url=self.web_url, timeout=30.0) as http:
+            token = await http.post(
+                "/api/auth/token", data={"username": operator, "password": password}
+            )
+            token.raise_for_status()
+            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            response = await http.get(path, params=params, headers=headers)
+            response.raise_for_status()
+            return response.json()
+
+    def _label(self, elder_code: str) -> str:
+        return next((k for k, v in self.scenario.homes.items() if v == elder_code), elder_code)
+
+    async def _check_visits(self, exp: Expectation) -> list[Check]:
+        view = exp.visits
+        assert view is not None
+        subject = f"visits {view.month} {view.region} (as {view.operator})"
+        rows = await self._api_get(
+            view.operator, "/api/figures/visits", {"month": view.month, "region": view.region}
+        )
+        row = next((r for r in rows if r["code"] == view.region), None)
+        if row is None:
+            return [Check(subject, "region's row", "present", "no visits due", False)]
+        checks = [
+            Check(subject, name, str(wanted), str(row[name]), wanted == row[name])
+            for name, wanted in (
+                ("due", exp.due),
+                ("visited", exp.visited),
+                ("pending", exp.pending),
+            )
+            if wanted is not None
+        ]
+        if exp.rate is not None:
+            got = row["rate"]
+            ok = got is not None and round(got, 3) == round(exp.rate, 3)
+            checks.append(Check(subject, "rate (visited ÷ due)", f"{exp.rate:.3f}", str(got), ok))
+        if exp.missed is not None:
+            # A township's or the county's row lists no one: its villages' rows do.
+            missed = [m for r in rows if r["level"] == "village" for m in r["missed"]]
+            got_missed = {
+                self._label(m["elder_code"]): m["reason"]
+                for m in missed
+                if m["village_id"] in {r["region_id"] for r in rows}
+            }
+            checks.append(
+                Check(
+                    subject,
+                    "missed (who: why)",
+                    str(dict(sorted(exp.missed.items()))),
+                    str(dict(sorted(got_missed.items()))),
+                    got_missed == exp.missed,
+                )
+            )
+        return checks
+
+    async def _check_coverage(self, exp: Expectation) -> list[Check]:
+        view = exp.coverage
+        assert view is not None
+        subject = f"coverage (as {view.operator})"
+        body = await self._api_get(view.operator, "/api/figures/coverage", {})
+        checks: list[Check] = []
+        if exp.villages_without_aide is not None:
+            got = sorted(v["village"] for v in body["villages_without_aide"])
+            wanted = sorted(exp.villages_without_aide)
+            checks.append(
+                Check(
+                    subject, "villages with no aide on duty", str(wanted), str(got), got == wanted
+                )
+            )
+        if exp.uncovered_include is not None:
+            uncovered = {e["code"] for e in body["uncovered"]}
+            wanted = sorted(exp.uncovered_include)
+            got = [h for h in wanted if self.scenario.homes[h] in uncovered]
+            checks.append(
+                Check(subject, "among the uncovered", str(wanted), str(got), got == wanted)
+            )
+        if exp.warnings is not None:
+            warned = [
+                f"{w['detail'].get('responder')}: {w['detail'].get('villages_without_aide')}"
+                for w in body["warnings"]
+            ]
+            checks.append(
+                Check(
+                    subject,
+                    "下班 warnings",
+                    str(exp.warnings),
+                    f"{len(warned)} {warned}" if warned else "0",
+                    len(warned) == exp.warnings,
+                )
+            )
+        return checks
 
     def _count_check(self, subject: str, exp: Expectation, n: int) -> Check:
         parts = []

@@ -34,12 +34,13 @@ from device_sim.region.plan import RegionPlan
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 ALERT_CODE = re.compile(r"\bA(\d+)\b")
 _DURATION = re.compile(
-    r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
+    r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?"
+    r"\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
 )
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from `90`, `90s`, `11m`, `1h30m`, `2m30s`."""
+    """Seconds from `90`, `90s`, `11m`, `1h30m`, `2m30s`, `7d`, `30d8h` (a month's scenario)."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or text like 90s, 11m, 1h30m")
     if isinstance(value, int | float):
@@ -49,9 +50,9 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, str):
         found = _DURATION.match(value)
         if found and any(found.groups()):
-            hours, minutes, seconds = (float(g) if g else 0.0 for g in found.groups())
-            return hours * 3600 + minutes * 60 + seconds
-    raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 11m, 1h30m)")
+            days, hours, minutes, seconds = (float(g) if g else 0.0 for g in found.groups())
+            return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 11m, 1h30m, 7d)")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -59,6 +60,10 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 def format_seconds(seconds: float) -> str:
     seconds = round(seconds)
+    days, rest = divmod(seconds, 86400)
+    if days:
+        hours, rest = divmod(rest, 3600)
+        return f"{days}d{hours:02d}h{rest // 60:02d}m"
     minutes, secs = divmod(seconds, 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
@@ -105,6 +110,11 @@ RESPONDER_LABEL = re.compile(r"^(aide[1-9][0-9]*|township|county|default)$")
 
 
 class Step(_Strict):
+    """One thing that happens at `at` (scenario time from `start`): a device's `event` in a
+    `home`; a `power_cut` in a township; or an aide's text message (`sms`, issue 18), sent
+    through the SMS sandbox to the platform's webhook from the phone of the aide who owns the
+    visits of the elder of home `by` — `访 E0001`, `访 E0012 异常 摔过一次`, `下班`, `上班`."""
+
     at: Duration
     home: str | None = None
     event: EventType | None = None
@@ -113,14 +123,22 @@ class Step(_Strict):
     repeat: int = Field(default=1, ge=1, le=100)
     every: Duration = 0.0
     power_cut: str | None = None  # a township code: every home there loses mains power
+    sms: str | None = Field(default=None, min_length=1, max_length=160)
+    by: str | None = None  # `sms`: the home label whose elder's visit owner texts it
     expect_ack: Literal["accepted", "duplicate", "rejected"] | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
-        if (self.event is None) == (self.power_cut is None):
-            raise ValueError("a step has exactly one of `event` (with `home`) or `power_cut`")
+        if sum(a is not None for a in (self.event, self.power_cut, self.sms)) != 1:
+            raise ValueError(
+                "a step has exactly one of `event` (with `home`), `power_cut` or `sms` (with `by`)"
+            )
         if self.event is not None and self.home is None:
             raise ValueError("an `event` step needs the `home` it happens in")
+        if (self.sms is None) != (self.by is None):
+            raise ValueError("an `sms` step needs `by` (the home whose aide texts), and only it")
+        if self.sms is not None and self.expect_ack is not None:
+            raise ValueError("`expect_ack` is a device's ack: an `sms` step has none")
         if self.repeat > 1 and self.every <= 0:
             raise ValueError("`repeat` needs `every` (the time between repeats)")
         if self.repeat > 1 and self.event_id is not None:
@@ -146,12 +164,44 @@ class EventFilter(_Strict):
     type: EventType | None = None
 
 
+class VisitFigures(_Strict):
+    """`visits:` a month's visit figures of one region, as an operator reads them over the API
+    (GET /api/figures/visits): the region's row, checked against a hand count."""
+
+    month: str = Field(pattern=r"^\d{4}-\d{2}$")
+    region: str  # a county, township or village code
+    operator: str = "county"  # a seeded operator's username (password `anxin-<username>`)
+
+
+class CoverageView(_Strict):
+    """`coverage:` who no aide can reach in time, as an operator reads it over the API
+    (GET /api/figures/coverage), with the 下班 warnings of the last 24 hours."""
+
+    operator: str  # a seeded operator's username, e.g. t01 (a township's)
+
+
+# Which checks go with which subject (a check beside the wrong subject is a file mistake).
+ALERT_CHECKS = frozenset(
+    {
+        "priority", "status", "trigger_count", "call_120", "cancel_requested", "breached",
+        "at_risk", "met", "asked", "accepted_by", "raised_at", "on_scene_within", "sms", "calls",
+        "call_keys", "sms_within_real_s", "timeline_has",
+    }
+)  # fmt: skip
+COUNT_CHECKS = frozenset({"count", "at_least", "at_most"})
+VISIT_CHECKS = frozenset({"due", "visited", "pending", "rate", "missed"})
+COVERAGE_CHECKS = frozenset({"villages_without_aide", "uncovered_include", "warnings"})
+
+
 class Expectation(_Strict):
-    """One of `alert:` (checks on one alert), `alerts:` (how many) or `events:` (how many)."""
+    """One of `alert:` (checks on one alert), `alerts:` (how many), `events:` (how many),
+    `visits:` (a month's visit figures) or `coverage:` (who no aide can reach in time)."""
 
     alert: AlertSelector | None = None
     alerts: AlertFilter | None = None
     events: EventFilter | None = None
+    visits: VisitFigures | None = None
+    coverage: CoverageView | None = None
     # on one alert
     priority: int | None = None
     status: Literal["raised", "dispatching", "accepted", "on_scene", "resolved"] | None = None
@@ -170,27 +220,63 @@ class Expectation(_Strict):
     # per responder label: the key pressed on their call ("none": answered without one)
     call_keys: dict[str, str] | None = None
     sms_within_real_s: float | None = None  # device publish → call-out at the SMS endpoint
+    # timeline actions the alert must have, e.g. [raised, visit] (a concern found on a visit)
+    timeline_has: list[str] | None = None
     # on counts
     count: int | None = None
     at_least: int | None = None
     at_most: int | None = None
+    # on a month's visit figures: visits due, made, pending, visited ÷ due (to 3 places), and
+    # who was missed — exactly these, home label (or elder code) → reason (not_visited, no_aide,
+    # late, rejected)
+    due: int | None = None
+    visited: int | None = None
+    pending: int | None = None
+    rate: float | None = None
+    missed: dict[str, str] | None = None
+    # on coverage: the villages with no aide on duty (names, exactly), homes among the
+    # uncovered, and how many 下班 warnings the operator sees
+    villages_without_aide: list[str] | None = None
+    uncovered_include: list[str] | None = None
+    warnings: int | None = None
 
     @model_validator(mode="after")
     def _one_subject(self) -> Expectation:
-        subjects = [s for s in (self.alert, self.alerts, self.events) if s is not None]
+        subjects = {
+            name: checks
+            for name, checks in (
+                ("alert", ALERT_CHECKS),
+                ("alerts", COUNT_CHECKS),
+                ("events", COUNT_CHECKS),
+                ("visits", VISIT_CHECKS),
+                ("coverage", COVERAGE_CHECKS),
+            )
+            if getattr(self, name) is not None
+        }
         if len(subjects) != 1:
-            raise ValueError("an expectation has exactly one of `alert`, `alerts` or `events`")
-        counting = (self.count, self.at_least, self.at_most)
-        if self.alert is not None and any(c is not None for c in counting):
-            raise ValueError("`count`/`at_least`/`at_most` go with `alerts:` or `events:`")
-        if self.alert is None and all(c is None for c in counting):
-            raise ValueError("`alerts:`/`events:` need `count`, `at_least` or `at_most`")
-        single = self.model_dump(
-            exclude={"alert", "alerts", "events", "count", "at_least", "at_most"},
-            exclude_none=True,
+            raise ValueError(
+                "an expectation has exactly one of `alert`, `alerts` or `events` "
+                "(or `visits`, `coverage`)"
+            )
+        ((subject, allowed),) = subjects.items()
+        given = set(
+            self.model_dump(
+                exclude={"alert", "alerts", "events", "visits", "coverage"}, exclude_none=True
+            )
         )
-        if self.alert is None and single:
-            raise ValueError(f"{sorted(single)} can only be checked on one `alert:`")
+        if given - allowed:
+            wrong = given - allowed
+            if subject != "alert" and wrong <= ALERT_CHECKS:
+                raise ValueError(f"{sorted(wrong)} can only be checked on one `alert:`")
+            if wrong <= COUNT_CHECKS:
+                raise ValueError("`count`/`at_least`/`at_most` go with `alerts:` or `events:`")
+            raise ValueError(f"{sorted(wrong)} cannot be checked on `{subject}:`")
+        if subject in ("alerts", "events") and not given:
+            raise ValueError("`alerts:`/`events:` need `count`, `at_least` or `at_most`")
+        if subject in ("visits", "coverage") and not given:
+            raise ValueError(
+                f"`{subject}:` needs something to check ({', '.join(sorted(allowed))})"
+            )
         return self
 
     @field_validator("asked")
@@ -347,11 +433,41 @@ def _reference_problems(
                 )
         if step.power_cut is not None and step.power_cut not in townships:
             problems.append((("timeline", i, "power_cut"), f"no township {step.power_cut}"))
+        if step.by is not None and step.by not in scenario.homes:
+            problems.append(
+                (("timeline", i, "by"), f"unknown home {step.by!r} (not under `homes:`)")
+            )
     for i, exp in enumerate(scenario.expect):
         home = (exp.alert.home if exp.alert else None) or (exp.events.home if exp.events else None)
         home = home or (exp.alerts.home if exp.alerts else None)
         if home is not None and home not in scenario.homes:
             problems.append((("expect", i), f"unknown home {home!r} (not under `homes:`)"))
+        problems.extend(_figure_problems(scenario, plan, i, exp))
+    return problems
+
+
+def _figure_problems(
+    scenario: Scenario, plan: RegionPlan, i: int, exp: Expectation
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """Names in a `visits:` or `coverage:` expectation: operators, regions, homes."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    operators = {o.username for o in plan.operators}
+    regions = {plan.county.code} | {r.code for r in (*plan.townships, *plan.villages)}
+    elders = {e.code for e in plan.elders}
+    view = exp.visits or exp.coverage
+    if view is not None and view.operator not in operators:
+        subject = "visits" if exp.visits else "coverage"
+        problems.append(((("expect", i, subject, "operator")), f"no operator {view.operator!r}"))
+    if exp.visits is not None and exp.visits.region not in regions:
+        problems.append((("expect", i, "visits", "region"), f"no region {exp.visits.region}"))
+    for label in exp.missed or {}:
+        if label not in scenario.homes and label not in elders:
+            problems.append((("expect", i, "missed"), f"{label!r} is neither a home nor an elder"))
+    for label in exp.uncovered_include or []:
+        if label not in scenario.homes:
+            problems.append(
+                (("expect", i, "uncovered_include"), f"unknown home {label!r} (not under `homes:`)")
+            )
     return problems
 
 

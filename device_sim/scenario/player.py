@@ -26,7 +26,7 @@ from sqlmodel import col
 from alert_service.models import Alert, RuleTimer
 from anxin.clock import FakeClock
 from anxin.db import SessionMaker
-from anxin.models import Device
+from anxin.models import Device, Responder, pk
 from anxin.mqtt import BrokerAddress
 from device_sim.homes import DEVICE_FOR_EVENT, AckResult, SimDevice, SimHome
 from device_sim.phones import Behaviour
@@ -38,6 +38,7 @@ from dispatcher.models import SmsMessage, VoiceCall
 from dispatcher.twilio_provider import RING_TIMEOUT_S
 from dispatcher.twilio_sandbox import SandboxCall, SandboxMessage, SmsSandbox
 from gateway.models import Event
+from visits import service as visits_service
 
 # Heartbeats are sent this long before the platform would call a device offline.
 BEAT_MARGIN = timedelta(seconds=30)
@@ -100,8 +101,11 @@ class ScenarioPlayer:
         clock: FakeClock | None,
         settle_timeout_s: float = 120.0,
         progress: Callable[[float], None] | None = None,
+        web_url: str | None = None,
     ) -> None:
         self.scenario = scenario
+        # The platform's HTTP API: the `visits:` and `coverage:` checks read it as an operator.
+        self.web_url = web_url
         # Told the scenario seconds played so far (of `run_for`), for a progress bar.
         self.progress = progress
         self.plan = plan
@@ -292,6 +296,10 @@ class ScenarioPlayer:
             if step.power_cut is not None:
                 await self._power_cut(step.power_cut)
                 return
+            if step.sms is not None:
+                assert step.by is not None
+                await self._aide_texts(self.scenario.homes[step.by], step.sms)
+                return
             assert step.home is not None and step.event is not None
             home = self.homes[self.scenario.homes[step.home]]
             device = home.device(DEVICE_FOR_EVENT.get(step.event.value, "sos_button"))
@@ -304,6 +312,20 @@ class ScenarioPlayer:
                 self.first_send_real.setdefault(ack.alert_id, sent_at)
         finally:
             self._inflight -= 1
+
+    async def _aide_texts(self, elder_code: str, text: str) -> None:
+        """The aide who owns this elder's visits texts the platform (the SMS sandbox posts it
+        to the platform's signed webhook, as Twilio would)."""
+        async with self.sessions() as session:
+            elder = await visits_service.find_elder(session, elder_code)
+            assert elder is not None, f"no elder {elder_code} in the database"
+            owner = (await visits_service.owners(session, elders=[elder]))[pk(elder)]
+            aide = await session.get(Responder, owner) if owner is not None else None
+        if aide is None:
+            raise LookupError(f"no aide owns the visits of {elder_code}")
+        status = await self.sandbox.reply(aide.phone, text)
+        if status != 200:
+            raise RuntimeError(f"the platform answered {status} to an aide's SMS {text!r}")
 
     async def _power_cut(self, township: str) -> None:
         villages = {v.code for v in self.plan.villages if v.parent_code == township}
@@ -554,6 +576,8 @@ class ScenarioPlayer:
             first_send_real=self.first_send_real,
             first_callout_real=self.first_callout_real,
             timelines=self.timelines,
+            plan=self.plan,
+            web_url=self.web_url,
         ).run()
 
 
@@ -601,5 +625,6 @@ async def play_in_process(
             mqtt=platform.mqtt,
             clock=clock,
             progress=progress,
+            web_url=platform.web_url,
         )
         return await player.play()

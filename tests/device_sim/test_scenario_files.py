@@ -91,3 +91,64 @@ def test_an_expectation_needs_a_subject(tmp_path: Path) -> None:
     path = _write(tmp_path, "timeline: []\nexpect:\n  - priority: 1\n")
     with pytest.raises(ScenarioError, match="exactly one of `alert`, `alerts` or `events`"):
         load_scenario(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 604800.0), ("29d10h", 29 * 86400 + 36000.0), ("1d30m", 88200.0)]
+)
+def test_a_month_is_written_in_days(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_the_month_scenarios_are_bundled() -> None:
+    """Issue 18 item 7: played by `anxin sim run` and by tests/device_sim/test_scenarios.py."""
+    stems = {p.stem for p in bundled_scenarios()}
+    assert {
+        "month_one_elder_never_visited",
+        "month_concern_found_on_a_visit",
+        "month_aide_off_duty_village_uncovered",
+    } <= stems
+
+
+def test_an_aide_sms_step_names_a_home_and_figures_name_real_operators(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+timeline:
+  - {at: 1d, sms: 访 E0003, by: grandpa}
+  - {at: 2d, sms: 下班}
+expect:
+  - visits: {month: 2026-11, region: V99, operator: nobody}
+    due: 1
+    missed: {E9999: not_visited}
+  - coverage: {operator: t01}
+    uncovered_include: [grandma]
+""",
+    )
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert f"{path}:7: timeline.1: Value error, an `sms` step needs `by`" in str(error.value)
+
+    path.write_text(path.read_text().replace("  - {at: 2d, sms: 下班}\n", ""))
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    message = str(error.value)
+    assert f"{path}:6: timeline.0.by: unknown home 'grandpa'" in message
+    assert "expect.0.visits.operator: no operator 'nobody'" in message
+    assert "expect.0.visits.region: no region V99" in message
+    assert "'E9999' is neither a home nor an elder" in message
+    assert "expect.1.uncovered_include: unknown home 'grandma'" in message
+
+
+def test_checks_go_with_their_subject(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+timeline: []
+expect:
+  - coverage: {operator: t01}
+    due: 3
+""",
+    )
+    with pytest.raises(ScenarioError, match=r"\['due'\] cannot be checked on `coverage:`"):
+        load_scenario(path)
