@@ -132,7 +132,7 @@ def send_digests(
 
     run = asyncio.run(main())
     for responder_id, text in sorted(run.queued.items()):
-        console.print(f"{responder_id}\t{text}", markup=False, highlight=False)
+        typer.echo(f"{responder_id}\t{text}")  # whole lines: rich would wrap a long SMS
     verb = "would write" if dry_run else "written"
     console.print(
         f"{run.week}: {len(run.queued)} {verb}, {len(run.already)} already written, "
