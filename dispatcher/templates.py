@@ -26,6 +26,8 @@ KIND_LABELS_ZH: dict[str, str] = {
     "power_lost": "断电",
     "welfare_check": "上门探视",
     "visit_concern": "探访发现异常",
+    "illness": "突发疾病",  # a phone-in (代报警)
+    "missing": "走失",  # a phone-in
     "test": "测试",
 }
 
@@ -45,6 +47,8 @@ KIND_LABELS_EN: dict[str, str] = {
     "power_lost": "power cut",
     "welfare_check": "welfare visit",
     "visit_concern": "concern found on a visit",
+    "illness": "sudden illness",
+    "missing": "missing elder",
     "test": "test",
 }
 
