@@ -449,7 +449,13 @@ async def _phone_in_elder(
     return placeholder
 
 
-@router.post("/api/alerts", response_model=PhoneInOut, status_code=201, tags=["alerts"])
+@router.post(
+    "/api/alerts",
+    response_model=PhoneInOut,
+    status_code=201,
+    responses={200: {"model": PhoneInOut, "description": "joined the elder's open alert"}},
+    tags=["alerts"],
+)
 async def phone_in(
     body: PhoneInIn,
     session: Session,
