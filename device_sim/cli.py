@@ -184,6 +184,7 @@ async def _play_files(
                             mqtt=mqtt,
                             clock=None,
                             progress=bar(scenario),
+                            web_url=settings.public_url,
                         )
                         return await player.play()
 

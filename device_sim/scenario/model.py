@@ -3,6 +3,32 @@ the outcomes the platform must produce (the files are device_sim/scenarios/*.yam
 
 `load_scenario(path)` validates a file (pydantic) and names the file, line and field of any
 mistake, including names that must exist in the scenario's generated region.
+
+Durations read as people write them: `90s`, `11m`, `1h30m`, and days for a month's scenario
+(`7d`, `29d10h`); a step's `at` is one from `start`, so a month is `run_for: 30d` and steps on
+the days things happen (the fake clock jumps straight there). The kinds of step:
+
+    - {at: 30s, home: elder, event: sos}              # a device in the home sends an event
+    - {at: 2m, power_cut: T01}                         # a township loses mains power
+    - {at: 1d, sms: 访 E0001, by: high1}               # an aide texts the platform (issue 18):
+    - {at: 9d, sms: 访 E0012 异常 摔过一次, by: fell}  #   the aide who owns the visits of home
+    - {at: 29d10h, sms: 下班, by: e21}                 #   `by`'s elder, through the SMS sandbox
+
+`repeat`/`every` repeat any step (`repeat: 4, every: 7d`: a weekly visit). The expectations:
+
+    - alert: {home: elder, kind: sos}                  # one alert: priority, status, asked, …,
+      timeline_has: [raised, visit]                    #   actions on its timeline
+    - alerts: {kind: visit_concern}                    # how many alerts (events: how many events)
+      count: 2
+    - visits: {month: 2026-11, region: V01}            # the month's visit figures of a region as
+      due: 15                                          #   an operator (default `county`) reads
+      visited: 14                                      #   GET /api/figures/visits: due, visited,
+      rate: 0.933                                      #   pending, visited ÷ due to 3 places,
+      missed: {missing: not_visited}                   #   exactly who was missed and why
+    - coverage: {operator: t01}                        # GET /api/figures/coverage as operator:
+      villages_without_aide: [枫树河村]                #   the villages (exactly), homes among the
+      uncovered_include: [e21]                         #   uncovered, the 下班 warnings of the
+      warnings: 1                                      #   last 24 h
 """
 
 from __future__ import annotations

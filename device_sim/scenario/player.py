@@ -33,13 +33,22 @@ from device_sim.phones import Behaviour
 from device_sim.region.generate import generate_region
 from device_sim.region.plan import RegionPlan
 from device_sim.scenario.checks import OutcomeCheck, ScenarioResult, responder_labels
-from device_sim.scenario.model import ALERT_CODE, ResponderScript, Scenario, Step, format_seconds
+from device_sim.scenario.model import (
+    ALERT_CODE,
+    ResponderScript,
+    Scenario,
+    ScenarioError,
+    Step,
+    format_seconds,
+)
 from dispatcher.models import SmsMessage, VoiceCall
 from dispatcher.twilio_provider import RING_TIMEOUT_S
 from dispatcher.twilio_sandbox import SandboxCall, SandboxMessage, SmsSandbox
 from gateway.models import Event
 from visits import service as visits_service
 
+# A scenario longer than this (a month's) is played on scenario time only.
+REAL_TIME_LIMIT_S = 6 * 3600.0
 # Heartbeats are sent this long before the platform would call a device offline.
 BEAT_MARGIN = timedelta(seconds=30)
 
@@ -483,6 +492,11 @@ class ScenarioPlayer:
 
     # -- playing ----------------------------------------------------------------------------------
     async def play(self) -> ScenarioResult:
+        if self.clock is None and self.scenario.run_for > REAL_TIME_LIMIT_S:
+            raise ScenarioError(
+                f"{self.scenario.name}: runs {format_seconds(self.scenario.run_for)}, "
+                "it plays on scenario time only (not --real-time nor --external)"
+            )
         started = time.monotonic()
         unsubscribe = self.sandbox.subscribe(self._on_sms)
         unsubscribe_calls = self.sandbox.subscribe_calls(self._on_call)

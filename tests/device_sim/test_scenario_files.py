@@ -152,3 +152,25 @@ expect:
     )
     with pytest.raises(ScenarioError, match=r"\['due'\] cannot be checked on `coverage:`"):
         load_scenario(path)
+
+
+async def test_a_month_scenario_is_refused_at_real_time() -> None:
+    """`--real-time` (or `--external`) would wait 30 days: it says so at once instead."""
+    from typing import Any, cast
+
+    from device_sim.region.generate import generate_region
+    from device_sim.scenario.player import ScenarioPlayer
+
+    path = next(p for p in bundled_scenarios() if p.stem == "month_one_elder_never_visited")
+    scenario = load_scenario(path)
+    nothing = cast(Any, None)  # refused before it touches the platform
+    player = ScenarioPlayer(
+        scenario,
+        generate_region(scenario.region.homes, scenario.region.seed),
+        sessions=nothing,
+        sandbox=nothing,
+        mqtt=nothing,
+        clock=None,
+    )
+    with pytest.raises(ScenarioError, match="plays on scenario time only"):
+        await player.play()
