@@ -11,7 +11,10 @@
    machine's postgresql://postgres@127.0.0.1:5432/postgres), built by Alembic, filled by SQL
    (one county, 10 townships, the villages, an aide each, the elders and their visits), then
    `visits.service.month_figures` for the whole county (what `GET /api/figures/visits` and
-   `anxin figures visits` run): wall time and Python peak; the database is dropped at the end.
+   `anxin figures visits` run): wall time and Python peak; then, once each, where every elder
+   stands now county-wide — `overdue_visits` (GET /api/visits/overdue), `queue_digests` as a
+   dry run (the weekly digest), and `elder_statuses` (the ORM path) beside them, with how many
+   are overdue (the two must agree); the database is dropped at the end.
 
 Measured 2026-12-03 on the 2-core shared machine, load average 4.6–7 (other helpers' tests),
 10⁵ elders in 1,000 villages, 142,957 visits (pure) / 132,779 (database):
@@ -20,6 +23,9 @@ Measured 2026-12-03 on the 2-core shared machine, load average 4.6–7 (other he
   month_figures, whole county from Postgres: median 5.35 s (4.85, 5.59, 5.35), Python peak
   158 MiB, 58,287 missed visits listed. Before reading elders as plain rows and visits by
   village subquery it was 6.5 s for 20,000 elders; under load 10–11 the same run took 27 s.
+Measured 2026-12-03 19:07–19:12 UTC, load average 10.7–11.1 (every figure about 3.5× the quieter
+run above: month_figures took 19.2 s), 10⁵ elders: overdue_visits 16.0 s (27,587 overdue),
+queue_digests dry run 19.9 s (1,000 aides), elder_statuses 40.7 s (27,587 overdue: the same).
 """
 
 from __future__ import annotations
@@ -237,7 +243,7 @@ async def fill(url: str, elders: int, villages: int) -> None:
 async def database(elders: int, villages: int, repeat: int) -> None:
     from anxin import auth
     from anxin.db import make_engine, make_sessionmaker, migrate
-    from visits.service import month_figures
+    from visits.service import elder_statuses, month_figures, overdue_visits, queue_digests
 
     name, url = await create_database()
     try:
@@ -272,6 +278,30 @@ async def database(elders: int, villages: int, repeat: int) -> None:
             f"peak {peak:.0f} MiB; county {county.visited:,}/{county.due:,} = "
             f"{100 * (county.rate or 0):.1f} %, {county.missed_count:,} missed"
         )
+        # Where every elder stands now, county-wide: the overdue tab and the weekly digest
+        # (one row per elder) beside `elder_statuses` (ORM elders, half a year of visits).
+        ids = {r for r in scope if r < 10000}  # the villages: 1…villages (townships 10001…)
+        async with sessions() as session:
+            t0 = time.perf_counter()
+            overdue = await overdue_visits(session, village_ids=ids, now=NOW, timezone=TZ)
+            print(
+                f"  overdue_visits (whole county): {time.perf_counter() - t0:.2f} s, "
+                f"{len(overdue):,} overdue"
+            )
+        async with sessions() as session:
+            t0 = time.perf_counter()
+            run = await queue_digests(session, now=NOW, timezone=TZ, daily_limit=50, dry_run=True)
+            print(
+                f"  queue_digests dry run (whole county): {time.perf_counter() - t0:.2f} s, "
+                f"{len(run.queued):,} aides"
+            )
+        async with sessions() as session:
+            t0 = time.perf_counter()
+            slow = await elder_statuses(session, village_ids=ids, now=NOW, timezone=TZ)
+            print(
+                f"  elder_statuses (whole county): {time.perf_counter() - t0:.2f} s, "
+                f"{sum(r.status.overdue for r in slow):,} overdue"
+            )
         await engine.dispose()
     finally:
         await drop_database(name)

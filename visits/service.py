@@ -753,14 +753,17 @@ async def elders_now(
     ):
         changes_of.setdefault(c.elder_id, []).append(c)
     default = schedule.VisitPlan()
+    combos: dict[tuple[bool, ...], frozenset[str]] = {}  # a few dozen for 10⁵ elders
     out: list[ElderNow] = []
     for e in elders:
+        if e.flags not in combos:
+            combos[e.flags] = frozenset(
+                c for c, flag in zip(schedule.CATEGORIES, e.flags, strict=True) if flag
+            )
         facts = schedule.ElderFacts(
             elder_id=e.id,
             village_id=e.village_id,
-            categories=frozenset(
-                c for c, flag in zip(schedule.CATEGORIES, e.flags, strict=True) if flag
-            ),
+            categories=combos[e.flags],
             owner_id=owner_of[e.id],
         )
         seen = last.get(e.id)
